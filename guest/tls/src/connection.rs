@@ -1,0 +1,189 @@
+//! One connection: the TLS handshake over the host's streams, the response picked by SNI, close_notify,
+//! and a bounded drain of what the client still sends.
+
+use crate::bindings::exports::tls_site::site::handler::{Failure, Served};
+use crate::bindings::wasi::clocks::monotonic_clock;
+use crate::bindings::wasi::io::poll;
+use crate::bindings::wasi::io::streams::{InputStream, OutputStream, StreamError};
+use rustls::{ServerConfig, ServerConnection};
+use site::{Response, Site};
+use std::io::{IoSlice, Write as _};
+use std::sync::Arc;
+
+/// How much of the client's trailing bytes (its Finished, request, close_notify) are read and
+/// thrown away before closing, and for how long at most. Enough for any sane request; a client
+/// that sends more or stalls is cut off, at the cost of a possible reset on its side only.
+const DRAIN_BYTES: usize = 64 * 1024;
+const DRAIN_NANOS: u64 = 1_000_000_000;
+
+/// The largest single read asked of the host.
+const READ_CHUNK: u64 = 16 * 1024;
+
+pub fn serve(
+    config: &Arc<ServerConfig>,
+    site: &'static Site,
+    input: &InputStream,
+    output: &OutputStream,
+) -> Result<Served, Failure> {
+    let mut tls = ServerConnection::new(config.clone()).map_err(tls_failure)?;
+    let mut wire = Wire { input, output, outgoing: Vec::with_capacity(READ_CHUNK as usize) };
+    let mut pending: Option<Pending> = None;
+
+    loop {
+        match &mut pending {
+            Some(response) => response.queue(&mut tls),
+            // The ClientHello has been read once rustls has something to say or knows the name.
+            None if tls.wants_write() || tls.server_name().is_some() => {
+                let response = site.response_for(tls.server_name());
+                pending = Some(Pending { response, written: 0 });
+                continue;
+            }
+            None => {}
+        }
+        if tls.wants_write() {
+            wire.flush(&mut tls)?;
+            continue;
+        }
+        if pending.as_ref().is_some_and(Pending::done) {
+            break;
+        }
+        // rustls waits for the client: the rest of its handshake, or room to queue more.
+        match wire.read()? {
+            Some(bytes) => wire.feed(&mut tls, &bytes)?,
+            None if pending.is_none() => return Err(Failure::Io("closed before a ClientHello".into())),
+            None => return Err(Failure::Io("closed before the response was sent".into())),
+        }
+    }
+
+    tls.send_close_notify();
+    wire.flush(&mut tls)?;
+    let client_finished = wire.drain(&mut tls);
+    let response = pending.expect("the loop ends with a response").response;
+    Ok(Served {
+        server_name: tls.server_name().map(str::to_owned),
+        resource: response.hosts()[0].to_owned(),
+        bytes: (response.head().len() + response.body().len()) as u64,
+        client_finished,
+    })
+}
+
+/// The response being queued into rustls: head and body, from `written` on.
+struct Pending {
+    response: &'static Response,
+    written: usize,
+}
+
+impl Pending {
+    fn total(&self) -> usize {
+        self.response.head().len() + self.response.body().len()
+    }
+
+    fn done(&self) -> bool {
+        self.written == self.total()
+    }
+
+    /// Hands rustls as much as it will take. Its buffers are bounded, so a large file goes out in
+    /// pieces as the client reads, not all at once in memory.
+    fn queue(&mut self, tls: &mut ServerConnection) {
+        while !self.done() {
+            let (head, body) = (self.response.head(), self.response.body());
+            let slices = if self.written < head.len() {
+                [IoSlice::new(&head[self.written..]), IoSlice::new(body)]
+            } else {
+                [IoSlice::new(&[]), IoSlice::new(&body[self.written - head.len()..])]
+            };
+            match tls.writer().write_vectored(&slices) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => self.written += n,
+            }
+        }
+    }
+}
+
+/// The connection's two streams, and a buffer in which each TLS flight is gathered so that it
+/// reaches the host (and the socket) as one write.
+struct Wire<'a> {
+    input: &'a InputStream,
+    output: &'a OutputStream,
+    outgoing: Vec<u8>,
+}
+
+impl Wire<'_> {
+    /// Blocks for the client's next bytes; `None` when it has closed.
+    fn read(&mut self) -> Result<Option<Vec<u8>>, Failure> {
+        match self.input.blocking_read(READ_CHUNK) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(StreamError::Closed) => Ok(None),
+            Err(StreamError::LastOperationFailed(error)) => Err(Failure::Io(error.to_debug_string())),
+        }
+    }
+
+    /// Gives rustls the client's bytes. On a TLS error the alert rustls queued is still sent.
+    fn feed(&mut self, tls: &mut ServerConnection, mut bytes: &[u8]) -> Result<(), Failure> {
+        while !bytes.is_empty() {
+            let fed = tls.read_tls(&mut bytes).map(|_| ()).map_err(|e| Failure::Io(e.to_string()));
+            let processed = fed.and_then(|()| tls.process_new_packets().map(|_| ()).map_err(tls_failure));
+            if let Err(failure) = processed {
+                let _ = self.flush(tls);
+                return Err(failure);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes everything rustls has queued, as one buffer, and waits until the host has taken it.
+    fn flush(&mut self, tls: &mut ServerConnection) -> Result<(), Failure> {
+        self.outgoing.clear();
+        while tls.wants_write() {
+            tls.write_tls(&mut self.outgoing).map_err(|e| Failure::Io(e.to_string()))?;
+        }
+        let mut rest = &self.outgoing[..];
+        while !rest.is_empty() {
+            let room = self.output.check_write().map_err(stream_failure)?;
+            if room == 0 {
+                self.output.subscribe().block();
+                continue;
+            }
+            let (now, later) = rest.split_at(rest.len().min(room as usize));
+            self.output.write(now).map_err(stream_failure)?;
+            rest = later;
+        }
+        self.output.blocking_flush().map_err(stream_failure)
+    }
+
+    /// Reads and discards what the client sends after the response, until it closes or a bound is
+    /// reached, so that its unread bytes do not turn our close into a reset that cuts off the end
+    /// of the body on its side. Returns whether its handshake finished.
+    fn drain(&mut self, tls: &mut ServerConnection) -> bool {
+        let timeout = monotonic_clock::subscribe_duration(DRAIN_NANOS);
+        let readable = self.input.subscribe();
+        let mut drained = 0;
+        while drained < DRAIN_BYTES {
+            let ready = poll::poll(&[&readable, &timeout]);
+            if !ready.contains(&0) {
+                break;
+            }
+            match self.input.read(READ_CHUNK) {
+                Ok(bytes) => {
+                    drained += bytes.len();
+                    if tls.is_handshaking() {
+                        let _ = tls.read_tls(&mut &bytes[..]).map(|_| tls.process_new_packets());
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        !tls.is_handshaking()
+    }
+}
+
+fn tls_failure(error: rustls::Error) -> Failure {
+    Failure::Tls(error.to_string())
+}
+
+fn stream_failure(error: StreamError) -> Failure {
+    match error {
+        StreamError::Closed => Failure::Io("the client closed the connection".into()),
+        StreamError::LastOperationFailed(error) => Failure::Io(error.to_debug_string()),
+    }
+}

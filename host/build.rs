@@ -1,0 +1,39 @@
+//! Builds the site component (guest/tls) for wasm32-wasip2, so that `cargo run` and `cargo test`
+//! always serve the site as it is in the tree. The path of the result is `TLS_SITE_COMPONENT`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const TARGET: &str = "wasm32-wasip2";
+
+fn main() {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned();
+    for input in ["guest", "wit", "assets", "Cargo.toml", "Cargo.lock"] {
+        println!("cargo::rerun-if-changed={}", workspace.join(input).display());
+    }
+    // A target directory of its own: the outer cargo holds the lock on the main one.
+    let target_dir = workspace.join("target").join("guest");
+    let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or("cargo".into()));
+    cargo.current_dir(&workspace).args(["build", "--release", "-p", "tls-site-guest", "--target", TARGET]);
+    cargo.arg("--target-dir").arg(&target_dir);
+    // What cargo set for this build script must not leak into the nested build.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let inherited = (name.starts_with("CARGO_") && name != "CARGO_HOME")
+            || ["TARGET", "HOST", "OUT_DIR", "OPT_LEVEL", "PROFILE", "DEBUG", "NUM_JOBS", "RUSTC", "RUSTDOC", "RUSTC_LINKER", "RUSTFLAGS"]
+                .contains(&name.as_ref());
+        if inherited {
+            cargo.env_remove(name.as_ref());
+        }
+    }
+    let status = cargo.status().expect("cannot run cargo to build the guest component");
+    if !status.success() {
+        eprintln!(
+            "error: building the guest component failed (see above). If the target is missing: \
+             `rustup target add {TARGET}`"
+        );
+        std::process::exit(1);
+    }
+    let component: PathBuf = target_dir.join(TARGET).join("release").join("tls_site_guest.wasm");
+    println!("cargo::rustc-env=TLS_SITE_COMPONENT={}", component.display());
+}

@@ -1,0 +1,155 @@
+//! `tls-site`: serve the site component over HTTPS, show what a component serves, or make
+//! development certificates.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tls_site::sandbox::{Limits, Sandbox};
+use tls_site::{BUILT_COMPONENT, ServeOptions, Server, certs, log};
+
+#[derive(Parser)]
+#[command(version, about = "A website served over HTTPS by a sandboxed WebAssembly component")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the site: HTTPS from the component, and a redirect to it on the HTTP port.
+    Serve {
+        /// The site component [default: the one built from guest/tls]
+        component: Option<PathBuf>,
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        https: SocketAddr,
+        /// The port-80 side, answering 301 to https
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        http: SocketAddr,
+        /// Serve HTTPS only
+        #[arg(long, conflicts_with = "http")]
+        no_http: bool,
+        /// Directory of NAME.chain.pem + NAME.key.pem pairs
+        #[arg(long, default_value = "certs")]
+        certs: PathBuf,
+        /// The HTTPS port clients see, if not the one listened on (for redirects)
+        #[arg(long)]
+        public_https_port: Option<u16>,
+        /// Connections served at once; further ones wait in the listen backlog
+        #[arg(long, default_value_t = 256)]
+        max_connections: u32,
+        /// Seconds one connection may take, from accept to close
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
+    },
+    /// Print what a component serves, without serving it.
+    Inspect {
+        component: Option<PathBuf>,
+        /// One JSON array: hosts, content_type, bytes, sha256, default
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a throwaway development CA and a certificate for every host name of the site.
+    /// NOT for production: trust the CA only on a development machine.
+    DevCerts {
+        component: Option<PathBuf>,
+        #[arg(long, default_value = "certs")]
+        out: PathBuf,
+    },
+}
+
+fn component_or_built(component: Option<PathBuf>) -> PathBuf {
+    component.unwrap_or_else(|| PathBuf::from(BUILT_COMPONENT))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Serve { component, https, http, no_http, certs, public_https_port, max_connections, timeout } => {
+            let mut options = ServeOptions::new(component_or_built(component), certs);
+            options.https = https;
+            options.http = (!no_http).then_some(http);
+            options.public_https_port = public_https_port;
+            options.max_connections = max_connections;
+            options.connection_deadline = Duration::try_from_secs_f64(timeout).context("--timeout")?;
+            serve(options).await
+        }
+        Command::Inspect { component, json } => inspect(component_or_built(component), json).await,
+        Command::DevCerts { component, out } => {
+            let hosts = site_hosts(&component_or_built(component)).await?;
+            for file in certs::dev_certs(&out, &hosts)? {
+                println!("wrote {}", file.display());
+            }
+            println!("Development certificates only: the CA's key was thrown away. To make curl trust them:");
+            println!("  curl --cacert {} https://{}:8443/", out.join(certs::DEV_CA_FILE).display(), hosts[0]);
+            Ok(())
+        }
+    }
+}
+
+async fn serve(options: ServeOptions) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let server = Server::start(&options).await?;
+    for resource in server.resources() {
+        let default = if resource.is_default { " (default)" } else { "" };
+        log(format_args!("serving {} {} bytes {}{default}", resource.hosts.join(","), resource.bytes, resource.content_type));
+    }
+    let port = server.https_addr().port();
+    let default_host = server.resources().iter().find(|r| r.is_default).map(|r| r.hosts[0].as_str()).unwrap_or("localhost");
+    log(format_args!(
+        "listening on https://{} (open https://{default_host}:{port}/){} - ready in {} ms",
+        server.https_addr(),
+        server.http_addr().map(|addr| format!(" and http://{addr}")).unwrap_or_default(),
+        started.elapsed().as_millis(),
+    ));
+    shutdown_signal().await;
+    log(format_args!("shutting down: no new connections; finishing those in flight"));
+    server.shutdown().await;
+    log(format_args!("stopped"));
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}
+
+/// A sandbox without certificates cannot serve, but can say what it would serve.
+async fn load_for_inspection(component: &std::path::Path) -> anyhow::Result<Vec<tls_site::sandbox::Resource>> {
+    Ok(Sandbox::inspect(component, Limits::default()).await?)
+}
+
+async fn site_hosts(component: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let resources = load_for_inspection(component).await?;
+    // The default host first: it names the certificate.
+    let mut hosts: Vec<String> = resources.iter().filter(|r| r.is_default).flat_map(|r| r.hosts.clone()).collect();
+    hosts.extend(resources.iter().filter(|r| !r.is_default).flat_map(|r| r.hosts.clone()));
+    Ok(hosts)
+}
+
+async fn inspect(component: PathBuf, json: bool) -> anyhow::Result<()> {
+    let resources = load_for_inspection(&component).await?;
+    if json {
+        let listing: Vec<serde_json::Value> = resources
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "hosts": r.hosts, "content_type": r.content_type, "bytes": r.bytes,
+                    "sha256": r.sha256, "default": r.is_default,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&listing)?);
+    } else {
+        for r in &resources {
+            let default = if r.is_default { "  (default)" } else { "" };
+            println!("{:<40} {:>9} bytes  {:<26} sha256:{}{default}", r.hosts.join(","), r.bytes, r.content_type, r.sha256);
+        }
+    }
+    Ok(())
+}

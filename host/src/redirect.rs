@@ -1,0 +1,147 @@
+//! Port 80: every request gets `301 Moved Permanently` to the https URL of the host it asked for
+//! (if the site serves that name) or of the default host. Requests are read bounded in size and
+//! time and parsed with `httparse`; anything malformed gets a 400.
+
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A request head larger than this is refused: a redirect needs only the Host header.
+pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
+const MAX_HEADERS: usize = 64;
+
+/// Where the redirects point: the site's names and the port clients reach HTTPS on.
+#[derive(Clone, Debug)]
+pub struct RedirectTable {
+    hosts: Vec<String>,
+    default_host: String,
+    https_port: u16,
+}
+
+impl RedirectTable {
+    pub fn new(hosts: Vec<String>, default_host: String, https_port: u16) -> RedirectTable {
+        RedirectTable { hosts, default_host, https_port }
+    }
+
+    /// `https://host[:port]/` for the Host header given, or for the default host.
+    pub fn location(&self, host_header: Option<&[u8]>) -> String {
+        let requested = host_header
+            .and_then(|value| std::str::from_utf8(value).ok())
+            .map(|value| value.trim().split_once(':').map_or(value.trim(), |(name, _port)| name))
+            .map(|name| name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase());
+        let host = requested
+            .as_deref()
+            .and_then(|name| self.hosts.iter().find(|known| known.as_str() == name))
+            .unwrap_or(&self.default_host);
+        match self.https_port {
+            443 => format!("https://{host}/"),
+            port => format!("https://{host}:{port}/"),
+        }
+    }
+}
+
+/// What happened on one port-80 connection, for the access log.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RedirectOutcome {
+    Redirected(String),
+    BadRequest(&'static str),
+    TimedOut,
+    Closed,
+}
+
+/// The answer to a request head: a 301, a 400 if it is malformed or too large, `None` if more
+/// bytes are needed.
+pub fn answer(table: &RedirectTable, head: &[u8]) -> Option<(Vec<u8>, RedirectOutcome)> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {
+            let host = request.headers.iter().find(|h| h.name.eq_ignore_ascii_case("host"));
+            let location = table.location(host.map(|h| h.value));
+            let response = format!(
+                "HTTP/1.1 301 Moved Permanently\r\nLocation: {location}\r\nContent-Length: 0\r\n\
+                 Connection: close\r\n\r\n"
+            );
+            Some((response.into_bytes(), RedirectOutcome::Redirected(location)))
+        }
+        Ok(httparse::Status::Partial) if head.len() < MAX_REQUEST_HEAD => None,
+        Ok(httparse::Status::Partial) => Some(bad_request("request head too large")),
+        Err(_) => Some(bad_request("malformed request")),
+    }
+}
+
+fn bad_request(why: &'static str) -> (Vec<u8>, RedirectOutcome) {
+    let response = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    (response.to_vec(), RedirectOutcome::BadRequest(why))
+}
+
+/// Reads one request head (bounded by `MAX_REQUEST_HEAD` and `deadline`) and answers it.
+pub async fn serve_connection(table: &RedirectTable, mut stream: TcpStream, deadline: Duration) -> RedirectOutcome {
+    let _ = stream.set_nodelay(true);
+    let exchange = async {
+        let mut head = Vec::with_capacity(1024);
+        let mut chunk = [0u8; 2048];
+        loop {
+            let n = stream.read(&mut chunk).await.unwrap_or(0);
+            if n == 0 {
+                return RedirectOutcome::Closed;
+            }
+            let room = MAX_REQUEST_HEAD - head.len();
+            head.extend_from_slice(&chunk[..n.min(room)]);
+            if let Some((response, outcome)) = answer(table, &head) {
+                let _ = stream.write_all(&response).await;
+                let _ = stream.shutdown().await;
+                return outcome;
+            }
+        }
+    };
+    tokio::time::timeout(deadline, exchange).await.unwrap_or(RedirectOutcome::TimedOut)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(https_port: u16) -> RedirectTable {
+        let hosts = vec!["a.test".to_owned(), "paper.a.test".to_owned()];
+        RedirectTable::new(hosts, "a.test".to_owned(), https_port)
+    }
+
+    #[test]
+    fn a_known_host_is_redirected_to_itself() {
+        let (response, outcome) = answer(&table(8443), b"GET /x HTTP/1.1\r\nHost: paper.a.test\r\n\r\n").unwrap();
+        assert_eq!(outcome, RedirectOutcome::Redirected("https://paper.a.test:8443/".into()));
+        let text = String::from_utf8(response).unwrap();
+        assert!(text.starts_with("HTTP/1.1 301 Moved Permanently\r\n"));
+        assert!(text.contains("\r\nLocation: https://paper.a.test:8443/\r\n"));
+    }
+
+    #[test]
+    fn the_port_443_is_left_out_and_host_ports_ignored() {
+        let (_, outcome) = answer(&table(443), b"GET / HTTP/1.1\r\nHost: PAPER.a.test:80\r\n\r\n").unwrap();
+        assert_eq!(outcome, RedirectOutcome::Redirected("https://paper.a.test/".into()));
+    }
+
+    #[test]
+    fn unknown_or_missing_hosts_go_to_the_default() {
+        let (_, unknown) = answer(&table(443), b"GET / HTTP/1.1\r\nHost: evil.example\r\n\r\n").unwrap();
+        assert_eq!(unknown, RedirectOutcome::Redirected("https://a.test/".into()));
+        let (_, missing) = answer(&table(443), b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        assert_eq!(missing, RedirectOutcome::Redirected("https://a.test/".into()));
+    }
+
+    #[test]
+    fn partial_heads_wait_for_more() {
+        assert!(answer(&table(443), b"GET / HTTP/1.1\r\nHost: a.te").is_none());
+    }
+
+    #[test]
+    fn malformed_and_oversized_heads_get_400() {
+        let (response, outcome) = answer(&table(443), b"\x16\x03\x01garbage\r\n\r\n").unwrap();
+        assert!(response.starts_with(b"HTTP/1.1 400 "));
+        assert_eq!(outcome, RedirectOutcome::BadRequest("malformed request"));
+        let mut huge = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        huge.resize(MAX_REQUEST_HEAD, b'a');
+        assert_eq!(answer(&table(443), &huge).unwrap().1, RedirectOutcome::BadRequest("request head too large"));
+    }
+}

@@ -1,0 +1,300 @@
+//! The sandbox: the wasmtime engine, the initialised snapshot of the site component, and a fresh
+//! instance of it per connection with nothing granted but that connection's two streams.
+
+use crate::certs::Certificate;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable, Val};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::p2::pipe::{AsyncReadStream, AsyncWriteStream};
+use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "tls-site",
+    exports: { default: async },
+    with: { "wasi": wasmtime_wasi::p2::bindings },
+});
+
+pub use exports::tls_site::site::handler::{Failure, Served};
+pub use exports::tls_site::site::site::Resource;
+use tls_site::site::identity;
+
+/// How often the engine's epoch advances; CPU deadlines are counted in these ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// CPU time the component may take to initialise or to list its resources.
+const START_UP_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Room in the host-side write buffer: a whole first flight (handshake and the start of the
+/// response) fits, so it reaches the socket in one write.
+const WRITE_BUDGET: usize = 256 * 1024;
+
+/// The wasm export that `initialise`s the component, as wizer calls it.
+const INIT_CALL: &str = "initialise()";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("{path}: cannot read the component: {source}")]
+    Unreadable { path: PathBuf, source: std::io::Error },
+    #[error("{path}: not a tls-site component: {source:#}")]
+    NotAComponent { path: PathBuf, source: wasmtime::Error },
+    #[error("the component refused the certificates: {0}")]
+    Init(String),
+    #[error("the component trapped while initialising: {0:#}")]
+    InitTrapped(wasmtime::Error),
+    #[error("wasmtime: {0:#}")]
+    Wasmtime(#[from] wasmtime::Error),
+}
+
+/// Limits every instance lives under.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Instances alive at once: connections in flight, plus one for start-up work.
+    pub instances: u32,
+    /// Linear memory one instance may grow to.
+    pub memory_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        // The guest's memory after initialisation is ~2 MiB (the site and the TLS state); a
+        // handshake adds little. 16 MiB leaves room for the largest PDF to be copied once.
+        Limits { instances: 256, memory_bytes: 16 << 20 }
+    }
+}
+
+/// What one connection came to.
+#[derive(Debug)]
+pub enum Outcome {
+    Served(Served),
+    Failed(Failure),
+    /// The guest trapped (a bug, or its CPU deadline); only this connection is lost.
+    Trapped(String),
+    /// The client took longer than the connection deadline.
+    TimedOut,
+    /// No instance could be made (the pool is full, or the host is out of memory).
+    NoInstance(String),
+}
+
+/// The engine and the initialised component, ready to serve.
+pub struct Sandbox {
+    engine: Engine,
+    pre: TlsSitePre<GuestState>,
+    limits: Limits,
+}
+
+/// What a guest instance's store holds: an empty WASI context, its resource table and limits.
+pub struct GuestState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    certificates: Vec<identity::Certificate>,
+}
+
+impl GuestState {
+    fn new(memory_bytes: usize, certificates: Vec<identity::Certificate>) -> GuestState {
+        GuestState {
+            wasi: empty_wasi(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new().memory_size(memory_bytes).build(),
+            certificates,
+        }
+    }
+}
+
+/// WASI as the guest gets it: no preopened directories, no environment, no arguments, no
+/// network (sockets exist in the interface, every use is refused), stdio empty. What remains
+/// is clocks and randomness, which TLS needs.
+fn empty_wasi() -> WasiCtx {
+    WasiCtx::builder()
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .socket_addr_check(|_, _| Box::pin(async { false }))
+        .build()
+}
+
+impl WasiView for GuestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl identity::Host for GuestState {
+    fn certificates(&mut self) -> Vec<identity::Certificate> {
+        std::mem::take(&mut self.certificates)
+    }
+}
+
+impl Sandbox {
+    /// Compiles the component, initialises it once with the certificates, snapshots the result,
+    /// and prepares instances of the snapshot.
+    pub async fn new(
+        component_path: &Path,
+        certificates: &[Certificate],
+        limits: Limits,
+    ) -> Result<Sandbox, SandboxError> {
+        let wasm = std::fs::read(component_path)
+            .map_err(|source| SandboxError::Unreadable { path: component_path.to_owned(), source })?;
+        let engine = engine(&limits)?;
+        let linker = linker(&engine)?;
+
+        let mut store = new_store(&engine, limits.memory_bytes, to_wit(certificates));
+        let instantiate = async |store: &mut Store<GuestState>, component: &Component| {
+            linker.instantiate_async(store, component).await
+        };
+        let (snapshot, returned) = wasmtime_wizer::Wizer::new()
+            .init_func(INIT_CALL)
+            .run_component(&mut store, &wasm, instantiate)
+            .await
+            .map_err(|error| classify_load_error(component_path, error))?;
+        if let [Val::Result(Err(error))] = &returned[..] {
+            return Err(SandboxError::Init(describe(error.as_deref())));
+        }
+
+        let component = Component::new(&engine, &snapshot)
+            .map_err(|source| SandboxError::NotAComponent { path: component_path.to_owned(), source })?;
+        let pre = TlsSitePre::new(linker.instantiate_pre(&component)?)?;
+        Ok(Sandbox { engine, pre, limits })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    fn store(&self) -> Store<GuestState> {
+        new_store(&self.engine, self.limits.memory_bytes, Vec::new())
+    }
+
+    /// What the component serves.
+    pub async fn resources(&self) -> Result<Vec<Resource>, SandboxError> {
+        resources_of(&self.pre, self.store()).await
+    }
+
+    /// What the component at `component_path` serves, without certificates or a snapshot.
+    pub async fn inspect(component_path: &Path, limits: Limits) -> Result<Vec<Resource>, SandboxError> {
+        let wasm = std::fs::read(component_path)
+            .map_err(|source| SandboxError::Unreadable { path: component_path.to_owned(), source })?;
+        let engine = engine(&limits)?;
+        let component = Component::new(&engine, &wasm)
+            .map_err(|source| SandboxError::NotAComponent { path: component_path.to_owned(), source })?;
+        let pre = TlsSitePre::new(linker(&engine)?.instantiate_pre(&component)?)
+            .map_err(|source| SandboxError::NotAComponent { path: component_path.to_owned(), source })?;
+        resources_of(&pre, new_store(&engine, limits.memory_bytes, Vec::new())).await
+    }
+
+    /// Serves one accepted connection from a fresh instance of the snapshot. `deadline` bounds
+    /// the whole connection, in wall-clock time for the client and in CPU time for the guest.
+    pub async fn serve_connection(&self, stream: TcpStream, deadline: Duration) -> Outcome {
+        // Each TLS flight leaves as one write; without this, Nagle and delayed ACKs stall it.
+        let _ = stream.set_nodelay(true);
+        let (reader, writer) = stream.into_split();
+        let mut store = self.store();
+        store.set_epoch_deadline(deadline.as_millis() as u64 / EPOCH_TICK.as_millis() as u64);
+        store.epoch_deadline_trap();
+        let site = match self.pre.instantiate_async(&mut store).await {
+            Ok(site) => site,
+            Err(error) => return Outcome::NoInstance(format!("{error:#}")),
+        };
+        let table = &mut store.data_mut().table;
+        let input: Box<DynInputStream> = Box::new(Box::new(AsyncReadStream::new(reader)));
+        let output: Box<DynOutputStream> = Box::new(Box::new(AsyncWriteStream::new(WRITE_BUDGET, writer)));
+        let (Ok(input), Ok(output)) = (table.push(*input), table.push(*output)) else {
+            return Outcome::NoInstance("resource table full".into());
+        };
+        let handler = site.tls_site_site_handler();
+        match tokio::time::timeout(deadline, handler.call_handle(&mut store, input, output)).await {
+            Ok(Ok(Ok(served))) => Outcome::Served(served),
+            Ok(Ok(Err(failure))) => Outcome::Failed(failure),
+            Ok(Err(trap)) => Outcome::Trapped(format!("{trap:#}")),
+            Err(_elapsed) => Outcome::TimedOut,
+        }
+    }
+}
+
+/// A store for one instance, with the start-up CPU deadline; connections set their own.
+fn new_store(engine: &Engine, memory_bytes: usize, certificates: Vec<identity::Certificate>) -> Store<GuestState> {
+    let mut store = Store::new(engine, GuestState::new(memory_bytes, certificates));
+    store.limiter(|state| &mut state.limits);
+    store.set_epoch_deadline(START_UP_DEADLINE.as_millis() as u64 / EPOCH_TICK.as_millis() as u64);
+    store.epoch_deadline_trap();
+    store
+}
+
+async fn resources_of(pre: &TlsSitePre<GuestState>, mut store: Store<GuestState>) -> Result<Vec<Resource>, SandboxError> {
+    let site = pre.instantiate_async(&mut store).await?;
+    Ok(site.tls_site_site_site().call_resources(&mut store).await?)
+}
+
+fn engine(limits: &Limits) -> Result<Engine, SandboxError> {
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(limits.instances)
+        .total_core_instances(limits.instances * 8)
+        .total_memories(limits.instances * 2)
+        .total_tables(limits.instances * 4)
+        .total_stacks(limits.instances)
+        .max_memory_size(limits.memory_bytes);
+    let mut config = Config::new();
+    config
+        .epoch_interruption(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    let engine = Engine::new(&config)?;
+    // The epoch clock: a weak handle, so the thread ends when the engine does.
+    let weak = engine.weak();
+    std::thread::spawn(move || {
+        while let Some(engine) = weak.upgrade() {
+            engine.increment_epoch();
+            drop(engine);
+            std::thread::sleep(EPOCH_TICK);
+        }
+    });
+    Ok(engine)
+}
+
+fn linker(engine: &Engine) -> Result<Linker<GuestState>, SandboxError> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    identity::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |state| state)?;
+    Ok(linker)
+}
+
+fn to_wit(certificates: &[Certificate]) -> Vec<identity::Certificate> {
+    certificates
+        .iter()
+        .map(|certificate| identity::Certificate {
+            chain: certificate.chain.clone(),
+            private_key: certificate.private_key.clone(),
+            key_format: match certificate.key_format {
+                crate::certs::KeyFormat::Pkcs8 => identity::KeyFormat::Pkcs8,
+                crate::certs::KeyFormat::Sec1 => identity::KeyFormat::Sec1,
+                crate::certs::KeyFormat::Pkcs1 => identity::KeyFormat::Pkcs1,
+            },
+            names: certificate.names.clone(),
+        })
+        .collect()
+}
+
+/// Wizer compiles and instantiates the component: its errors are those of a bad file, a
+/// component of another world, or a trap in `initialise`.
+fn classify_load_error(path: &Path, error: wasmtime::Error) -> SandboxError {
+    if error.chain().any(|cause| cause.to_string().contains("initialization function trapped")) {
+        SandboxError::InitTrapped(error)
+    } else {
+        SandboxError::NotAComponent { path: path.to_owned(), source: error }
+    }
+}
+
+/// `init-error` as wizer hands it back: a variant case and its text.
+fn describe(error: Option<&Val>) -> String {
+    match error {
+        Some(Val::Variant(case, Some(payload))) => match payload.as_ref() {
+            Val::String(text) => format!("{case}: {text}"),
+            other => format!("{case}: {other:?}"),
+        },
+        other => format!("{other:?}"),
+    }
+}
