@@ -22,6 +22,13 @@ pub struct Certificate {
     pub source: PathBuf,
 }
 
+/// Never prints the key.
+impl std::fmt::Debug for Certificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Certificate").field("names", &self.names).field("source", &self.source).finish_non_exhaustive()
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KeyFormat {
     Pkcs8,

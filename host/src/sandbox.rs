@@ -21,7 +21,7 @@ wasmtime::component::bindgen!({
 
 pub use exports::tls_site::site::handler::{Failure, Served};
 pub use exports::tls_site::site::site::Resource;
-use tls_site::site::identity;
+use self::tls_site::site::identity;
 
 /// How often the engine's epoch advances; CPU deadlines are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -194,12 +194,12 @@ impl Sandbox {
         let _ = stream.set_nodelay(true);
         let (reader, writer) = stream.into_split();
         let mut store = self.store();
-        store.set_epoch_deadline(deadline.as_millis() as u64 / EPOCH_TICK.as_millis() as u64);
-        store.epoch_deadline_trap();
         let site = match self.pre.instantiate_async(&mut store).await {
             Ok(site) => site,
+            Err(error) if error.is::<wasmtime::Trap>() => return Outcome::Trapped(format!("{error:#}")),
             Err(error) => return Outcome::NoInstance(format!("{error:#}")),
         };
+        store.set_epoch_deadline(deadline.as_millis() as u64 / EPOCH_TICK.as_millis() as u64);
         let table = &mut store.data_mut().table;
         let input: Box<DynInputStream> = Box::new(Box::new(AsyncReadStream::new(reader)));
         let output: Box<DynOutputStream> = Box::new(Box::new(AsyncWriteStream::new(WRITE_BUDGET, writer)));

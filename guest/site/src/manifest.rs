@@ -177,6 +177,7 @@ mod tests {
         let manifest = load(&text).unwrap();
         assert_eq!(manifest.https_port, 8443);
         assert_eq!(manifest.resources.len(), 2);
+        assert_eq!(manifest.resources[1].title, None, "a title is optional");
     }
 
     #[test]

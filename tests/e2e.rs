@@ -1,0 +1,166 @@
+//! End-to-end: the `tls-site` binary as a user runs it, against curl, openssl and a rustls client,
+//! and stopped with SIGTERM.
+
+mod client;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_tls-site");
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tls-site-e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `tls-site inspect --json`, parsed.
+fn inspect() -> Vec<serde_json::Value> {
+    let output = Command::new(BINARY).args(["inspect", "--json"]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// The binary, serving on free loopback ports with fresh development certificates.
+struct Running {
+    child: Child,
+    https: SocketAddr,
+    http: SocketAddr,
+    certs: PathBuf,
+    log: mpsc::Receiver<String>,
+}
+
+impl Running {
+    fn start(name: &str) -> Running {
+        let certs = temp_dir(name);
+        let made = Command::new(BINARY).arg("dev-certs").arg("--out").arg(&certs).output().unwrap();
+        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+        let mut child = Command::new(BINARY)
+            .args(["serve", "--https", "127.0.0.1:0", "--http", "127.0.0.1:0", "--certs"])
+            .arg(&certs)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (sender, log) = mpsc::channel();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                eprintln!("[server] {line}");
+                let _ = sender.send(line);
+            }
+        });
+        let ready = wait_for(&log, "listening on https://");
+        let address = |marker: &str| -> SocketAddr {
+            let start = ready.find(marker).unwrap() + marker.len();
+            ready[start..].split([' ', ')']).next().unwrap().parse().unwrap()
+        };
+        let (https, http) = (address("listening on https://"), address(" and http://"));
+        Running { child, https, http, certs, log }
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.certs.join("dev-ca.pem")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for(log: &mpsc::Receiver<String>, needle: &str) -> String {
+    loop {
+        let line = log.recv_timeout(Duration::from_secs(120)).unwrap_or_else(|_| panic!("no log line with {needle:?}"));
+        if line.contains(needle) {
+            return line;
+        }
+    }
+}
+
+fn sha256_of_file(path: &Path) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(std::fs::read(path).unwrap()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn curl_fetches_every_resource_whole_and_follows_the_redirect() {
+    let server = Running::start("curl");
+    let out = temp_dir("curl-out");
+    for resource in inspect() {
+        let host = resource["hosts"][0].as_str().unwrap();
+        let file = out.join(host);
+        let status = Command::new("curl")
+            .args(["--silent", "--show-error", "--fail", "--cacert"])
+            .arg(server.ca())
+            .arg("--resolve")
+            .arg(format!("{host}:{}:127.0.0.1", server.https.port()))
+            .arg("--output")
+            .arg(&file)
+            .arg(format!("https://{host}:{}/", server.https.port()))
+            .status()
+            .expect("curl is installed (.ci/run installs it)");
+        assert!(status.success(), "curl {host}");
+        assert_eq!(sha256_of_file(&file), resource["sha256"].as_str().unwrap(), "{host}");
+        assert_eq!(std::fs::metadata(&file).unwrap().len(), resource["bytes"].as_u64().unwrap());
+        wait_for(&server.log, &format!("sni={host} resource={host}"));
+    }
+    // Port 80's answer, as curl sees it.
+    let head = Command::new("curl")
+        .args(["--silent", "--include", "--header", "Host: tls-site.localhost"])
+        .arg(format!("http://{}/", server.http))
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&head.stdout);
+    assert!(head.starts_with("HTTP/1.1 301"), "{head}");
+    assert!(head.contains(&format!("Location: https://tls-site.localhost:{}/", server.https.port())), "{head}");
+}
+
+#[test]
+fn openssl_sees_tls13_an_ecdsa_p256_key_and_http11() {
+    let server = Running::start("openssl");
+    let output = Command::new("openssl")
+        .args(["s_client", "-connect"])
+        .arg(server.https.to_string())
+        .args(["-servername", "tls-site.localhost", "-alpn", "h2,http/1.1", "-CAfile"])
+        .arg(server.ca())
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl is installed (.ci/run installs it)");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("TLSv1.3"), "{text}");
+    assert!(text.contains("ALPN protocol: http/1.1"), "{text}");
+    assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
+    assert!(text.contains("Server public key is 256 bit") || text.contains("Peer signature type: ECDSA"), "{text}");
+}
+
+#[test]
+fn sigterm_stops_the_server_cleanly() {
+    let mut server = Running::start("sigterm");
+    let page = client::fetch(server.https, "tls-site.localhost", true, client::config(client::Trust::Ca(&server.ca()), &[]));
+    assert!(page.is_ok());
+    let killed = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    wait_for(&server.log, "stopped");
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "exit status {status}");
+}
+
+#[test]
+fn inspect_lists_every_resource_with_one_default() {
+    let listing = inspect();
+    assert!(listing.len() >= 3);
+    assert_eq!(listing.iter().filter(|r| r["default"] == true).count(), 1);
+    for resource in &listing {
+        assert!(resource["hosts"].as_array().is_some_and(|h| !h.is_empty()));
+        assert_eq!(resource["sha256"].as_str().unwrap().len(), 64);
+        assert!(resource["bytes"].as_u64().unwrap() > 0);
+        assert!(resource["content_type"].is_string());
+    }
+}
