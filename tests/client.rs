@@ -37,8 +37,16 @@ pub enum Trust<'a> {
 }
 
 pub fn config(trust: Trust<'_>, alpn: &[&[u8]]) -> ClientConfig {
+    config_for_versions(trust, alpn, rustls::DEFAULT_VERSIONS)
+}
+
+pub fn config_for_versions(
+    trust: Trust<'_>,
+    alpn: &[&[u8]],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> ClientConfig {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions().unwrap();
+    let builder = ClientConfig::builder_with_provider(provider.clone()).with_protocol_versions(versions).unwrap();
     let mut config = match trust {
         Trust::Ca(ca) => {
             let mut roots = RootCertStore::empty();

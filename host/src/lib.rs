@@ -138,6 +138,12 @@ impl Server {
     }
 }
 
+/// The site's host names, the default host's first: the order `dev-certs` certifies them in.
+pub fn hosts_default_first(resources: &[Resource]) -> Vec<String> {
+    let (default, others): (Vec<&Resource>, Vec<&Resource>) = resources.iter().partition(|r| r.is_default);
+    default.into_iter().chain(others).flat_map(|r| r.hosts.clone()).collect()
+}
+
 fn redirect_table(resources: &[Resource], https_port: u16) -> RedirectTable {
     let hosts = resources.iter().flat_map(|r| r.hosts.clone()).collect();
     let default_host = resources.iter().find(|r| r.is_default).map(|r| r.hosts[0].clone()).unwrap_or_default();

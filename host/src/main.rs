@@ -125,11 +125,7 @@ async fn load_for_inspection(component: &std::path::Path) -> anyhow::Result<Vec<
 }
 
 async fn site_hosts(component: &std::path::Path) -> anyhow::Result<Vec<String>> {
-    let resources = load_for_inspection(component).await?;
-    // The default host first: it names the certificate.
-    let mut hosts: Vec<String> = resources.iter().filter(|r| r.is_default).flat_map(|r| r.hosts.clone()).collect();
-    hosts.extend(resources.iter().filter(|r| !r.is_default).flat_map(|r| r.hosts.clone()));
-    Ok(hosts)
+    Ok(tls_site::hosts_default_first(&load_for_inspection(component).await?))
 }
 
 async fn inspect(component: PathBuf, json: bool) -> anyhow::Result<()> {

@@ -72,9 +72,7 @@ fn site_hosts() -> Vec<String> {
     let resources = runtime
         .block_on(tls_site::sandbox::Sandbox::inspect(Path::new(BUILT_COMPONENT), Default::default()))
         .unwrap();
-    let mut hosts: Vec<String> = resources.iter().filter(|r| r.is_default).flat_map(|r| r.hosts.clone()).collect();
-    hosts.extend(resources.iter().filter(|r| !r.is_default).flat_map(|r| r.hosts.clone()));
-    hosts
+    tls_site::hosts_default_first(&resources)
 }
 
 fn default_resource(shared: &Shared) -> &Resource {
@@ -139,17 +137,7 @@ fn a_client_that_offers_only_h2_is_refused() {
 #[test]
 fn tls12_only_clients_are_refused() {
     let shared = shared();
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(rustls::pki_types::CertificateDer::from(std::fs::read(&shared.ca).map(|pem| {
-        use rustls::pki_types::pem::PemObject;
-        rustls::pki_types::CertificateDer::from_pem_slice(&pem).unwrap().to_vec()
-    }).unwrap())).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS12])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = client::config_for_versions(Trust::Ca(&shared.ca), &[], &[&rustls::version::TLS12]);
     let host = &default_resource(shared).hosts[0];
     let error = fetch(shared.https, host, true, config).err().unwrap();
     assert!(error.contains("ProtocolVersion") || error.contains("protocol version"), "{error}");
