@@ -1,5 +1,9 @@
 //! One connection: the TLS handshake over the host's streams, the response picked by SNI, close_notify,
 //! and a bounded drain of what the client still sends.
+//!
+//! The bytes travel through a [`Transport`]: the component's is the pair of `wasi:io` streams the
+//! host hands it ([`WasiStreams`]); `examples/native.rs` gives the same code a `std::net` socket, so
+//! the cost of the sandbox can be measured against the same TLS code run natively.
 
 use crate::bindings::exports::tls_site::site::handler::{Failure, Served};
 use crate::bindings::wasi::clocks::monotonic_clock;
@@ -13,20 +17,79 @@ use std::sync::Arc;
 /// How much of the client's trailing bytes (its Finished, request, close_notify) are read and
 /// thrown away before closing, and for how long at most. Enough for any sane request; a client
 /// that sends more or stalls is cut off, at the cost of a possible reset on its side only.
-const DRAIN_BYTES: usize = 64 * 1024;
-const DRAIN_NANOS: u64 = 1_000_000_000;
+pub const DRAIN_BYTES: usize = 64 * 1024;
+pub const DRAIN_NANOS: u64 = 1_000_000_000;
 
 /// The largest single read asked of the host.
-const READ_CHUNK: u64 = 16 * 1024;
+pub const READ_CHUNK: u64 = 16 * 1024;
+
+/// The connection's bytes, as the TLS code needs them.
+pub trait Transport {
+    /// Blocks for the client's next bytes (at most `READ_CHUNK`); `None` when it has closed.
+    fn read(&mut self) -> Result<Option<Vec<u8>>, Failure>;
+    /// Writes `bytes` whole and waits until they have left.
+    fn write_all(&mut self, bytes: &[u8]) -> Result<(), Failure>;
+    /// Reads and hands to `each` what the client sends, until it closes or an error, `max_bytes`
+    /// or `max_nanos` from now, whichever comes first.
+    fn drain(&mut self, max_bytes: usize, max_nanos: u64, each: &mut dyn FnMut(&[u8]));
+}
+
+/// The component's transport: the two streams of the connection the host accepted.
+pub struct WasiStreams<'a> {
+    pub input: &'a InputStream,
+    pub output: &'a OutputStream,
+}
+
+impl Transport for WasiStreams<'_> {
+    fn read(&mut self) -> Result<Option<Vec<u8>>, Failure> {
+        match self.input.blocking_read(READ_CHUNK) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(StreamError::Closed) => Ok(None),
+            Err(StreamError::LastOperationFailed(error)) => Err(Failure::Io(error.to_debug_string())),
+        }
+    }
+
+    fn write_all(&mut self, mut rest: &[u8]) -> Result<(), Failure> {
+        while !rest.is_empty() {
+            let room = self.output.check_write().map_err(stream_failure)?;
+            if room == 0 {
+                self.output.subscribe().block();
+                continue;
+            }
+            let (now, later) = rest.split_at(rest.len().min(room as usize));
+            self.output.write(now).map_err(stream_failure)?;
+            rest = later;
+        }
+        self.output.blocking_flush().map_err(stream_failure)
+    }
+
+    fn drain(&mut self, max_bytes: usize, max_nanos: u64, each: &mut dyn FnMut(&[u8])) {
+        let timeout = monotonic_clock::subscribe_duration(max_nanos);
+        let readable = self.input.subscribe();
+        let mut drained = 0;
+        while drained < max_bytes {
+            let ready = poll::poll(&[&readable, &timeout]);
+            if !ready.contains(&0) {
+                break;
+            }
+            match self.input.read(READ_CHUNK) {
+                Ok(bytes) => {
+                    drained += bytes.len();
+                    each(&bytes);
+                }
+                Err(_) => break,
+            }
+        }
+    }
+}
 
 pub fn serve(
     config: &Arc<ServerConfig>,
     site: &'static Site,
-    input: &InputStream,
-    output: &OutputStream,
+    transport: &mut dyn Transport,
 ) -> Result<Served, Failure> {
     let mut tls = ServerConnection::new(config.clone()).map_err(tls_failure)?;
-    let mut wire = Wire { input, output, outgoing: Vec::with_capacity(READ_CHUNK as usize) };
+    let mut wire = Wire { transport, outgoing: Vec::with_capacity(READ_CHUNK as usize) };
     let mut pending: Option<Pending> = None;
 
     loop {
@@ -100,22 +163,17 @@ impl Pending {
     }
 }
 
-/// The connection's two streams, and a buffer in which each TLS flight is gathered so that it
-/// reaches the host (and the socket) as one write.
+/// The connection, and a buffer in which each TLS flight is gathered so that it reaches the host
+/// (and the socket) as one write.
 struct Wire<'a> {
-    input: &'a InputStream,
-    output: &'a OutputStream,
+    transport: &'a mut dyn Transport,
     outgoing: Vec<u8>,
 }
 
 impl Wire<'_> {
     /// Blocks for the client's next bytes; `None` when it has closed.
     fn read(&mut self) -> Result<Option<Vec<u8>>, Failure> {
-        match self.input.blocking_read(READ_CHUNK) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(StreamError::Closed) => Ok(None),
-            Err(StreamError::LastOperationFailed(error)) => Err(Failure::Io(error.to_debug_string())),
-        }
+        self.transport.read()
     }
 
     /// Gives rustls the client's bytes. On a TLS error the alert rustls queued is still sent.
@@ -131,48 +189,24 @@ impl Wire<'_> {
         Ok(())
     }
 
-    /// Writes everything rustls has queued, as one buffer, and waits until the host has taken it.
+    /// Writes everything rustls has queued, as one buffer, and waits until it has left.
     fn flush(&mut self, tls: &mut ServerConnection) -> Result<(), Failure> {
         self.outgoing.clear();
         while tls.wants_write() {
             tls.write_tls(&mut self.outgoing).map_err(|e| Failure::Io(e.to_string()))?;
         }
-        let mut rest = &self.outgoing[..];
-        while !rest.is_empty() {
-            let room = self.output.check_write().map_err(stream_failure)?;
-            if room == 0 {
-                self.output.subscribe().block();
-                continue;
-            }
-            let (now, later) = rest.split_at(rest.len().min(room as usize));
-            self.output.write(now).map_err(stream_failure)?;
-            rest = later;
-        }
-        self.output.blocking_flush().map_err(stream_failure)
+        self.transport.write_all(&self.outgoing)
     }
 
     /// Reads and discards what the client sends after the response, until it closes or a bound is
     /// reached, so that its unread bytes do not turn our close into a reset that cuts off the end
     /// of the body on its side. Returns whether its handshake finished.
     fn drain(&mut self, tls: &mut ServerConnection) -> bool {
-        let timeout = monotonic_clock::subscribe_duration(DRAIN_NANOS);
-        let readable = self.input.subscribe();
-        let mut drained = 0;
-        while drained < DRAIN_BYTES {
-            let ready = poll::poll(&[&readable, &timeout]);
-            if !ready.contains(&0) {
-                break;
+        self.transport.drain(DRAIN_BYTES, DRAIN_NANOS, &mut |bytes| {
+            if tls.is_handshaking() {
+                let _ = tls.read_tls(&mut &bytes[..]).map(|_| tls.process_new_packets());
             }
-            match self.input.read(READ_CHUNK) {
-                Ok(bytes) => {
-                    drained += bytes.len();
-                    if tls.is_handshaking() {
-                        let _ = tls.read_tls(&mut &bytes[..]).map(|_| tls.process_new_packets());
-                    }
-                }
-                Err(_) => break,
-            }
-        }
+        });
         !tls.is_handshaking()
     }
 }

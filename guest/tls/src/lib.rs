@@ -62,7 +62,7 @@ impl site_export::Guest for Component {
 impl handler::Guest for Component {
     fn handle(input: InputStream, output: OutputStream) -> Result<Served, Failure> {
         let config = TLS_CONFIG.get().ok_or(Failure::NotInitialised)?;
-        connection::serve(config, site(), &input, &output)
+        connection::serve(config, site(), &mut connection::WasiStreams { input: &input, output: &output })
     }
 }
 

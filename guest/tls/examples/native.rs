@@ -1,0 +1,140 @@
+//! The component's TLS code run natively, without wasm: a yardstick for what the sandbox costs.
+//!
+//! It compiles the component's own `config.rs`, `connection.rs` and `crypto.rs` for the host and
+//! serves the same site, with the same rustls policy and the same pure-Rust crypto, over
+//! `std::net` sockets instead of the streams the wasmtime host hands the component. There is no
+//! sandbox, no snapshot, no instance per connection and no access log: the difference between this
+//! and `tls-site serve` is what those cost. Used by `host/benches/connections.rs`; not a server to
+//! deploy.
+//!
+//!     cargo build --release -p tls-site-guest --example native
+//!     target/release/examples/native certs/dev.chain.pem certs/dev.key.pem 127.0.0.1:8443
+
+// The component's modules, as they are; they name their WIT types through `crate::bindings`,
+// which natively are plain Rust types (imported functions would panic, and none is called here).
+#[allow(dead_code)]
+mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "tls-site",
+        generate_all,
+    });
+}
+#[allow(dead_code)]
+#[path = "../src/config.rs"]
+mod config;
+#[allow(dead_code)]
+#[path = "../src/connection.rs"]
+mod connection;
+#[allow(dead_code)]
+#[path = "../src/crypto.rs"]
+mod crypto;
+
+use bindings::exports::tls_site::site::handler::Failure;
+use bindings::tls_site::site::identity::{Certificate, KeyFormat};
+use connection::{READ_CHUNK, Transport};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use site::Site;
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+/// Connections served at once, each on its own thread blocked in `accept`.
+const WORKERS: usize = 16;
+/// Bound on a client that stalls, so that it cannot hold a worker for ever.
+const DEADLINE: Duration = Duration::from_secs(10);
+
+fn main() {
+    // Built once and kept for the life of the process, as the component's `OnceLock` does.
+    let site: &'static Site = Box::leak(Box::new(Site::build()));
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [chain, key, addr] = &args[..] else {
+        eprintln!("usage: native CHAIN.pem KEY.pem ADDR   (e.g. certs/dev.chain.pem certs/dev.key.pem 127.0.0.1:8443)");
+        std::process::exit(2);
+    };
+    let chain = CertificateDer::pem_file_iter(chain)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .unwrap_or_else(|error| fail(format_args!("{chain}: {error}")));
+    let (key_format, private_key) = match PrivateKeyDer::from_pem_file(key) {
+        Ok(PrivateKeyDer::Pkcs8(key)) => (KeyFormat::Pkcs8, key.secret_pkcs8_der().to_vec()),
+        Ok(PrivateKeyDer::Sec1(key)) => (KeyFormat::Sec1, key.secret_sec1_der().to_vec()),
+        Ok(PrivateKeyDer::Pkcs1(key)) => (KeyFormat::Pkcs1, key.secret_pkcs1_der().to_vec()),
+        Ok(_) => fail(format_args!("{key}: an unknown kind of key")),
+        Err(error) => fail(format_args!("{key}: {error}")),
+    };
+    // The development certificate covers every name of the site (`tls-site dev-certs`); the host
+    // reads the names from the certificate, which this yardstick does not need to.
+    let names = site.responses().iter().flat_map(|r| r.hosts().iter().map(|h| h.to_string())).collect();
+    let certificate = Certificate { chain: chain.iter().map(|c| c.to_vec()).collect(), private_key, key_format, names };
+    let default_host = site.default_response().hosts()[0];
+    let config = config::make_config(vec![certificate], default_host)
+        .unwrap_or_else(|error| fail(format_args!("the certificate: {error:?}")));
+
+    let listener = TcpListener::bind(addr).unwrap_or_else(|error| fail(format_args!("cannot listen on {addr}: {error}")));
+    eprintln!("native: listening on https://{}", listener.local_addr().unwrap());
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|_| {
+            let listener = listener.try_clone().expect("cloning the listener");
+            let config = config.clone();
+            std::thread::spawn(move || {
+                for stream in listener.incoming().flatten() {
+                    let _ = stream.set_nodelay(true);
+                    let _ = stream.set_read_timeout(Some(DEADLINE));
+                    let _ = stream.set_write_timeout(Some(DEADLINE));
+                    if let Err(failure) = connection::serve(&config, site, &mut Socket(stream)) {
+                        eprintln!("native: failed: {failure:?}");
+                    }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        let _ = worker.join();
+    }
+}
+
+fn fail(message: std::fmt::Arguments<'_>) -> ! {
+    eprintln!("native: {message}");
+    std::process::exit(1);
+}
+
+/// The native transport: a blocking socket.
+struct Socket(TcpStream);
+
+impl Transport for Socket {
+    fn read(&mut self) -> Result<Option<Vec<u8>>, Failure> {
+        let mut bytes = vec![0; READ_CHUNK as usize];
+        match self.0.read(&mut bytes) {
+            Ok(0) => Ok(None),
+            Ok(n) => {
+                bytes.truncate(n);
+                Ok(Some(bytes))
+            }
+            Err(error) => Err(Failure::Io(error.to_string())),
+        }
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> Result<(), Failure> {
+        self.0.write_all(bytes).map_err(|error| Failure::Io(error.to_string()))
+    }
+
+    fn drain(&mut self, max_bytes: usize, max_nanos: u64, each: &mut dyn FnMut(&[u8])) {
+        let deadline = Instant::now() + Duration::from_nanos(max_nanos);
+        let mut bytes = vec![0; READ_CHUNK as usize];
+        let mut drained = 0;
+        while drained < max_bytes {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.0.set_read_timeout(Some(left)).is_err() {
+                break;
+            }
+            match self.0.read(&mut bytes) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    drained += n;
+                    each(&bytes[..n]);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,480 @@
+//! What a connection costs: tls-site, nginx and the guest's TLS code run natively, side by side.
+//!
+//! Starts each server on loopback, pinned to CPU 0 (`taskset -c 0`), pins this load generator to
+//! CPU 1, and for the page host and a PDF host measures
+//! - the server's CPU time per connection (utime+stime of the server and its children, from
+//!   `/proc`, over the measurement window): the headline figure;
+//! - connections per second with `--threads` clients for `--seconds` each;
+//! - latency percentiles (handshake done, first byte, last byte) of `--sequential` connections
+//!   made one after the other.
+//! Each server and host gets `--rounds` turns, interleaved, and the figures are over all of them.
+//! Every connection is new (a rustls client, ring provider, no resumption) and every response is
+//! checked: status, `Content-Length`, and the body's SHA-256 against `tls-site inspect --json`.
+//! nginx (TLS 1.3, the same certificate, the same bytes, one worker) is skipped if not installed;
+//! the native server is `guest/tls/examples/native.rs`, built here into `target/native`.
+//!
+//!     cargo bench -p tls-site --bench connections -- [--smoke] [--seconds 5] [--threads 8]
+//!         [--sequential 100] [--rounds 3] [--no-nginx] [--no-native]
+//!
+//! `--smoke` makes a few connections per server and host and checks them, nothing more.
+
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore};
+use sha2::{Digest, Sha256};
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+const SERVER_CPU: &str = "0";
+const CLIENT_CPU: &str = "1";
+
+struct Options {
+    smoke: bool,
+    seconds: f64,
+    threads: usize,
+    sequential: usize,
+    rounds: usize,
+    nginx: bool,
+    native: bool,
+}
+
+/// What a host name must answer: `tls-site inspect --json`'s view of one resource.
+#[derive(Clone)]
+struct Expected {
+    label: &'static str,
+    host: String,
+    content_type: String,
+    bytes: usize,
+    sha256: String,
+}
+
+struct Timings {
+    handshake: Duration,
+    first_byte: Duration,
+    last_byte: Duration,
+}
+
+/// A server under test; stopped (SIGTERM, then SIGKILL) when dropped.
+struct Server {
+    name: &'static str,
+    child: Child,
+    addr: SocketAddr,
+}
+
+/// One server and host: totals over all rounds.
+#[derive(Default)]
+struct Row {
+    server: &'static str,
+    host: &'static str,
+    /// Server CPU (µs), connections and seconds of the load phases.
+    load: (f64, u64, f64),
+    /// Server CPU (µs) and connections of the sequential phases.
+    sequential: (f64, u64),
+    latencies: [Vec<Duration>; 3],
+}
+
+impl Row {
+    fn cpu_load_us(&self) -> f64 {
+        self.load.0 / self.load.1 as f64
+    }
+}
+
+fn main() {
+    let options = parse_options();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned();
+    let tls_site = PathBuf::from(env!("CARGO_BIN_EXE_tls-site"));
+    let pinned = std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
+    if pinned {
+        // Threads spawned from here on inherit this CPU; the servers get the other one.
+        run(Command::new("taskset").args(["-p", "-c", CLIENT_CPU, &std::process::id().to_string()]).stdout(Stdio::null()));
+    } else {
+        eprintln!("one CPU only: servers and client share it");
+    }
+    let expected = expected_resources(&tls_site);
+    let client = Arc::new(client_config(&root.join("certs/dev-ca.pem")));
+    let work = std::env::temp_dir().join(format!("tls-site-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&work).unwrap();
+
+    let mut servers = vec![start(
+        "tls-site",
+        pinned,
+        Command::new(&tls_site).args(["serve", "--no-http", "--certs"]).arg(root.join("certs")).arg("--https"),
+        &work,
+    )];
+    wait_ready(&mut servers[0], &client, &expected[0]);
+    if options.nginx {
+        match find_nginx() {
+            Some(nginx) => servers.push(start_nginx(&nginx, &root, &work, pinned, &servers[0], &client, &expected)),
+            None => eprintln!("nginx is not installed (apt-get install nginx): its row is left out"),
+        }
+    }
+    if options.native {
+        let native = build_native(&root);
+        let mut command = Command::new(native);
+        command.args([root.join("certs/dev.chain.pem"), root.join("certs/dev.key.pem")]);
+        servers.push(start("native", pinned, &mut command, &work));
+    }
+
+    let mut rows = Vec::new();
+    for server in &mut servers {
+        wait_ready(server, &client, &expected[0]);
+        let probe = fetch_with(server.addr, &expected[0].host, &client).map(|(tls, ..)| describe(&tls));
+        eprintln!("{}: {}", server.name, probe.unwrap_or_else(|e| e));
+        rows.extend(expected.iter().map(|expect| Row { server: server.name, host: expect.label, ..Row::default() }));
+    }
+    // Rounds interleave the servers, so that a noisy neighbour on the machine is shared out
+    // rather than landing on one of them.
+    for round in 0..options.rounds {
+        let rows = rows.chunks_mut(expected.len());
+        for (server, rows) in servers.iter().zip(rows) {
+            for (expect, row) in expected.iter().zip(rows) {
+                eprint!("round {}/{}: ", round + 1, options.rounds);
+                measure(server, &client, expect, &options, row);
+            }
+        }
+    }
+    drop(servers);
+    let _ = std::fs::remove_dir_all(&work);
+    if !options.smoke {
+        print_table(&rows, &options);
+    }
+}
+
+fn parse_options() -> Options {
+    let mut options = Options { smoke: false, seconds: 5.0, threads: 8, sequential: 100, rounds: 3, nginx: true, native: true };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().and_then(|v| v.parse::<f64>().ok()).unwrap_or_else(|| die(&format!("{name} needs a number")));
+        match arg.as_str() {
+            "--smoke" => options.smoke = true,
+            "--seconds" => options.seconds = value("--seconds"),
+            "--threads" => options.threads = value("--threads") as usize,
+            "--sequential" => options.sequential = value("--sequential") as usize,
+            "--rounds" => options.rounds = (value("--rounds") as usize).max(1),
+            "--no-nginx" => options.nginx = false,
+            "--no-native" => options.native = false,
+            "--bench" => {} // what `cargo bench` passes to every bench target
+            other => die(&format!("unknown option {other}; see the //! doc of host/benches/connections.rs")),
+        }
+    }
+    if options.smoke {
+        (options.sequential, options.rounds) = (3, 1);
+    }
+    options
+}
+
+/// Servers started so far, stopped by `die` (an exit runs no destructors).
+static STARTED: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+fn die(message: &str) -> ! {
+    eprintln!("connections: {message}");
+    for pid in STARTED.lock().map(|pids| pids.clone()).unwrap_or_default() {
+        let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    }
+    std::process::exit(1);
+}
+
+fn run(command: &mut Command) -> String {
+    let output = command.output().unwrap_or_else(|e| die(&format!("{command:?}: {e}")));
+    if !output.status.success() {
+        die(&format!("{command:?}: {}", String::from_utf8_lossy(&output.stderr)));
+    }
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The page (the default resource) and the first PDF, as `tls-site inspect --json` lists them.
+fn expected_resources(tls_site: &Path) -> Vec<Expected> {
+    let listing: Vec<serde_json::Value> = serde_json::from_str(&run(Command::new(tls_site).args(["inspect", "--json"]))).unwrap();
+    let pick = |label, wanted: &dyn Fn(&serde_json::Value) -> bool| {
+        let r = listing.iter().find(|r| wanted(r)).unwrap_or_else(|| die(&format!("the site has no {label}")));
+        Expected {
+            label,
+            host: r["hosts"][0].as_str().unwrap().to_owned(),
+            content_type: r["content_type"].as_str().unwrap().to_owned(),
+            bytes: r["bytes"].as_u64().unwrap() as usize,
+            sha256: r["sha256"].as_str().unwrap().to_owned(),
+        }
+    };
+    vec![pick("page", &|r| r["default"] == true), pick("PDF", &|r| r["content_type"] == "application/pdf")]
+}
+
+fn client_config(ca: &Path) -> ClientConfig {
+    let mut roots = RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_file(ca).unwrap_or_else(|e| die(&format!("{}: {e}", ca.display())))).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    // Every connection pays the full handshake, as a first visit does.
+    config.resumption = rustls::client::Resumption::disabled();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config
+}
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// Spawns `command ADDR` on the server CPU, its stderr in `work/NAME.log`.
+fn start(name: &'static str, pinned: bool, command: &mut Command, work: &Path) -> Server {
+    let addr = free_addr();
+    let log = std::fs::File::create(work.join(format!("{name}.log"))).unwrap();
+    let program = command.get_program().to_owned();
+    let args: Vec<_> = command.get_args().map(ToOwned::to_owned).collect();
+    let mut pinned_command = if pinned { Command::new("taskset") } else { Command::new(&program) };
+    if pinned {
+        pinned_command.args(["-c", SERVER_CPU]).arg(&program);
+    }
+    pinned_command.args(args).arg(addr.to_string()).stdout(Stdio::null()).stderr(log);
+    let child = pinned_command.spawn().unwrap_or_else(|e| die(&format!("cannot start {name}: {e}")));
+    STARTED.lock().unwrap().push(child.id());
+    Server { name, child, addr }
+}
+
+fn wait_ready(server: &mut Server, client: &Arc<ClientConfig>, expect: &Expected) {
+    let started = Instant::now();
+    while let Err(error) = fetch(server.addr, client, expect) {
+        if let Ok(Some(status)) = server.child.try_wait() {
+            die(&format!("{} exited ({status}) before serving; see its log", server.name));
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            die(&format!("{} did not serve within 2 minutes: {error}", server.name));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn find_nginx() -> Option<PathBuf> {
+    ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"].iter().map(PathBuf::from).find(|p| p.exists())
+}
+
+/// nginx with tls-site's certificate and TLS policy, serving the bytes tls-site serves (fetched
+/// from it once), one `server` block per host name, one worker on the server CPU.
+fn start_nginx(nginx: &Path, root: &Path, work: &Path, pinned: bool, tls_site: &Server, client: &Arc<ClientConfig>, expected: &[Expected]) -> Server {
+    let prefix = work.join("nginx");
+    let mut servers = String::new();
+    for (i, expect) in expected.iter().enumerate() {
+        let dir = prefix.join(format!("site{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (_, body) = fetch(tls_site.addr, client, expect).unwrap_or_else(|e| die(&format!("fetching {} from tls-site: {e}", expect.host)));
+        std::fs::write(dir.join("body"), body).unwrap();
+        let (mime, charset) = expect.content_type.split_once("; charset=").unwrap_or((&expect.content_type, "off"));
+        servers += &format!(
+            "  server {{ listen LISTEN ssl{default}; server_name {host}; root {dir};\n    types {{}} default_type {mime}; charset {charset};\n    add_header Strict-Transport-Security max-age=31536000; add_header X-Content-Type-Options nosniff;\n    location / {{ try_files /body =404; }} }}\n",
+            default = if i == 0 { " default_server" } else { "" },
+            host = expect.host,
+            dir = dir.display(),
+        );
+    }
+    let p = prefix.display();
+    let certs = root.join("certs");
+    let config = format!(
+        "daemon off; master_process on; worker_processes 1; {affinity}\npid {p}/nginx.pid; error_log {p}/error.log warn;\nevents {{ worker_connections 1024; }}\nhttp {{\n  access_log off; keepalive_timeout 0; server_tokens off;\n  client_body_temp_path {p}/tmp; proxy_temp_path {p}/tmp; fastcgi_temp_path {p}/tmp; uwsgi_temp_path {p}/tmp; scgi_temp_path {p}/tmp;\n  ssl_protocols TLSv1.3; ssl_ecdh_curve X25519:prime256v1:secp384r1;\n  ssl_session_cache off; ssl_session_tickets off;\n  ssl_certificate {chain}; ssl_certificate_key {key};\n{servers}}}\n",
+        affinity = if pinned { "worker_cpu_affinity 01;" } else { "" },
+        chain = certs.join("dev.chain.pem").display(),
+        key = certs.join("dev.key.pem").display(),
+    );
+    // The port is only known in `start`: write the configuration through a tiny shell step.
+    std::fs::write(prefix.join("nginx.conf.in"), config).unwrap();
+    let script = format!("sed \"s/LISTEN/$0/\" {p}/nginx.conf.in > {p}/nginx.conf && exec {} -p {p} -c {p}/nginx.conf -e {p}/error.log", nginx.display());
+    start("nginx", pinned, Command::new("sh").args(["-c", &script]), work)
+}
+
+/// Builds `guest/tls/examples/native.rs` for the host, in a target directory of its own.
+fn build_native(root: &Path) -> PathBuf {
+    let target = root.join("target").join("native");
+    let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or("cargo".into()));
+    cargo.current_dir(root).args(["build", "--release", "-p", "tls-site-guest", "--example", "native", "--target-dir"]).arg(&target);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("CARGO_") && name != "CARGO_HOME" {
+            cargo.env_remove(name);
+        }
+    }
+    if !cargo.status().is_ok_and(|s| s.success()) {
+        die("building the native server failed (see above); --no-native leaves it out");
+    }
+    target.join("release").join("examples").join("native")
+}
+
+/// One new connection and one GET; returns once the server's close_notify has come in.
+fn fetch_with(addr: SocketAddr, host: &str, client: &Arc<ClientConfig>) -> Result<(ClientConnection, Vec<u8>, Timings), String> {
+    let started = Instant::now();
+    let name = ServerName::try_from(host.to_owned()).map_err(|e| e.to_string())?;
+    let mut tls = ClientConnection::new(client.clone(), name).map_err(|e| e.to_string())?;
+    let mut socket = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    socket.set_nodelay(true).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // Queued now, sent by rustls as soon as the handshake allows.
+    tls.writer().write_all(format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes()).unwrap();
+    let (mut handshake, mut first_byte) = (None, None);
+    let mut response = Vec::new();
+    loop {
+        while tls.wants_write() {
+            tls.write_tls(&mut socket).map_err(|e| format!("write: {e}"))?;
+        }
+        if tls.read_tls(&mut socket).map_err(|e| format!("read: {e}"))? == 0 {
+            return Err(format!("closed without close_notify after {} bytes", response.len()));
+        }
+        let state = tls.process_new_packets().map_err(|e| format!("tls: {e}"))?;
+        if handshake.is_none() && !tls.is_handshaking() {
+            handshake = Some(started.elapsed());
+        }
+        let ready = state.plaintext_bytes_to_read();
+        if ready > 0 {
+            first_byte.get_or_insert(started.elapsed());
+            let old = response.len();
+            response.resize(old + ready, 0);
+            tls.reader().read_exact(&mut response[old..]).map_err(|e| e.to_string())?;
+        }
+        if state.peer_has_closed() {
+            break;
+        }
+    }
+    let last_byte = started.elapsed();
+    tls.send_close_notify();
+    let _ = tls.write_tls(&mut socket);
+    let timings = Timings { handshake: handshake.unwrap_or(last_byte), first_byte: first_byte.unwrap_or(last_byte), last_byte };
+    Ok((tls, response, timings))
+}
+
+/// A fetch whose response is checked against what the site serves; returns the body.
+fn fetch(addr: SocketAddr, client: &Arc<ClientConfig>, expect: &Expected) -> Result<(Timings, Vec<u8>), String> {
+    let (_, response, timings) = fetch_with(addr, &expect.host, client)?;
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no end of head")?;
+    let head = String::from_utf8_lossy(&response[..split]);
+    let body = &response[split + 4..];
+    let status = head.lines().next().unwrap_or_default();
+    if status != "HTTP/1.1 200 OK" {
+        return Err(format!("{}: status {status:?}", expect.host));
+    }
+    let length = head.lines().find_map(|l| l.split_once(": ").filter(|(n, _)| n.eq_ignore_ascii_case("content-length")));
+    if length.map(|(_, v)| v.trim()) != Some(expect.bytes.to_string().as_str()) {
+        return Err(format!("{}: Content-Length {length:?}, expected {}", expect.host, expect.bytes));
+    }
+    let digest: String = Sha256::digest(body).iter().map(|b| format!("{b:02x}")).collect();
+    if body.len() != expect.bytes || digest != expect.sha256 {
+        return Err(format!("{}: body of {} bytes with sha256 {digest}, expected {}", expect.host, body.len(), expect.sha256));
+    }
+    Ok((timings, body.to_vec()))
+}
+
+fn describe(tls: &ClientConnection) -> String {
+    let suite = tls.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite())).unwrap_or_default();
+    let group = tls.negotiated_key_exchange_group().map(|g| format!("{:?}", g.name())).unwrap_or_default();
+    format!("{:?} {suite} {group}", tls.protocol_version().unwrap())
+}
+
+/// CPU time (clock ticks) of a process and its live children, plus the children it has reaped.
+fn cpu_ticks(pid: u32) -> u64 {
+    let fields = |pid: u32| -> Option<Vec<u64>> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // proc(5): after the command name come field 3 (state), 4 (ppid), ... 14 (utime), 15
+        // (stime), 16 (cutime), 17 (cstime); `f[i]` here is field `i + 4`.
+        Some(stat[stat.rfind(')')? + 2..].split(' ').skip(1).map(|f| f.parse().unwrap_or(0)).collect())
+    };
+    let own = fields(pid).map_or(0, |f| f[10] + f[11] + f[12] + f[13]);
+    let children: u64 = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(fields)
+        .filter(|f| f[0] == pid as u64)
+        .map(|f| f[10] + f[11])
+        .sum();
+    own + children
+}
+
+fn ticks_per_second() -> f64 {
+    run(Command::new("getconf").arg("CLK_TCK")).trim().parse().unwrap_or(100.0)
+}
+
+/// One round for one server and host: `--sequential` connections one after the other, then
+/// `--threads` clients for `--seconds`; adds what it measured to `row`.
+fn measure(server: &Server, client: &Arc<ClientConfig>, expect: &Expected, options: &Options, row: &mut Row) {
+    let pid = server.child.id();
+    let fail = |error: String| -> ! { die(&format!("{} {}: {error}", server.name, expect.host)) };
+    let tick_us = 1e6 / ticks_per_second();
+
+    let before = cpu_ticks(pid);
+    for _ in 0..options.sequential {
+        let (timings, _) = fetch(server.addr, client, expect).unwrap_or_else(|e| fail(e));
+        for (list, value) in row.latencies.iter_mut().zip([timings.handshake, timings.first_byte, timings.last_byte]) {
+            list.push(value);
+        }
+    }
+    row.sequential.0 += (cpu_ticks(pid) - before) as f64 * tick_us;
+    row.sequential.1 += options.sequential as u64;
+    if options.smoke {
+        eprintln!("{} {}: {} connections checked", server.name, expect.host, options.sequential);
+        return;
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (before, started) = (cpu_ticks(pid), Instant::now());
+    let clients: Vec<_> = (0..options.threads)
+        .map(|_| {
+            let (stop, client, expect, addr) = (stop.clone(), client.clone(), expect.clone(), server.addr);
+            std::thread::spawn(move || {
+                let mut done = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    fetch(addr, &client, &expect)?;
+                    done += 1;
+                }
+                Ok::<u64, String>(done)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs_f64(options.seconds));
+    stop.store(true, Ordering::Relaxed);
+    let done: u64 = clients.into_iter().map(|c| c.join().unwrap().unwrap_or_else(|e| fail(e))).sum();
+    let (elapsed, cpu) = (started.elapsed().as_secs_f64(), (cpu_ticks(pid) - before) as f64 * tick_us);
+    row.load = (row.load.0 + cpu, row.load.1 + done, row.load.2 + elapsed);
+    eprintln!("{} {}: {done} connections in {elapsed:.1} s, server CPU {:.2} s", server.name, expect.host, cpu / 1e6);
+}
+
+fn print_table(rows: &[Row], options: &Options) {
+    let ms = |list: &[Duration], q: f64| {
+        let mut sorted = list.to_vec();
+        sorted.sort();
+        sorted[((sorted.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e3
+    };
+    println!(
+        "\n| server | host | server CPU µs/conn | ÷ nginx | CPU µs/conn, sequential | conn/s ({} clients) | handshake p50/p99 ms | first byte p50/p99 ms | last byte p50/p99 ms |",
+        options.threads
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    for row in rows {
+        let nginx = rows.iter().find(|r| r.server == "nginx" && r.host == row.host);
+        let ratio = nginx.map_or("-".to_owned(), |n| format!("{:.2}", row.cpu_load_us() / n.cpu_load_us()));
+        let [handshake, first, last] = &row.latencies;
+        println!(
+            "| {} | {} | {:.0} | {ratio} | {:.0} | {:.0} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} |",
+            row.server, row.host, row.cpu_load_us(), row.sequential.0 / row.sequential.1 as f64, row.load.1 as f64 / row.load.2,
+            ms(handshake, 0.5), ms(handshake, 0.99), ms(first, 0.5), ms(first, 0.99), ms(last, 0.5), ms(last, 0.99),
+        );
+    }
+    println!(
+        "\n{} rounds, each of {} s per server and host at load and {} connections one at a time (latency, sequential CPU).",
+        options.rounds, options.seconds, options.sequential
+    );
+}
