@@ -100,12 +100,10 @@ fn main() {
     let work = std::env::temp_dir().join(format!("tls-site-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work).unwrap();
 
-    let mut servers = vec![start(
-        "tls-site",
-        pinned,
-        Command::new(&tls_site).args(["serve", "--no-http", "--certs"]).arg(root.join("certs")).arg("--https"),
-        &work,
-    )];
+    let addr = free_addr();
+    let mut tls_site = Command::new(&tls_site);
+    tls_site.args(["serve", "--no-http", "--certs"]).arg(root.join("certs")).arg("--https").arg(addr.to_string());
+    let mut servers = vec![start("tls-site", pinned, &tls_site, addr, &work)];
     wait_ready(&mut servers[0], &client, &expected[0]);
     if options.nginx {
         match find_nginx() {
@@ -114,10 +112,9 @@ fn main() {
         }
     }
     if options.native {
-        let native = build_native(&root);
-        let mut command = Command::new(native);
-        command.args([root.join("certs/dev.chain.pem"), root.join("certs/dev.key.pem")]);
-        servers.push(start("native", pinned, &mut command, &work));
+        let (mut native, addr) = (Command::new(build_native(&root)), free_addr());
+        native.args([root.join("certs/dev.chain.pem"), root.join("certs/dev.key.pem")]).arg(addr.to_string());
+        servers.push(start("native", pinned, &native, addr, &work));
     }
 
     let mut rows = Vec::new();
@@ -222,9 +219,8 @@ fn free_addr() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 
-/// Spawns `command ADDR` on the server CPU, its stderr in `work/NAME.log`.
-fn start(name: &'static str, pinned: bool, command: &mut Command, work: &Path) -> Server {
-    let addr = free_addr();
+/// Spawns `command`, which listens on `addr`, on the server CPU, its stderr in `work/NAME.log`.
+fn start(name: &'static str, pinned: bool, command: &Command, addr: SocketAddr, work: &Path) -> Server {
     let log = std::fs::File::create(work.join(format!("{name}.log"))).unwrap();
     let program = command.get_program().to_owned();
     let args: Vec<_> = command.get_args().map(ToOwned::to_owned).collect();
@@ -232,7 +228,7 @@ fn start(name: &'static str, pinned: bool, command: &mut Command, work: &Path) -
     if pinned {
         pinned_command.args(["-c", SERVER_CPU]).arg(&program);
     }
-    pinned_command.args(args).arg(addr.to_string()).stdout(Stdio::null()).stderr(log);
+    pinned_command.args(args).stdout(Stdio::null()).stderr(log);
     let child = pinned_command.spawn().unwrap_or_else(|e| die(&format!("cannot start {name}: {e}")));
     STARTED.lock().unwrap().push(child.id());
     Server { name, child, addr }
@@ -272,7 +268,7 @@ fn find_nginx() -> Option<PathBuf> {
 /// nginx with tls-site's certificate and TLS policy, serving the bytes tls-site serves (fetched
 /// from it once), one `server` block per host name, one worker on the server CPU.
 fn start_nginx(nginx: &Path, root: &Path, work: &Path, pinned: bool, tls_site: &Server, client: &Arc<ClientConfig>, expected: &[Expected]) -> Server {
-    let prefix = work.join("nginx");
+    let (prefix, addr) = (work.join("nginx"), free_addr());
     let mut servers = String::new();
     for (i, expect) in expected.iter().enumerate() {
         let dir = prefix.join(format!("site{i}"));
@@ -281,7 +277,7 @@ fn start_nginx(nginx: &Path, root: &Path, work: &Path, pinned: bool, tls_site: &
         std::fs::write(dir.join("body"), body).unwrap();
         let (mime, charset) = expect.content_type.split_once("; charset=").unwrap_or((&expect.content_type, "off"));
         servers += &format!(
-            "  server {{ listen LISTEN ssl{default}; server_name {host}; root {dir};\n    types {{}} default_type {mime}; charset {charset};\n    add_header Strict-Transport-Security max-age=31536000; add_header X-Content-Type-Options nosniff;\n    location / {{ try_files /body =404; }} }}\n",
+            "  server {{ listen {addr} ssl{default}; server_name {host}; root {dir};\n    types {{}} default_type {mime}; charset {charset};\n    add_header Strict-Transport-Security max-age=31536000; add_header X-Content-Type-Options nosniff;\n    location / {{ try_files /body =404; }} }}\n",
             default = if i == 0 { " default_server" } else { "" },
             host = expect.host,
             dir = dir.display(),
@@ -295,10 +291,10 @@ fn start_nginx(nginx: &Path, root: &Path, work: &Path, pinned: bool, tls_site: &
         chain = certs.join("dev.chain.pem").display(),
         key = certs.join("dev.key.pem").display(),
     );
-    // The port is only known in `start`: write the configuration through a tiny shell step.
-    std::fs::write(prefix.join("nginx.conf.in"), config).unwrap();
-    let script = format!("sed \"s/LISTEN/$0/\" {p}/nginx.conf.in > {p}/nginx.conf && exec {} -p {p} -c {p}/nginx.conf -e {p}/error.log", nginx.display());
-    start("nginx", pinned, Command::new("sh").args(["-c", &script]), work)
+    std::fs::write(prefix.join("nginx.conf"), config).unwrap();
+    let mut command = Command::new(nginx);
+    command.arg("-p").arg(&prefix).arg("-c").arg(prefix.join("nginx.conf")).arg("-e").arg(prefix.join("error.log"));
+    start("nginx", pinned, &command, addr, work)
 }
 
 /// Builds `guest/tls/examples/native.rs` for the host, in a target directory of its own.
