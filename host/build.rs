@@ -1,7 +1,8 @@
-//! Builds the site component (guest/tls) for wasm32-wasip2, so that `cargo run` and `cargo test`
-//! always serve the site as it is in the tree. The path of the result is `TLS_SITE_COMPONENT`.
+//! Builds the site components for wasm32-wasip2 — the TLS component (guest/tls) and its edge twin
+//! (guest/edge) — so that `cargo run` and `cargo test` always serve the site as it is in the tree.
+//! Their paths are `TLS_SITE_COMPONENT` and `TLS_SITE_EDGE_COMPONENT`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 const TARGET: &str = "wasm32-wasip2";
@@ -13,9 +14,21 @@ fn main() {
     }
     // A target directory of its own: the outer cargo holds the lock on the main one.
     let target_dir = workspace.join("target").join("guest");
+    // One cargo run each: the edge twin builds wit-bindgen without `std`, the TLS component with.
+    for (package, file, variable) in [
+        ("tls-site-guest", "tls_site_guest.wasm", "TLS_SITE_COMPONENT"),
+        ("tls-site-edge", "tls_site_edge.wasm", "TLS_SITE_EDGE_COMPONENT"),
+    ] {
+        build(&workspace, &target_dir, package);
+        let component = target_dir.join(TARGET).join("release").join(file);
+        println!("cargo::rustc-env={variable}={}", component.display());
+    }
+}
+
+fn build(workspace: &Path, target_dir: &Path, package: &str) {
     let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or("cargo".into()));
-    cargo.current_dir(&workspace).args(["build", "--release", "-p", "tls-site-guest", "--target", TARGET]);
-    cargo.arg("--target-dir").arg(&target_dir);
+    cargo.current_dir(workspace).args(["build", "--release", "-p", package, "--target", TARGET]);
+    cargo.arg("--target-dir").arg(target_dir);
     // What cargo set for this build script must not leak into the nested build.
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy();
@@ -26,14 +39,9 @@ fn main() {
             cargo.env_remove(name.as_ref());
         }
     }
-    let status = cargo.status().expect("cannot run cargo to build the guest component");
+    let status = cargo.status().expect("cannot run cargo to build the guest components");
     if !status.success() {
-        eprintln!(
-            "error: building the guest component failed (see above). If the target is missing: \
-             `rustup target add {TARGET}`"
-        );
+        eprintln!("error: building {package} failed (see above). If the target is missing: `rustup target add {TARGET}`");
         std::process::exit(1);
     }
-    let component: PathBuf = target_dir.join(TARGET).join("release").join("tls_site_guest.wasm");
-    println!("cargo::rustc-env=TLS_SITE_COMPONENT={}", component.display());
 }

@@ -5,6 +5,7 @@
 //! `handle` (guest/tls/src/connection.rs) -> `site::Site::response_for` (guest/site/src/lib.rs).
 
 pub mod certs;
+pub mod edge;
 pub mod redirect;
 pub mod sandbox;
 
@@ -21,6 +22,8 @@ use tokio::task::JoinSet;
 
 /// The component `cargo build` made from guest/tls, the default for every command.
 pub const BUILT_COMPONENT: &str = env!("TLS_SITE_COMPONENT");
+/// The edge twin `cargo build` made from guest/edge, the default for `serve-http`.
+pub const BUILT_EDGE_COMPONENT: &str = env!("TLS_SITE_EDGE_COMPONENT");
 
 /// How `tls-site serve` is set up.
 #[derive(Clone, Debug)]
@@ -150,13 +153,13 @@ fn redirect_table(resources: &[Resource], https_port: u16) -> RedirectTable {
     RedirectTable::new(hosts, default_host, https_port)
 }
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
 }
 
 /// Accepts connections while fewer than `permits` are in flight (the rest wait in the kernel's
 /// backlog, never in a queue of ours), serves each in its own task, logs the line it returns.
-async fn accept_loop<F, Fut>(listener: TcpListener, permits: Arc<Semaphore>, mut stopped: watch::Receiver<bool>, serve: F)
+pub(crate) async fn accept_loop<F, Fut>(listener: TcpListener, permits: Arc<Semaphore>, mut stopped: watch::Receiver<bool>, serve: F)
 where
     F: Fn(TcpStream, SocketAddr) -> Fut,
     Fut: Future<Output = String> + Send + 'static,

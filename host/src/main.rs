@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tls_site::sandbox::{Limits, Sandbox};
-use tls_site::{BUILT_COMPONENT, ServeOptions, Server, certs, log};
+use tls_site::{BUILT_COMPONENT, BUILT_EDGE_COMPONENT, ServeOptions, Server, certs, log};
 
 #[derive(Parser)]
 #[command(version, about = "A website served over HTTPS by a sandboxed WebAssembly component")]
@@ -43,7 +43,19 @@ enum Command {
         #[arg(long, default_value_t = 10.0)]
         timeout: f64,
     },
-    /// Print what a component serves, without serving it.
+    /// Serve the edge twin (a wasi:http proxy component) over plain HTTP, as `wasmtime serve` does.
+    ServeHttp {
+        /// The edge component [default: the one built from guest/edge]
+        component: Option<PathBuf>,
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: SocketAddr,
+        #[arg(long, default_value_t = 256)]
+        max_connections: u32,
+        /// Seconds one connection may take, from accept to close
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
+    },
+    /// Print what a component (TLS or edge) serves, without serving it.
     Inspect {
         component: Option<PathBuf>,
         /// One JSON array: hosts, content_type, bytes, sha256, default
@@ -74,6 +86,16 @@ async fn main() -> anyhow::Result<()> {
             options.max_connections = max_connections;
             options.connection_deadline = Duration::try_from_secs_f64(timeout).context("--timeout")?;
             serve(options).await
+        }
+        Command::ServeHttp { component, addr, max_connections, timeout } => {
+            let component = component.unwrap_or_else(|| PathBuf::from(BUILT_EDGE_COMPONENT));
+            let deadline = Duration::try_from_secs_f64(timeout).context("--timeout")?;
+            let server = tls_site::edge::EdgeServer::start(&component, addr, max_connections, deadline).await?;
+            log(format_args!("serving {} over HTTP on http://{} (edge twin; TLS is the platform's job)", component.display(), server.addr()));
+            shutdown_signal().await;
+            server.shutdown().await;
+            log(format_args!("stopped"));
+            Ok(())
         }
         Command::Inspect { component, json } => inspect(component_or_built(component), json).await,
         Command::DevCerts { component, out } => {

@@ -109,7 +109,7 @@ impl GuestState {
 /// WASI as the guest gets it: no preopened directories, no environment, no arguments, no
 /// network (sockets exist in the interface, every use is refused), stdio empty. What remains
 /// is clocks and randomness, which TLS needs.
-fn empty_wasi() -> WasiCtx {
+pub(crate) fn empty_wasi() -> WasiCtx {
     WasiCtx::builder()
         .allow_tcp(false)
         .allow_udp(false)
@@ -172,19 +172,27 @@ impl Sandbox {
 
     /// What the component serves.
     pub async fn resources(&self) -> Result<Vec<Resource>, SandboxError> {
-        resources_of(&self.pre, self.store()).await
+        let mut store = self.store();
+        let site = self.pre.instantiate_async(&mut store).await?;
+        Ok(site.tls_site_site_site().call_resources(&mut store).await?)
     }
 
-    /// What the component at `component_path` serves, without certificates or a snapshot.
+    /// What the component at `component_path` serves, without certificates or a snapshot. Works
+    /// for any component that exports `tls-site:site/site`: the TLS component and the edge twin.
     pub async fn inspect(component_path: &Path, limits: Limits) -> Result<Vec<Resource>, SandboxError> {
+        let not_a_site = |source| SandboxError::NotAComponent { path: component_path.to_owned(), source };
         let wasm = std::fs::read(component_path)
             .map_err(|source| SandboxError::Unreadable { path: component_path.to_owned(), source })?;
         let engine = engine(&limits)?;
-        let component = Component::new(&engine, &wasm)
-            .map_err(|source| SandboxError::NotAComponent { path: component_path.to_owned(), source })?;
-        let pre = TlsSitePre::new(linker(&engine)?.instantiate_pre(&component)?)
-            .map_err(|source| SandboxError::NotAComponent { path: component_path.to_owned(), source })?;
-        resources_of(&pre, new_store(&engine, limits.memory_bytes, Vec::new())).await
+        let component = Component::new(&engine, &wasm).map_err(not_a_site)?;
+        let imports_http = component.component_type().imports(&engine).any(|(name, _)| name.starts_with("wasi:http/"));
+        let listed = if imports_http {
+            let state = crate::edge::EdgeState::new(limits.memory_bytes);
+            list_resources(crate::edge::linker(&engine)?, &component, state).await
+        } else {
+            list_resources(linker(&engine)?, &component, GuestState::new(limits.memory_bytes, Vec::new())).await
+        };
+        listed.map_err(not_a_site)
     }
 
     /// Serves one accepted connection from a fresh instance of the snapshot. `deadline` bounds
@@ -199,7 +207,7 @@ impl Sandbox {
             Err(error) if error.is::<wasmtime::Trap>() => return Outcome::Trapped(format!("{error:#}")),
             Err(error) => return Outcome::NoInstance(format!("{error:#}")),
         };
-        store.set_epoch_deadline(deadline.as_millis() as u64 / EPOCH_TICK.as_millis() as u64);
+        store.set_epoch_deadline(ticks(deadline));
         let table = &mut store.data_mut().table;
         let input: Box<DynInputStream> = Box::new(Box::new(AsyncReadStream::new(reader)));
         let output: Box<DynOutputStream> = Box::new(Box::new(AsyncWriteStream::new(WRITE_BUDGET, writer)));
@@ -216,21 +224,36 @@ impl Sandbox {
     }
 }
 
+/// Calls `site.resources` on a fresh instance of `component`.
+async fn list_resources<T: Send + 'static>(
+    linker: Linker<T>,
+    component: &Component,
+    state: T,
+) -> wasmtime::Result<Vec<Resource>> {
+    let pre = linker.instantiate_pre(component)?;
+    let indices = exports::tls_site::site::site::GuestIndices::new(&pre)?;
+    let mut store = Store::new(component.engine(), state);
+    store.set_epoch_deadline(ticks(START_UP_DEADLINE));
+    store.epoch_deadline_trap();
+    let instance = pre.instantiate_async(&mut store).await?;
+    indices.load(&mut store, &instance)?.call_resources(&mut store).await
+}
+
+/// `deadline` in epoch ticks.
+pub(crate) fn ticks(deadline: Duration) -> u64 {
+    (deadline.as_millis() / EPOCH_TICK.as_millis()) as u64
+}
+
 /// A store for one instance, with the start-up CPU deadline; connections set their own.
 fn new_store(engine: &Engine, memory_bytes: usize, certificates: Vec<identity::Certificate>) -> Store<GuestState> {
     let mut store = Store::new(engine, GuestState::new(memory_bytes, certificates));
     store.limiter(|state| &mut state.limits);
-    store.set_epoch_deadline(START_UP_DEADLINE.as_millis() as u64 / EPOCH_TICK.as_millis() as u64);
+    store.set_epoch_deadline(ticks(START_UP_DEADLINE));
     store.epoch_deadline_trap();
     store
 }
 
-async fn resources_of(pre: &TlsSitePre<GuestState>, mut store: Store<GuestState>) -> Result<Vec<Resource>, SandboxError> {
-    let site = pre.instantiate_async(&mut store).await?;
-    Ok(site.tls_site_site_site().call_resources(&mut store).await?)
-}
-
-fn engine(limits: &Limits) -> Result<Engine, SandboxError> {
+pub(crate) fn engine(limits: &Limits) -> Result<Engine, SandboxError> {
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(limits.instances)
         .total_core_instances(limits.instances * 8)

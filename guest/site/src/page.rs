@@ -1,10 +1,11 @@
-//! The home page, as a typed maud template: it cannot come out as malformed HTML.
+//! The home page, as a typed maud template: it cannot come out as malformed HTML. Rendered at
+//! build time by `build.rs`, which includes this file.
 
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 /// A paper the page lists, with the URL of the host name that serves it.
 pub struct Paper {
-    pub title: &'static str,
+    pub title: String,
     pub url: String,
 }
 
@@ -53,7 +54,7 @@ fn home(papers: &[Paper]) -> Markup {
                     }
                     p {
                         "Nothing is computed while you wait. The page was rendered from a typed "
-                        "template when the component was initialised, the papers are embedded in it, "
+                        "template when the component was built, the papers are embedded in it, "
                         "and every response, status line and headers included, sits in memory ready "
                         "to be written. Your connection costs a handshake, a lookup of the name you "
                         "asked for, and one write. Then the component says close_notify and is thrown "

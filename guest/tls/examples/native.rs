@@ -35,7 +35,7 @@ use bindings::tls_site::site::identity::{Certificate, KeyFormat};
 use connection::{READ_CHUNK, Transport};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use site::Site;
+use site::SITE;
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
@@ -46,8 +46,6 @@ const WORKERS: usize = 16;
 const DEADLINE: Duration = Duration::from_secs(10);
 
 fn main() {
-    // Built once and kept for the life of the process, as the component's `OnceLock` does.
-    let site: &'static Site = Box::leak(Box::new(Site::build()));
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [chain, key, addr] = &args[..] else {
         eprintln!("usage: native CHAIN.pem KEY.pem ADDR   (e.g. certs/dev.chain.pem certs/dev.key.pem 127.0.0.1:8443)");
@@ -65,9 +63,9 @@ fn main() {
     };
     // The development certificate covers every name of the site (`tls-site dev-certs`); the host
     // reads the names from the certificate, which this yardstick does not need to.
-    let names = site.responses().iter().flat_map(|r| r.hosts().iter().map(|h| h.to_string())).collect();
+    let names = SITE.responses().iter().flat_map(|r| r.hosts().iter().map(|h| h.to_string())).collect();
     let certificate = Certificate { chain: chain.iter().map(|c| c.to_vec()).collect(), private_key, key_format, names };
-    let default_host = site.default_response().hosts()[0];
+    let default_host = SITE.default_response().hosts()[0];
     let config = config::make_config(vec![certificate], default_host)
         .unwrap_or_else(|error| fail(format_args!("the certificate: {error:?}")));
 
@@ -82,7 +80,7 @@ fn main() {
                     let _ = stream.set_nodelay(true);
                     let _ = stream.set_read_timeout(Some(DEADLINE));
                     let _ = stream.set_write_timeout(Some(DEADLINE));
-                    if let Err(failure) = connection::serve(&config, site, &mut Socket(stream)) {
+                    if let Err(failure) = connection::serve(&config, &SITE, &mut Socket(stream)) {
                         eprintln!("native: failed: {failure:?}");
                     }
                 }

@@ -1,8 +1,8 @@
 //! The tls-site component: the site behind rustls, serving one connection per call.
 //!
-//! `initialise` builds the TLS configuration from the host's certificates and prebuilds the
-//! site; the host snapshots the instance right after, so every connection starts from that
-//! state and pays for none of it.
+//! `initialise` builds the TLS configuration from the host's certificates (the site itself was
+//! built at compile time); the host snapshots the instance right after, so every connection
+//! starts from that state and pays for none of it.
 
 mod config;
 mod connection;
@@ -21,21 +21,16 @@ use bindings::exports::tls_site::site::site as site_export;
 use bindings::wasi::io::streams::{InputStream, OutputStream};
 use bindings::{tls_site::site::identity, InitError};
 use rustls::ServerConfig;
-use site::Site;
+use site::SITE;
 use std::sync::{Arc, OnceLock};
 
-static SITE: OnceLock<Site> = OnceLock::new();
 static TLS_CONFIG: OnceLock<Arc<ServerConfig>> = OnceLock::new();
-
-fn site() -> &'static Site {
-    SITE.get_or_init(Site::build)
-}
 
 struct Component;
 
 impl bindings::Guest for Component {
     fn initialise() -> Result<(), InitError> {
-        let default_host = site().default_response().hosts()[0];
+        let default_host = SITE.default_response().hosts()[0];
         let config = config::make_config(identity::certificates(), default_host)?;
         // A second call keeps the first configuration: the snapshot has already been taken.
         let _ = TLS_CONFIG.set(config);
@@ -45,14 +40,13 @@ impl bindings::Guest for Component {
 
 impl site_export::Guest for Component {
     fn resources() -> Vec<site_export::Resource> {
-        site()
-            .responses()
+        SITE.responses()
             .iter()
             .map(|response| site_export::Resource {
                 hosts: response.hosts().iter().map(|host| host.to_string()).collect(),
                 content_type: response.content_type().to_owned(),
                 bytes: response.body().len() as u64,
-                sha256: response.sha256().iter().map(|byte| format!("{byte:02x}")).collect(),
+                sha256: response.sha256().to_owned(),
                 is_default: response.is_default(),
             })
             .collect()
@@ -62,7 +56,7 @@ impl site_export::Guest for Component {
 impl handler::Guest for Component {
     fn handle(input: InputStream, output: OutputStream) -> Result<Served, Failure> {
         let config = TLS_CONFIG.get().ok_or(Failure::NotInitialised)?;
-        connection::serve(config, site(), &mut connection::WasiStreams { input: &input, output: &output })
+        connection::serve(config, &SITE, &mut connection::WasiStreams { input: &input, output: &output })
     }
 }
 

