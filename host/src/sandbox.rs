@@ -61,8 +61,9 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        // The guest's memory after initialisation is ~2 MiB (the site and the TLS state); a
-        // handshake adds little. 16 MiB leaves room for the largest PDF to be copied once.
+        // The snapshot's memory holds the data segments (the site, ~1.4 MB) and the TLS state; a
+        // connection adds rustls's bounded buffers. 16 MiB is several times that: ample, and a
+        // guest that grows past it is cut off rather than the host.
         Limits { instances: 256, memory_bytes: 16 << 20 }
     }
 }
@@ -209,9 +210,9 @@ impl Sandbox {
         };
         store.set_epoch_deadline(ticks(deadline));
         let table = &mut store.data_mut().table;
-        let input: Box<DynInputStream> = Box::new(Box::new(AsyncReadStream::new(reader)));
-        let output: Box<DynOutputStream> = Box::new(Box::new(AsyncWriteStream::new(WRITE_BUDGET, writer)));
-        let (Ok(input), Ok(output)) = (table.push(*input), table.push(*output)) else {
+        let input: DynInputStream = Box::new(AsyncReadStream::new(reader));
+        let output: DynOutputStream = Box::new(AsyncWriteStream::new(WRITE_BUDGET, writer));
+        let (Ok(input), Ok(output)) = (table.push(input), table.push(output)) else {
             return Outcome::NoInstance("resource table full".into());
         };
         let handler = site.tls_site_site_handler();
