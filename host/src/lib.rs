@@ -36,9 +36,15 @@ pub struct ServeOptions {
     /// The HTTPS port clients use, for redirects, when it is not the one listened on (a port
     /// forward, a load balancer).
     pub public_https_port: Option<u16>,
-    /// Connections served at once; more wait in the listen backlog.
+    /// Connections open at once, idle ones included; more wait in the listen backlog.
     pub max_connections: u32,
-    /// Bound on one connection, from accept to close.
+    /// Connections being served by a guest instance at once; the rest wait, holding only a
+    /// socket and a small task.
+    pub max_instances: u32,
+    /// How long a client may take to send its first bytes (the ClientHello) before it is closed.
+    /// Until then it costs no instance.
+    pub hello_timeout: Duration,
+    /// Bound on serving one connection, from its first bytes to close.
     pub connection_deadline: Duration,
 }
 
@@ -50,7 +56,9 @@ impl ServeOptions {
             http: Some(([127, 0, 0, 1], 8080).into()),
             certs,
             public_https_port: None,
-            max_connections: 256,
+            max_connections: 4096,
+            max_instances: 256,
+            hello_timeout: Duration::from_secs(5),
             connection_deadline: Duration::from_secs(10),
         }
     }
@@ -81,7 +89,7 @@ impl Server {
     /// starts accepting. Everything that can fail does so here, before the first client.
     pub async fn start(options: &ServeOptions) -> Result<Server, StartError> {
         let certificates = certs::load_dir(&options.certs)?;
-        let limits = Limits { instances: options.max_connections + 1, ..Limits::default() };
+        let limits = Limits { instances: options.max_instances + 1, ..Limits::default() };
         let sandbox = Arc::new(Sandbox::new(&options.component, &certificates, limits).await?);
         let resources = sandbox.resources().await?;
         let hosts = resources.iter().flat_map(|r| r.hosts.iter().map(String::as_str));
@@ -94,11 +102,24 @@ impl Server {
         let https = bind(options.https).await?;
         let https_addr = https.local_addr().map_err(|source| StartError::Bind { addr: options.https, source })?;
         let permits = Arc::new(Semaphore::new(options.max_connections as usize));
-        let deadline = options.connection_deadline;
+        let (deadline, hello_timeout, max_instances) = (options.connection_deadline, options.hello_timeout, options.max_instances);
+        let instances = Arc::new(Semaphore::new(options.max_instances as usize));
         let serving = sandbox.clone();
         listeners.spawn(accept_loop(https, permits.clone(), stopped.clone(), move |stream, peer| {
-            let sandbox = serving.clone();
-            async move { https_log_line(peer, sandbox.serve_connection(stream, deadline).await) }
+            let (sandbox, instances) = (serving.clone(), instances.clone());
+            async move {
+                if let Err(why) = first_bytes(&stream, hello_timeout).await {
+                    return format!("https {peer} {why}");
+                }
+                let _instance = match instances.clone().try_acquire_owned() {
+                    Ok(permit) => permit,
+                    Err(_) => {
+                        log(format_args!("limit: all {max_instances} instances busy (--max-instances); {peer} waits"));
+                        instances.acquire_owned().await.expect("the semaphore is never closed")
+                    }
+                };
+                https_log_line(peer, sandbox.serve_connection(stream, deadline).await)
+            }
         }));
 
         let http_addr = match options.http {
@@ -145,6 +166,17 @@ impl Server {
 pub fn hosts_default_first(resources: &[Resource]) -> Vec<String> {
     let (default, others): (Vec<&Resource>, Vec<&Resource>) = resources.iter().partition(|r| r.is_default);
     default.into_iter().chain(others).flat_map(|r| r.hosts.clone()).collect()
+}
+
+/// Waits until the client has sent something, so that a connection that stays silent never
+/// costs a guest instance.
+async fn first_bytes(stream: &TcpStream, timeout: Duration) -> Result<(), String> {
+    match tokio::time::timeout(timeout, stream.peek(&mut [0u8; 1])).await {
+        Ok(Ok(0)) => Err("closed before sending anything".into()),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => Err(format!("failed io: {error}")),
+        Err(_) => Err(format!("timed out: nothing sent within {} s (--hello-timeout)", timeout.as_secs_f64())),
+    }
 }
 
 fn redirect_table(resources: &[Resource], https_port: u16) -> RedirectTable {

@@ -36,10 +36,16 @@ enum Command {
         /// The HTTPS port clients see, if not the one listened on (for redirects)
         #[arg(long)]
         public_https_port: Option<u16>,
-        /// Connections served at once; further ones wait in the listen backlog
-        #[arg(long, default_value_t = 256)]
+        /// Connections open at once, idle ones included; further ones wait in the listen backlog
+        #[arg(long, default_value_t = 4096)]
         max_connections: u32,
-        /// Seconds one connection may take, from accept to close
+        /// Connections served by a guest instance at once; the rest wait without one
+        #[arg(long, default_value_t = 256)]
+        max_instances: u32,
+        /// Seconds a client may take to send its ClientHello
+        #[arg(long, default_value_t = 5.0)]
+        hello_timeout: f64,
+        /// Seconds one connection may take, from its ClientHello to close
         #[arg(long, default_value_t = 10.0)]
         timeout: f64,
     },
@@ -78,12 +84,16 @@ fn component_or_built(component: Option<PathBuf>) -> PathBuf {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Serve { component, https, http, no_http, certs, public_https_port, max_connections, timeout } => {
+        Command::Serve {
+            component, https, http, no_http, certs, public_https_port, max_connections, max_instances, hello_timeout, timeout,
+        } => {
             let mut options = ServeOptions::new(component_or_built(component), certs);
             options.https = https;
             options.http = (!no_http).then_some(http);
             options.public_https_port = public_https_port;
             options.max_connections = max_connections;
+            options.max_instances = max_instances;
+            options.hello_timeout = Duration::try_from_secs_f64(hello_timeout).context("--hello-timeout")?;
             options.connection_deadline = Duration::try_from_secs_f64(timeout).context("--timeout")?;
             serve(options).await
         }

@@ -258,3 +258,41 @@ fn shutdown_stops_accepting_and_returns() {
     runtime.block_on(async { tokio::time::timeout(Duration::from_secs(30), server.shutdown()).await }).unwrap();
     assert!(TcpStream::connect(addr).is_err(), "the port is closed after shutdown");
 }
+
+/// A server of its own with tight limits: two instances, a generous hello timeout.
+fn start_with(name: &str, configure: impl FnOnce(&mut ServeOptions)) -> (tokio::runtime::Runtime, Server, PathBuf) {
+    let dir = temp_dir(name);
+    certs::dev_certs(&dir, &site_hosts()).unwrap();
+    let mut options = options(&dir);
+    configure(&mut options);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(Server::start(&options)).unwrap();
+    (runtime, server, dir.join(certs::DEV_CA_FILE))
+}
+
+#[test]
+fn silent_connections_hold_no_instance_and_a_real_client_is_served() {
+    let (runtime, server, ca) = start_with("silent", |options| {
+        options.max_instances = 2;
+        options.hello_timeout = Duration::from_secs(120);
+        options.connection_deadline = Duration::from_secs(120);
+    });
+    // Ten times as many silent clients as there are instances.
+    let silent: Vec<TcpStream> = (0..20).map(|_| TcpStream::connect(server.https_addr()).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let fetched = fetch(server.https_addr(), "tls-site.localhost", true, config(Trust::Ca(&ca), &[]));
+    assert!(fetched.is_ok(), "{:?}", fetched.err());
+    drop(silent);
+    runtime.block_on(async { tokio::time::timeout(Duration::from_secs(60), server.shutdown()).await }).unwrap();
+}
+
+#[test]
+fn a_client_that_never_sends_a_hello_is_closed() {
+    let (runtime, server, _) = start_with("hello-timeout", |options| options.hello_timeout = Duration::from_millis(300));
+    let mut silent = TcpStream::connect(server.https_addr()).unwrap();
+    silent.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut buffer = [0u8; 16];
+    // EOF (0) rather than the 30 s read timeout: the server hung up on us.
+    assert_eq!(silent.read(&mut buffer).unwrap(), 0);
+    runtime.block_on(async { tokio::time::timeout(Duration::from_secs(60), server.shutdown()).await }).unwrap();
+}
