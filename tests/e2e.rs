@@ -147,7 +147,8 @@ fn sigterm_stops_the_server_cleanly() {
     assert!(page.is_ok());
     let killed = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
     assert!(killed.success());
-    wait_for(&server.log, "stopped");
+    let stopped = wait_for(&server.log, "stopped");
+    assert!(stopped.contains("served=1"), "the shutdown line counts connections: {stopped}");
     let status = server.child.wait().unwrap();
     assert!(status.success(), "exit status {status}");
 }

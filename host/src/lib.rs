@@ -13,8 +13,9 @@ use redirect::{RedirectOutcome, RedirectTable};
 use sandbox::{Limits, Outcome, Resource, Sandbox};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
@@ -80,6 +81,7 @@ pub struct Server {
     http_addr: Option<SocketAddr>,
     resources: Vec<Resource>,
     sandbox: Arc<Sandbox>,
+    stats: Arc<Stats>,
     stop: watch::Sender<bool>,
     listeners: JoinSet<()>,
 }
@@ -99,16 +101,18 @@ impl Server {
 
         let (stop, stopped) = watch::channel(false);
         let mut listeners = JoinSet::new();
+        let stats = Arc::new(Stats::default());
         let https = bind(options.https).await?;
         let https_addr = https.local_addr().map_err(|source| StartError::Bind { addr: options.https, source })?;
         let permits = Arc::new(Semaphore::new(options.max_connections as usize));
         let (deadline, hello_timeout, max_instances) = (options.connection_deadline, options.hello_timeout, options.max_instances);
         let instances = Arc::new(Semaphore::new(options.max_instances as usize));
-        let serving = sandbox.clone();
+        let (serving, counting) = (sandbox.clone(), stats.clone());
         listeners.spawn(accept_loop(https, permits.clone(), stopped.clone(), move |stream, peer| {
-            let (sandbox, instances) = (serving.clone(), instances.clone());
+            let (sandbox, instances, stats) = (serving.clone(), instances.clone(), counting.clone());
             async move {
                 if let Err(why) = first_bytes(&stream, hello_timeout).await {
+                    stats.count("silent");
                     return format!("https {peer} {why}");
                 }
                 let _instance = match instances.clone().try_acquire_owned() {
@@ -118,7 +122,7 @@ impl Server {
                         instances.acquire_owned().await.expect("the semaphore is never closed")
                     }
                 };
-                https_log_line(peer, sandbox.serve_connection(stream, deadline).await)
+                https_log_line(&stats, peer, sandbox.serve_connection(stream, deadline).await)
             }
         }));
 
@@ -128,14 +132,15 @@ impl Server {
                 let http = bind(addr).await?;
                 let http_addr = http.local_addr().map_err(|source| StartError::Bind { addr, source })?;
                 let table = Arc::new(redirect_table(&resources, options.public_https_port.unwrap_or(https_addr.port())));
+                let counting = stats.clone();
                 listeners.spawn(accept_loop(http, permits, stopped, move |stream, peer| {
-                    let table = table.clone();
-                    async move { http_log_line(peer, redirect::serve_connection(&table, stream, deadline).await) }
+                    let (table, stats) = (table.clone(), counting.clone());
+                    async move { http_log_line(&stats, peer, redirect::serve_connection(&table, stream, deadline).await) }
                 }));
                 Some(http_addr)
             }
         };
-        Ok(Server { https_addr, http_addr, resources, sandbox, stop, listeners })
+        Ok(Server { https_addr, http_addr, resources, sandbox, stats, stop, listeners })
     }
 
     pub fn https_addr(&self) -> SocketAddr {
@@ -154,11 +159,16 @@ impl Server {
         &self.sandbox
     }
 
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
     /// Stops accepting, lets connections in flight finish (each is bounded by its deadline),
-    /// and returns when all are done.
-    pub async fn shutdown(mut self) {
+    /// and returns, when all are done, how they all ended.
+    pub async fn shutdown(mut self) -> Arc<Stats> {
         let _ = self.stop.send(true);
         while self.listeners.join_next().await.is_some() {}
+        self.stats
     }
 }
 
@@ -229,7 +239,17 @@ where
     while connections.join_next().await.is_some() {}
 }
 
-fn https_log_line(peer: SocketAddr, outcome: Outcome) -> String {
+/// The log line for a served (or not) HTTPS connection, counted in `stats` by how it ended.
+fn https_log_line(stats: &Stats, peer: SocketAddr, outcome: Outcome) -> String {
+    stats.count(match &outcome {
+        Outcome::Served(_) => "served",
+        Outcome::Failed(sandbox::Failure::Tls(_)) => "tls-failed",
+        Outcome::Failed(sandbox::Failure::Io(_)) => "io-failed",
+        Outcome::Failed(sandbox::Failure::NotInitialised) => "not-initialised",
+        Outcome::Trapped(_) => "trapped",
+        Outcome::TimedOut => "timed-out",
+        Outcome::NoInstance(_) => "no-instance",
+    });
     match outcome {
         Outcome::Served(served) => format!(
             "https {peer} sni={} resource={} bytes={} ok{}",
@@ -247,12 +267,46 @@ fn https_log_line(peer: SocketAddr, outcome: Outcome) -> String {
     }
 }
 
-fn http_log_line(peer: SocketAddr, outcome: RedirectOutcome) -> String {
+fn http_log_line(stats: &Stats, peer: SocketAddr, outcome: RedirectOutcome) -> String {
+    stats.count(match &outcome {
+        RedirectOutcome::Redirected(_) => "http-redirected",
+        RedirectOutcome::BadRequest(_) => "http-bad-request",
+        RedirectOutcome::TimedOut => "http-timed-out",
+        RedirectOutcome::Closed => "http-closed",
+    });
     match outcome {
         RedirectOutcome::Redirected(location) => format!("http {peer} 301 {location}"),
         RedirectOutcome::BadRequest(why) => format!("http {peer} 400 {why}"),
         RedirectOutcome::TimedOut => format!("http {peer} timed out"),
         RedirectOutcome::Closed => format!("http {peer} closed without a request"),
+    }
+}
+
+/// Connections by how they ended: printed at shutdown, read by tests.
+#[derive(Debug, Default)]
+pub struct Stats {
+    counts: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl Stats {
+    fn count(&self, kind: &'static str) {
+        *self.counts.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).entry(kind).or_default() += 1;
+    }
+
+    /// How many connections ended as `kind` (`served`, `tls-failed`, `silent`, `trapped`, ...).
+    pub fn get(&self, kind: &str) -> u64 {
+        self.counts.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(kind).copied().unwrap_or(0)
+    }
+}
+
+impl std::fmt::Display for Stats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let counts = self.counts.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if counts.is_empty() {
+            return write!(f, "no connections");
+        }
+        let parts: Vec<String> = counts.iter().map(|(kind, n)| format!("{kind}={n}")).collect();
+        write!(f, "{}", parts.join(" "))
     }
 }
 

@@ -137,8 +137,8 @@ async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     ));
     shutdown_signal().await;
     log(format_args!("shutting down: no new connections; finishing those in flight"));
-    server.shutdown().await;
-    log(format_args!("stopped"));
+    let stats = server.shutdown().await;
+    log(format_args!("stopped; connections: {stats}"));
     Ok(())
 }
 

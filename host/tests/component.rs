@@ -255,8 +255,12 @@ fn shutdown_stops_accepting_and_returns() {
     let addr = server.https_addr();
     let fetched = fetch(addr, "tls-site.localhost", true, config(Trust::Ca(&dir.join(certs::DEV_CA_FILE)), &[]));
     assert!(fetched.is_ok());
-    runtime.block_on(async { tokio::time::timeout(Duration::from_secs(30), server.shutdown()).await }).unwrap();
+    let garbage = raw_exchange(addr, b"not a ClientHello, just some bytes\r\n\r\n");
+    assert!(garbage.is_empty() || garbage.as_bytes()[0] == 21);
+    let stats = runtime.block_on(async { tokio::time::timeout(Duration::from_secs(30), server.shutdown()).await }).unwrap();
     assert!(TcpStream::connect(addr).is_err(), "the port is closed after shutdown");
+    // Every connection is counted by how it ended.
+    assert_eq!((stats.get("served"), stats.get("tls-failed")), (1, 1), "{stats}");
 }
 
 /// A server of its own with tight limits: two instances, a generous hello timeout.
@@ -294,5 +298,6 @@ fn a_client_that_never_sends_a_hello_is_closed() {
     let mut buffer = [0u8; 16];
     // EOF (0) rather than the 30 s read timeout: the server hung up on us.
     assert_eq!(silent.read(&mut buffer).unwrap(), 0);
-    runtime.block_on(async { tokio::time::timeout(Duration::from_secs(60), server.shutdown()).await }).unwrap();
+    let stats = runtime.block_on(async { tokio::time::timeout(Duration::from_secs(60), server.shutdown()).await }).unwrap();
+    assert_eq!(stats.get("silent"), 1, "{stats}");
 }
