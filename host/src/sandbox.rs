@@ -163,10 +163,6 @@ impl Sandbox {
         Ok(Sandbox { engine, pre, limits })
     }
 
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
     fn store(&self) -> Store<GuestState> {
         new_store(&self.engine, self.limits.memory_bytes, Vec::new())
     }
