@@ -130,3 +130,16 @@ impl ServerCertVerifier for AcceptAnything {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+/// The first flight of a real rustls client for `name` (with SNI and ALPN http/1.1): a
+/// ClientHello record, to send by hand.
+pub fn client_hello(name: &str) -> Vec<u8> {
+    let config = config(Trust::Anyone, &[b"http/1.1"]);
+    let server_name = ServerName::try_from(name.to_owned()).unwrap();
+    let mut connection = rustls::ClientConnection::new(Arc::new(config), server_name).unwrap();
+    let mut hello = Vec::new();
+    while connection.wants_write() {
+        connection.write_tls(&mut hello).unwrap();
+    }
+    hello
+}

@@ -14,7 +14,9 @@
 //! the native server is `guest/tls/examples/native.rs`, built here into `target/native`.
 //!
 //!     cargo bench -p tls-site --bench connections -- [--smoke] [--seconds 5] [--threads 8]
-//!         [--sequential 100] [--rounds 3] [--no-nginx] [--no-native]
+//!         [--sequential 100] [--rounds 3] [--no-nginx] [--no-native] [--component PATH]
+//!
+//! `--component` has tls-site serve that component (e.g. the portable build) instead of its own.
 //!
 //! `--smoke` makes a few connections per server and host and checks them, nothing more.
 
@@ -41,6 +43,7 @@ struct Options {
     rounds: usize,
     nginx: bool,
     native: bool,
+    component: Option<PathBuf>,
 }
 
 /// What a host name must answer: `tls-site inspect --json`'s view of one resource.
@@ -102,7 +105,8 @@ fn main() {
 
     let addr = free_addr();
     let mut tls_site = Command::new(&tls_site);
-    tls_site.args(["serve", "--no-http", "--certs"]).arg(root.join("certs")).arg("--https").arg(addr.to_string());
+    tls_site.arg("serve").args(&options.component);
+    tls_site.args(["--no-http", "--certs"]).arg(root.join("certs")).arg("--https").arg(addr.to_string());
     let mut servers = vec![start("tls-site", pinned, &tls_site, addr, &work)];
     wait_ready(&mut servers[0], &client, &expected[0]);
     if options.nginx {
@@ -143,7 +147,7 @@ fn main() {
 }
 
 fn parse_options() -> Options {
-    let mut options = Options { smoke: false, seconds: 5.0, threads: 8, sequential: 100, rounds: 3, nginx: true, native: true };
+    let mut options = Options { smoke: false, seconds: 5.0, threads: 8, sequential: 100, rounds: 3, nginx: true, native: true, component: None };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().and_then(|v| v.parse::<f64>().ok()).unwrap_or_else(|| die(&format!("{name} needs a number")));
@@ -155,6 +159,7 @@ fn parse_options() -> Options {
             "--rounds" => options.rounds = (value("--rounds") as usize).max(1),
             "--no-nginx" => options.nginx = false,
             "--no-native" => options.native = false,
+            "--component" => options.component = Some(args.next().unwrap_or_else(|| die("--component needs a path")).into()),
             "--bench" => {} // what `cargo bench` passes to every bench target
             other => die(&format!("unknown option {other}; see the //! doc of host/benches/connections.rs")),
         }

@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable, Val};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store};
 use wasmtime_wasi::p2::pipe::{AsyncReadStream, AsyncWriteStream};
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -20,6 +19,7 @@ wasmtime::component::bindgen!({
 });
 
 pub use exports::tls_site::site::handler::{Failure, Served};
+use exports::tls_site::site::handler::Deadlines;
 pub use exports::tls_site::site::site::Resource;
 use self::tls_site::site::identity;
 
@@ -61,14 +61,37 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        // The snapshot's memory holds the data segments (the site, ~1.4 MB) and the TLS state; a
-        // connection adds rustls's bounded buffers. 16 MiB is several times that: ample, and a
-        // guest that grows past it is cut off rather than the host.
-        Limits { instances: 256, memory_bytes: 16 << 20 }
+        Limits { instances: 256, memory_bytes: DEFAULT_INSTANCE_MEMORY }
     }
 }
 
-/// What one connection came to.
+/// The memory cap per instance. An instance of the snapshot starts at 1.2 MiB (the site's bytes
+/// and the TLS configuration) and reached at most 1.4 MiB serving a PDF, and the same under tens
+/// of thousands of garbage connections (the access log's `mem=`, the stats' `guest-memory-peak`).
+/// 4 MiB leaves room for rustls's largest buffers (a 64 KiB handshake message, 16 KiB records)
+/// while a guest that runs away is cut off: its allocation fails and it traps, alone.
+pub const DEFAULT_INSTANCE_MEMORY: usize = 4 << 20;
+
+/// How long a connection may take: in all, and by step.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// From the first bytes to the whole ClientHello (enforced by the guest).
+    pub handshake: Duration,
+    /// The longest the client may leave the response untaken (enforced by the guest).
+    pub stall: Duration,
+    /// The whole connection, from the first bytes to close (enforced by the host, in wall-clock
+    /// time for the client and as an epoch deadline for the guest's CPU).
+    pub connection: Duration,
+}
+
+/// What one connection came to, and the most linear memory its instance used.
+#[derive(Debug)]
+pub struct Report {
+    pub outcome: Outcome,
+    pub memory_peak: usize,
+}
+
+/// How one connection ended.
 #[derive(Debug)]
 pub enum Outcome {
     Served(Served),
@@ -92,7 +115,7 @@ pub struct Sandbox {
 pub struct GuestState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    memory: MemoryCap,
     certificates: Vec<identity::Certificate>,
 }
 
@@ -101,9 +124,33 @@ impl GuestState {
         GuestState {
             wasi: empty_wasi(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new().memory_size(memory_bytes).build(),
+            memory: MemoryCap { limit: memory_bytes, peak: 0 },
             certificates,
         }
+    }
+}
+
+/// The instance's memory cap, which also remembers how much the instance used.
+pub(crate) struct MemoryCap {
+    limit: usize,
+    peak: usize,
+}
+
+/// Table elements one instance may have: far more than the component's few hundred functions.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.peak = self.peak.max(current);
+        let allowed = desired <= self.limit;
+        if allowed {
+            self.peak = self.peak.max(desired);
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
     }
 }
 
@@ -192,27 +239,32 @@ impl Sandbox {
         listed.map_err(not_a_site)
     }
 
-    /// Serves one accepted connection from a fresh instance of the snapshot. `deadline` bounds
-    /// the whole connection, in wall-clock time for the client and in CPU time for the guest.
-    pub async fn serve_connection(&self, stream: TcpStream, deadline: Duration) -> Outcome {
+    /// Serves one accepted connection from a fresh instance of the snapshot, within `timeouts`.
+    pub async fn serve_connection(&self, stream: TcpStream, timeouts: Timeouts) -> Report {
+        let mut store = self.store();
+        let outcome = Self::serve_in(&self.pre, &mut store, stream, timeouts).await;
+        Report { outcome, memory_peak: store.data().memory.peak }
+    }
+
+    async fn serve_in(pre: &TlsSitePre<GuestState>, store: &mut Store<GuestState>, stream: TcpStream, timeouts: Timeouts) -> Outcome {
         // Each TLS flight leaves as one write; without this, Nagle and delayed ACKs stall it.
         let _ = stream.set_nodelay(true);
         let (reader, writer) = stream.into_split();
-        let mut store = self.store();
-        let site = match self.pre.instantiate_async(&mut store).await {
+        let site = match pre.instantiate_async(&mut *store).await {
             Ok(site) => site,
             Err(error) if error.is::<wasmtime::Trap>() => return Outcome::Trapped(format!("{error:#}")),
             Err(error) => return Outcome::NoInstance(format!("{error:#}")),
         };
-        store.set_epoch_deadline(ticks(deadline));
+        store.set_epoch_deadline(ticks(timeouts.connection));
         let table = &mut store.data_mut().table;
         let input: DynInputStream = Box::new(AsyncReadStream::new(reader));
         let output: DynOutputStream = Box::new(AsyncWriteStream::new(WRITE_BUDGET, writer));
         let (Ok(input), Ok(output)) = (table.push(input), table.push(output)) else {
             return Outcome::NoInstance("resource table full".into());
         };
-        let handler = site.tls_site_site_handler();
-        match tokio::time::timeout(deadline, handler.call_handle(&mut store, input, output)).await {
+        let deadlines = Deadlines { handshake: nanos(timeouts.handshake), stall: nanos(timeouts.stall) };
+        let handled = site.tls_site_site_handler().call_handle(&mut *store, input, output, deadlines);
+        match tokio::time::timeout(timeouts.connection, handled).await {
             Ok(Ok(Ok(served))) => Outcome::Served(served),
             Ok(Ok(Err(failure))) => Outcome::Failed(failure),
             Ok(Err(trap)) => Outcome::Trapped(format!("{trap:#}")),
@@ -236,6 +288,10 @@ async fn list_resources<T: Send + 'static>(
     indices.load(&mut store, &instance)?.call_resources(&mut store).await
 }
 
+fn nanos(duration: Duration) -> u64 {
+    duration.as_nanos().try_into().unwrap_or(u64::MAX)
+}
+
 /// `deadline` in epoch ticks.
 pub(crate) fn ticks(deadline: Duration) -> u64 {
     (deadline.as_millis() / EPOCH_TICK.as_millis()) as u64
@@ -244,7 +300,7 @@ pub(crate) fn ticks(deadline: Duration) -> u64 {
 /// A store for one instance, with the start-up CPU deadline; connections set their own.
 fn new_store(engine: &Engine, memory_bytes: usize, certificates: Vec<identity::Certificate>) -> Store<GuestState> {
     let mut store = Store::new(engine, GuestState::new(memory_bytes, certificates));
-    store.limiter(|state| &mut state.limits);
+    store.limiter(|state| &mut state.memory);
     store.set_epoch_deadline(ticks(START_UP_DEADLINE));
     store.epoch_deadline_trap();
     store
@@ -261,6 +317,9 @@ pub(crate) fn engine(limits: &Limits) -> Result<Engine, SandboxError> {
     let mut config = Config::new();
     config
         .epoch_interruption(true)
+        // 64x64->128-bit multiplies as instructions, for a guest built with `+wide-arithmetic`
+        // (docs/performance.md): without them each is a call to compiler-rt's `__multi3`.
+        .wasm_wide_arithmetic(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     // Hidden, for profiling (docs/performance.md): `/tmp/perf-PID.map` names the guest's compiled
     // functions for `perf`.

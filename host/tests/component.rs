@@ -11,7 +11,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
-use tls_site::sandbox::{Outcome, Resource};
+use tls_site::sandbox::{Outcome, Resource, Timeouts};
 use tls_site::{BUILT_COMPONENT, ServeOptions, Server, certs};
 
 /// One server for the whole file, on its own runtime thread: initialising the component costs
@@ -197,7 +197,8 @@ fn a_guest_trap_costs_only_its_own_connection() {
             let ca = shared.ca.clone();
             let client = std::thread::spawn(move || fetch(addr, "tls-site.localhost", true, config(Trust::Ca(&ca), &[])));
             let (stream, _) = listener.accept().await.unwrap();
-            outcomes.push(sandbox.serve_connection(stream, deadline).await);
+            let timeouts = Timeouts { handshake: Duration::from_secs(20), stall: Duration::from_secs(20), connection: deadline };
+            outcomes.push(sandbox.serve_connection(stream, timeouts).await.outcome);
             let fetched = tokio::task::spawn_blocking(move || client.join().unwrap()).await.unwrap();
             outcomes.push(match fetched {
                 Ok(f) => Outcome::Served(tls_site::sandbox::Served {

@@ -34,18 +34,31 @@ pub trait Transport {
     fn drain(&mut self, max_bytes: usize, max_nanos: u64, each: &mut dyn FnMut(&[u8]));
 }
 
-/// The component's transport: the two streams of the connection the host accepted.
+/// The component's transport: the two streams of the connection the host accepted, and how long
+/// the client may keep the guest waiting.
 pub struct WasiStreams<'a> {
     pub input: &'a InputStream,
     pub output: &'a OutputStream,
+    /// When `read` gives up on the client: the end of its time to send a handshake.
+    pub read_until: monotonic_clock::Instant,
+    /// How long `write_all` waits for the client to take more of the response.
+    pub stall: monotonic_clock::Duration,
 }
 
 impl Transport for WasiStreams<'_> {
     fn read(&mut self) -> Result<Option<Vec<u8>>, Failure> {
-        match self.input.blocking_read(READ_CHUNK) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(StreamError::Closed) => Ok(None),
-            Err(StreamError::LastOperationFailed(error)) => Err(Failure::Io(error.to_debug_string())),
+        let readable = self.input.subscribe();
+        let timeout = monotonic_clock::subscribe_instant(self.read_until);
+        loop {
+            match self.input.read(READ_CHUNK) {
+                Ok(bytes) if bytes.is_empty() => {}
+                Ok(bytes) => return Ok(Some(bytes)),
+                Err(StreamError::Closed) => return Ok(None),
+                Err(StreamError::LastOperationFailed(error)) => return Err(Failure::Io(error.to_debug_string())),
+            }
+            if !poll::poll(&[&readable, &timeout]).contains(&0) {
+                return Err(Failure::HandshakeTimeout);
+            }
         }
     }
 
@@ -53,14 +66,18 @@ impl Transport for WasiStreams<'_> {
         while !rest.is_empty() {
             let room = self.output.check_write().map_err(stream_failure)?;
             if room == 0 {
-                self.output.subscribe().block();
+                self.wait_until_writable()?;
                 continue;
             }
             let (now, later) = rest.split_at(rest.len().min(room as usize));
             self.output.write(now).map_err(stream_failure)?;
             rest = later;
         }
-        self.output.blocking_flush().map_err(stream_failure)
+        // As `blocking-flush`, with the stall bound: the stream is writable again once the bytes
+        // have left.
+        self.output.flush().map_err(stream_failure)?;
+        self.wait_until_writable()?;
+        self.output.check_write().map(|_| ()).map_err(stream_failure)
     }
 
     fn drain(&mut self, max_bytes: usize, max_nanos: u64, each: &mut dyn FnMut(&[u8])) {
@@ -79,6 +96,18 @@ impl Transport for WasiStreams<'_> {
                 }
                 Err(_) => break,
             }
+        }
+    }
+}
+
+impl WasiStreams<'_> {
+    /// Waits for the client to take bytes, at most `stall`.
+    fn wait_until_writable(&self) -> Result<(), Failure> {
+        let writable = self.output.subscribe();
+        let timeout = monotonic_clock::subscribe_duration(self.stall);
+        match poll::poll(&[&writable, &timeout]).contains(&0) {
+            true => Ok(()),
+            false => Err(Failure::Stalled),
         }
     }
 }
@@ -202,9 +231,12 @@ impl Wire<'_> {
     /// reached, so that its unread bytes do not turn our close into a reset that cuts off the end
     /// of the body on its side. Returns whether its handshake finished.
     fn drain(&mut self, tls: &mut ServerConnection) -> bool {
+        // After an error rustls's state is spent: feeding it more is a misuse (found by the
+        // fuzzer, host/fuzz), so a client whose trailing bytes are bad is just drained.
+        let mut broken = false;
         self.transport.drain(DRAIN_BYTES, DRAIN_NANOS, &mut |bytes| {
-            if tls.is_handshaking() {
-                let _ = tls.read_tls(&mut &bytes[..]).map(|_| tls.process_new_packets());
+            if tls.is_handshaking() && !broken {
+                broken = !matches!(tls.read_tls(&mut &bytes[..]).map(|_| tls.process_new_packets()), Ok(Ok(_)));
             }
         });
         !tls.is_handshaking()

@@ -16,8 +16,9 @@ mod bindings {
     });
 }
 
-use bindings::exports::tls_site::site::handler::{self, Failure, Served};
+use bindings::exports::tls_site::site::handler::{self, Deadlines, Failure, Served};
 use bindings::exports::tls_site::site::site as site_export;
+use bindings::wasi::clocks::monotonic_clock;
 use bindings::wasi::io::streams::{InputStream, OutputStream};
 use bindings::{tls_site::site::identity, InitError};
 use rustls::ServerConfig;
@@ -54,9 +55,11 @@ impl site_export::Guest for Component {
 }
 
 impl handler::Guest for Component {
-    fn handle(input: InputStream, output: OutputStream) -> Result<Served, Failure> {
+    fn handle(input: InputStream, output: OutputStream, deadlines: Deadlines) -> Result<Served, Failure> {
         let config = TLS_CONFIG.get().ok_or(Failure::NotInitialised)?;
-        connection::serve(config, &SITE, &mut connection::WasiStreams { input: &input, output: &output })
+        let read_until = monotonic_clock::now().saturating_add(deadlines.handshake);
+        let mut streams = connection::WasiStreams { input: &input, output: &output, read_until, stall: deadlines.stall };
+        connection::serve(config, &SITE, &mut streams)
     }
 }
 
