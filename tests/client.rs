@@ -21,6 +21,9 @@ pub struct Fetched {
     pub leaf: Vec<u8>,
     pub alpn: Option<Vec<u8>>,
     pub version: Option<rustls::ProtocolVersion>,
+    /// Full, or resumed with a session ticket.
+    pub handshake: Option<rustls::HandshakeKind>,
+    pub key_exchange: Option<rustls::NamedGroup>,
 }
 
 impl Fetched {
@@ -90,6 +93,8 @@ pub fn fetch(addr: SocketAddr, name: &str, send_sni: bool, mut config: ClientCon
         leaf: tls.conn.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec()).unwrap_or_default(),
         alpn: tls.conn.alpn_protocol().map(<[u8]>::to_vec),
         version: tls.conn.protocol_version(),
+        handshake: tls.conn.handshake_kind(),
+        key_exchange: tls.conn.negotiated_key_exchange_group().map(|group| group.name()),
     })
 }
 
