@@ -48,7 +48,22 @@ pub fn config_for_versions(
     alpn: &[&[u8]],
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> ClientConfig {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    config_with_provider(trust, alpn, versions, rustls::crypto::ring::default_provider())
+}
+
+/// A client that offers only the key-exchange groups `groups`.
+pub fn config_for_groups(trust: Trust<'_>, groups: Vec<&'static dyn rustls::crypto::SupportedKxGroup>) -> ClientConfig {
+    let provider = rustls::crypto::CryptoProvider { kx_groups: groups, ..rustls::crypto::ring::default_provider() };
+    config_with_provider(trust, &[], rustls::DEFAULT_VERSIONS, provider)
+}
+
+fn config_with_provider(
+    trust: Trust<'_>,
+    alpn: &[&[u8]],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    provider: rustls::crypto::CryptoProvider,
+) -> ClientConfig {
+    let provider = Arc::new(provider);
     let builder = ClientConfig::builder_with_provider(provider.clone()).with_protocol_versions(versions).unwrap();
     let mut config = match trust {
         Trust::Ca(ca) => {
