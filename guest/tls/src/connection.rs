@@ -120,15 +120,18 @@ pub fn serve(
         }
     }
 
-    // rustls issues session tickets once the client's Finished is in; they must go out before
-    // close_notify, so wait for it (bounded, like the drain).
+    // The whole response has left. rustls issues session tickets once the client's Finished is
+    // in, and they must precede close_notify, so wait for it (bounded, like the drain). A client
+    // that hangs up as soon as it has the body (curl does) was served all the same; it just
+    // misses its ticket or our close_notify.
     if config.send_tls13_tickets > 0 && config.ticketer.enabled() {
         wire.await_client_finished(&mut tls);
-        wire.flush(&mut tls)?;
     }
     tls.send_close_notify();
-    wire.flush(&mut tls)?;
-    let client_finished = wire.drain(&mut tls);
+    let client_finished = match wire.flush(&mut tls) {
+        Ok(()) => wire.drain(&mut tls),
+        Err(_) => !tls.is_handshaking(),
+    };
     let response = pending.expect("the loop ends with a response").response;
     Ok(Served {
         server_name: tls.server_name().map(str::to_owned),
