@@ -17,7 +17,10 @@
 //! tickets, so full handshakes only), built here into `target/native`.
 //!
 //!     cargo bench -p tls-site --bench connections -- [--smoke] [--seconds 5] [--threads 8]
-//!         [--sequential 100] [--rounds 3] [--no-nginx] [--no-native]
+//!         [--sequential 100] [--rounds 3] [--no-nginx] [--no-native] [--component PATH] [--full-only]
+//!
+//! `--component` has tls-site serve that component (e.g. the portable build, which issues no
+//! tickets: add `--full-only`) instead of its own; `--full-only` leaves out the resumed rows.
 //!
 //! `--smoke` makes a few connections per server and host and checks them, nothing more.
 
@@ -44,6 +47,8 @@ struct Options {
     rounds: usize,
     nginx: bool,
     native: bool,
+    component: Option<PathBuf>,
+    full_only: bool,
 }
 
 /// What a host name must answer: `tls-site inspect --json`'s view of one resource.
@@ -112,7 +117,8 @@ fn main() {
 
     let addr = free_addr();
     let mut tls_site = Command::new(&tls_site);
-    tls_site.args(["serve", "--no-http", "--certs"]).arg(root.join("certs")).arg("--https").arg(addr.to_string());
+    tls_site.arg("serve").args(&options.component);
+    tls_site.args(["--no-http", "--certs"]).arg(root.join("certs")).arg("--https").arg(addr.to_string());
     let mut servers = vec![start("tls-site", pinned, &tls_site, addr, &work)];
     wait_ready(&mut servers[0], &client, &expected[0]);
     if options.nginx {
@@ -132,7 +138,7 @@ fn main() {
         wait_ready(server, &client, &expected[0]);
         let probe = fetch_with(server.addr, &expected[0].host, &client).map(|(tls, ..)| describe(&tls));
         eprintln!("{}: {}", server.name, probe.unwrap_or_else(|e| e));
-        let kinds: &[bool] = if server.name == "native" { &[false] } else { &[false, true] };
+        let kinds: &[bool] = if server.name == "native" || options.full_only { &[false] } else { &[false, true] };
         for &resumed in kinds {
             for (expected_index, expect) in expected.iter().enumerate() {
                 let host = format!("{} {}", expect.label, if resumed { "resumed" } else { "full" });
@@ -163,7 +169,7 @@ fn main() {
 }
 
 fn parse_options() -> Options {
-    let mut options = Options { smoke: false, seconds: 5.0, threads: 8, sequential: 100, rounds: 3, nginx: true, native: true };
+    let mut options = Options { smoke: false, seconds: 5.0, threads: 8, sequential: 100, rounds: 3, nginx: true, native: true, component: None, full_only: false };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().and_then(|v| v.parse::<f64>().ok()).unwrap_or_else(|| die(&format!("{name} needs a number")));
@@ -175,6 +181,8 @@ fn parse_options() -> Options {
             "--rounds" => options.rounds = (value("--rounds") as usize).max(1),
             "--no-nginx" => options.nginx = false,
             "--no-native" => options.native = false,
+            "--full-only" => options.full_only = true,
+            "--component" => options.component = Some(args.next().unwrap_or_else(|| die("--component needs a path")).into()),
             "--bench" => {} // what `cargo bench` passes to every bench target
             other => die(&format!("unknown option {other}; see the //! doc of host/benches/connections.rs")),
         }

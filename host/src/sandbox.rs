@@ -320,6 +320,9 @@ pub(crate) fn engine(limits: &Limits) -> Result<Engine, SandboxError> {
     let mut config = Config::new();
     config
         .epoch_interruption(true)
+        // 64x64->128-bit multiplies as instructions, for a guest built with `+wide-arithmetic`
+        // (docs/performance.md): without them each is a call to compiler-rt's `__multi3`.
+        .wasm_wide_arithmetic(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     // Hidden, for profiling (docs/performance.md): `/tmp/perf-PID.map` names the guest's compiled
     // functions for `perf`.
