@@ -5,6 +5,7 @@
 //! `handle` (guest/tls/src/connection.rs) -> `site::Site::response_for` (guest/site/src/lib.rs).
 
 pub mod certs;
+pub mod crypto;
 pub mod edge;
 pub mod redirect;
 pub mod sandbox;
@@ -21,8 +22,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-/// The component `cargo build` made from guest/tls, the default for every command.
+/// The component `cargo build` made from guest/tls, the default for every command: keyless, with
+/// crypto and tickets from the host.
 pub const BUILT_COMPONENT: &str = env!("TLS_SITE_COMPONENT");
+/// The same component with its own pure-Rust crypto (world `tls-site-portable`).
+pub const BUILT_PORTABLE_COMPONENT: &str = env!("TLS_SITE_PORTABLE_COMPONENT");
 /// The edge twin `cargo build` made from guest/edge, the default for `serve-http`.
 pub const BUILT_EDGE_COMPONENT: &str = env!("TLS_SITE_EDGE_COMPONENT");
 

@@ -1,8 +1,11 @@
 //! The sandbox: the wasmtime engine, the initialised snapshot of the site component, and a fresh
-//! instance of it per connection with nothing granted but that connection's two streams.
+//! instance of it per connection with nothing granted but that connection's two streams and the
+//! host's crypto (crypto.rs).
 
 use crate::certs::Certificate;
+use crate::crypto::{Keys, TicketKeys};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable, Val};
@@ -14,9 +17,29 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "tls-site",
+    imports: { default: trappable },
     exports: { default: async },
-    with: { "wasi": wasmtime_wasi::p2::bindings },
+    with: {
+        "wasi": wasmtime_wasi::p2::bindings,
+        "tls-site:site/crypto.key-exchange": crate::crypto::EphemeralKeyExchange,
+        "tls-site:site/crypto.record-key": crate::crypto::RecordProtection,
+    },
 });
+
+/// The portable world's one import of its own, `private-keys`; its exports are those of
+/// `tls-site`, so one `TlsSitePre` serves both kinds of component.
+pub(crate) mod portable {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "tls-site-portable",
+        imports: { default: trappable },
+        exports: { default: async },
+        with: {
+            "wasi": wasmtime_wasi::p2::bindings,
+            "tls-site:site/identity": super::tls_site::site::identity,
+        },
+    });
+}
 
 pub use exports::tls_site::site::handler::{Failure, Served};
 use exports::tls_site::site::handler::Deadlines;
@@ -46,6 +69,8 @@ pub enum SandboxError {
     Init(String),
     #[error("the component trapped while initialising: {0:#}")]
     InitTrapped(wasmtime::Error),
+    #[error(transparent)]
+    UnusableKey(#[from] crate::crypto::UnusableKey),
     #[error("wasmtime: {0:#}")]
     Wasmtime(#[from] wasmtime::Error),
 }
@@ -109,25 +134,21 @@ pub struct Sandbox {
     engine: Engine,
     pre: TlsSitePre<GuestState>,
     limits: Limits,
+    keys: Arc<Keys>,
+    tickets: Arc<TicketKeys>,
 }
 
-/// What a guest instance's store holds: an empty WASI context, its resource table and limits.
+/// What a guest instance's store holds: an empty WASI context, its resource table and limits,
+/// and the host's keys, which the guest can use but not read.
 pub struct GuestState {
     wasi: WasiCtx,
-    table: ResourceTable,
+    pub(crate) table: ResourceTable,
     memory: MemoryCap,
     certificates: Vec<identity::Certificate>,
-}
-
-impl GuestState {
-    fn new(memory_bytes: usize, certificates: Vec<identity::Certificate>) -> GuestState {
-        GuestState {
-            wasi: empty_wasi(),
-            table: ResourceTable::new(),
-            memory: MemoryCap { limit: memory_bytes, peak: 0 },
-            certificates,
-        }
-    }
+    pub(crate) keys: Arc<Keys>,
+    pub(crate) tickets: Arc<TicketKeys>,
+    /// Only while the component initialises may the portable world read a private key.
+    pub(crate) initialising: bool,
 }
 
 /// The instance's memory cap, which also remembers how much the instance used.
@@ -173,8 +194,8 @@ impl WasiView for GuestState {
 }
 
 impl identity::Host for GuestState {
-    fn certificates(&mut self) -> Vec<identity::Certificate> {
-        std::mem::take(&mut self.certificates)
+    fn certificates(&mut self) -> wasmtime::Result<Vec<identity::Certificate>> {
+        Ok(std::mem::take(&mut self.certificates))
     }
 }
 
@@ -190,28 +211,33 @@ impl Sandbox {
             .map_err(|source| SandboxError::Unreadable { path: component_path.to_owned(), source })?;
         let engine = engine(&limits)?;
         let linker = linker(&engine)?;
+        let keys = Arc::new(Keys::load(certificates)?);
+        let tickets = Arc::new(TicketKeys::new(crate::crypto::TICKET_KEY_ROTATION));
 
-        let mut store = new_store(&engine, limits.memory_bytes, to_wit(certificates));
-        let instantiate = async |store: &mut Store<GuestState>, component: &Component| {
-            linker.instantiate_async(store, component).await
-        };
-        let (snapshot, returned) = wasmtime_wizer::Wizer::new()
-            .init_func(INIT_CALL)
-            .run_component(&mut store, &wasm, instantiate)
-            .await
-            .map_err(|error| classify_load_error(component_path, error))?;
-        if let [Val::Result(Err(error))] = &returned[..] {
-            return Err(SandboxError::Init(describe(error.as_deref())));
-        }
-
+        let mut state = GuestState::new(limits.memory_bytes, to_wit(certificates), keys.clone(), tickets.clone());
+        state.initialising = true;
+        let snapshot = snapshot(&linker, component_path, &wasm, state).await?;
         let component = Component::new(&engine, &snapshot)
             .map_err(|source| SandboxError::NotAComponent { path: component_path.to_owned(), source })?;
         let pre = TlsSitePre::new(linker.instantiate_pre(&component)?)?;
-        Ok(Sandbox { engine, pre, limits })
+        Ok(Sandbox { engine, pre, limits, keys, tickets })
+    }
+
+    /// Shares `tickets` with this sandbox, e.g. the keys of the sandbox this one replaces, so that
+    /// returning clients still resume.
+    pub fn with_ticket_keys(mut self, tickets: Arc<TicketKeys>) -> Sandbox {
+        self.tickets = tickets;
+        self
+    }
+
+    /// The session-ticket keys every instance seals and opens tickets with.
+    pub fn ticket_keys(&self) -> &Arc<TicketKeys> {
+        &self.tickets
     }
 
     fn store(&self) -> Store<GuestState> {
-        new_store(&self.engine, self.limits.memory_bytes, Vec::new())
+        let state = GuestState::new(self.limits.memory_bytes, Vec::new(), self.keys.clone(), self.tickets.clone());
+        new_store(&self.engine, state)
     }
 
     /// What the component serves.
@@ -234,7 +260,8 @@ impl Sandbox {
             let state = crate::edge::EdgeState::new(limits.memory_bytes);
             list_resources(crate::edge::linker(&engine)?, &component, state).await
         } else {
-            list_resources(linker(&engine)?, &component, GuestState::new(limits.memory_bytes, Vec::new())).await
+            let state = GuestState::new(limits.memory_bytes, Vec::new(), Default::default(), Arc::new(TicketKeys::new(Duration::MAX)));
+            list_resources(linker(&engine)?, &component, state).await
         };
         listed.map_err(not_a_site)
     }
@@ -273,6 +300,38 @@ impl Sandbox {
     }
 }
 
+impl GuestState {
+    fn new(memory_bytes: usize, certificates: Vec<identity::Certificate>, keys: Arc<Keys>, tickets: Arc<TicketKeys>) -> GuestState {
+        GuestState {
+            wasi: empty_wasi(),
+            table: ResourceTable::new(),
+            memory: MemoryCap { limit: memory_bytes, peak: 0 },
+            certificates,
+            keys,
+            tickets,
+            initialising: false,
+        }
+    }
+}
+
+/// Instantiates the component at `path` (bytes `wasm`) with `state`, calls its `initialise` and
+/// returns a snapshot of the initialised instance: a component that starts in that state.
+async fn snapshot(linker: &Linker<GuestState>, path: &Path, wasm: &[u8], state: GuestState) -> Result<Vec<u8>, SandboxError> {
+    let mut store = new_store(linker.engine(), state);
+    let instantiate = async |store: &mut Store<GuestState>, component: &Component| {
+        linker.instantiate_async(store, component).await
+    };
+    let (snapshot, returned) = wasmtime_wizer::Wizer::new()
+        .init_func(INIT_CALL)
+        .run_component(&mut store, wasm, instantiate)
+        .await
+        .map_err(|error| classify_load_error(path, error))?;
+    if let [Val::Result(Err(error))] = &returned[..] {
+        return Err(SandboxError::Init(describe(error.as_deref())));
+    }
+    Ok(snapshot)
+}
+
 /// Calls `site.resources` on a fresh instance of `component`.
 async fn list_resources<T: Send + 'static>(
     linker: Linker<T>,
@@ -298,8 +357,8 @@ pub(crate) fn ticks(deadline: Duration) -> u64 {
 }
 
 /// A store for one instance, with the start-up CPU deadline; connections set their own.
-fn new_store(engine: &Engine, memory_bytes: usize, certificates: Vec<identity::Certificate>) -> Store<GuestState> {
-    let mut store = Store::new(engine, GuestState::new(memory_bytes, certificates));
+fn new_store(engine: &Engine, state: GuestState) -> Store<GuestState> {
+    let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.memory);
     store.set_epoch_deadline(ticks(START_UP_DEADLINE));
     store.epoch_deadline_trap();
@@ -343,21 +402,19 @@ fn linker(engine: &Engine) -> Result<Linker<GuestState>, SandboxError> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     identity::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |state| state)?;
+    tls_site::site::crypto::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |state| state)?;
+    tls_site::site::tickets::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |state| state)?;
+    portable::tls_site::site::private_keys::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |state| state)?;
     Ok(linker)
 }
 
+/// The certificates as the guest sees them: the i-th names its key by `key-id` i (`Keys::load`).
 fn to_wit(certificates: &[Certificate]) -> Vec<identity::Certificate> {
-    certificates
-        .iter()
-        .map(|certificate| identity::Certificate {
+    (0..).zip(certificates)
+        .map(|(key, certificate)| identity::Certificate {
             chain: certificate.chain.clone(),
-            private_key: certificate.private_key.clone(),
-            key_format: match certificate.key_format {
-                crate::certs::KeyFormat::Pkcs8 => identity::KeyFormat::Pkcs8,
-                crate::certs::KeyFormat::Sec1 => identity::KeyFormat::Sec1,
-                crate::certs::KeyFormat::Pkcs1 => identity::KeyFormat::Pkcs1,
-            },
             names: certificate.names.clone(),
+            key,
         })
         .collect()
 }
@@ -380,5 +437,101 @@ fn describe(error: Option<&Val>) -> String {
             other => format!("{case}: {other:?}"),
         },
         other => format!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+#[path = "../../tests/client.rs"]
+mod client;
+
+/// Keyless means the private key is nowhere in the guest's linear memory. A component does not
+/// export its memory to the host, so these tests read it as wizer does for a snapshot: wizer
+/// instruments the (already initialised) component with exports that return each memory's
+/// contents, the instrumented instance serves real connections, and wizer's snapshot of it then
+/// holds that memory as data segments, which are searched for the key.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use client::{Trust, config, fetch};
+    use wasmtime_wizer::{WasmtimeWizerComponent, Wizer};
+
+    /// The component's memory (as a snapshot component) after serving `connections`, and the
+    /// private scalar of the P-256 key it served with.
+    async fn memory_after_connections(component_path: &Path, connections: usize) -> (Vec<u8>, Vec<u8>) {
+        let name = component_path.file_stem().unwrap().to_string_lossy();
+        let dir = std::env::temp_dir().join(format!("tls-site-memory-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        crate::certs::dev_certs(&dir, &["tls-site.localhost".to_owned()]).unwrap();
+        let certificates = crate::certs::load_dir(&dir).unwrap();
+        let scalar = p256_scalar(&certificates[0].private_key);
+
+        let limits = Limits::default();
+        let engine = engine(&limits).unwrap();
+        let linker = linker(&engine).unwrap();
+        let keys = Arc::new(Keys::load(&certificates).unwrap());
+        let tickets = Arc::new(TicketKeys::new(crate::crypto::TICKET_KEY_ROTATION));
+        let mut state = GuestState::new(limits.memory_bytes, to_wit(&certificates), keys.clone(), tickets.clone());
+        state.initialising = true;
+        let wasm = std::fs::read(component_path).unwrap();
+        let initialised = snapshot(&linker, component_path, &wasm, state).await.unwrap();
+
+        let wizer = Wizer::new();
+        let (context, instrumented) = wizer.instrument_component(&initialised).unwrap();
+        let component = Component::new(&engine, &instrumented).unwrap();
+        let mut store = new_store(&engine, GuestState::new(limits.memory_bytes, Vec::new(), keys, tickets));
+        let instance = linker.instantiate_async(&mut store, &component).await.unwrap();
+        let site = TlsSite::new(&mut store, &instance).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let ca = dir.join(crate::certs::DEV_CA_FILE);
+        for _ in 0..connections {
+            let ca = ca.clone();
+            let client = std::thread::spawn(move || fetch(addr, "tls-site.localhost", true, config(Trust::Ca(&ca), &[])));
+            let (stream, _) = listener.accept().await.unwrap();
+            let (reader, writer) = stream.into_split();
+            let input: DynInputStream = Box::new(AsyncReadStream::new(reader));
+            let output: DynOutputStream = Box::new(AsyncWriteStream::new(WRITE_BUDGET, writer));
+            let table = &mut store.data_mut().table;
+            let (input, output) = (table.push(input).unwrap(), table.push(output).unwrap());
+            let deadlines = Deadlines { handshake: nanos(Duration::from_secs(60)), stall: nanos(Duration::from_secs(60)) };
+            let served = site.tls_site_site_handler().call_handle(&mut store, input, output, deadlines).await.unwrap();
+            assert!(served.is_ok(), "{served:?}");
+            let fetched = tokio::task::spawn_blocking(move || client.join().unwrap()).await.unwrap().unwrap();
+            assert_eq!(fetched.status_line, "HTTP/1.1 200 OK");
+        }
+        let memory = wizer.snapshot_component(&context, &mut WasmtimeWizerComponent { store: &mut store, instance }).await.unwrap();
+        (memory, scalar)
+    }
+
+    /// The 32-byte private scalar in a P-256 PKCS#8 key: the OCTET STRING after ECPrivateKey's
+    /// version 1 (RFC 5915).
+    fn p256_scalar(pkcs8: &[u8]) -> Vec<u8> {
+        let at = pkcs8.windows(5).position(|w| w == [0x02, 0x01, 0x01, 0x04, 0x20]).expect("an ECPrivateKey");
+        pkcs8[at + 5..at + 37].to_vec()
+    }
+
+    /// Whether any 16 consecutive bytes of `secret` are in `memory`, in the key's byte order or
+    /// reversed (little-endian limbs).
+    fn holds_part_of(memory: &[u8], secret: &[u8]) -> bool {
+        let reversed: Vec<u8> = secret.iter().rev().copied().collect();
+        [secret, &reversed[..]].iter().any(|bytes| bytes.windows(16).any(|part| memory.windows(16).any(|w| w == part)))
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Runtime::new().unwrap()
+    }
+
+    #[test]
+    fn the_keyless_component_never_holds_the_private_key() {
+        let (memory, scalar) = runtime().block_on(memory_after_connections(Path::new(crate::BUILT_COMPONENT), 3));
+        assert!(memory.len() > 1 << 20, "the snapshot holds the site's bytes: {}", memory.len());
+        assert!(!holds_part_of(&memory, &scalar), "the private key is in the keyless component's memory");
+    }
+
+    /// The check above can fail: the portable component parses the key itself, and it is found.
+    #[test]
+    fn the_portable_component_does_hold_the_private_key() {
+        let (memory, scalar) = runtime().block_on(memory_after_connections(Path::new(crate::BUILT_PORTABLE_COMPONENT), 3));
+        assert!(holds_part_of(&memory, &scalar), "the portable component's memory should hold its key");
     }
 }

@@ -29,9 +29,9 @@ pub trait Transport {
     fn read(&mut self) -> Result<Option<Vec<u8>>, Failure>;
     /// Writes `bytes` whole and waits until they have left.
     fn write_all(&mut self, bytes: &[u8]) -> Result<(), Failure>;
-    /// Reads and hands to `each` what the client sends, until it closes or an error, `max_bytes`
-    /// or `max_nanos` from now, whichever comes first.
-    fn drain(&mut self, max_bytes: usize, max_nanos: u64, each: &mut dyn FnMut(&[u8]));
+    /// Reads and hands to `each` what the client sends, until `each` returns false, the client
+    /// closes or an error, `max_bytes` or `max_nanos` from now, whichever comes first.
+    fn drain(&mut self, max_bytes: usize, max_nanos: u64, each: &mut dyn FnMut(&[u8]) -> bool);
 }
 
 /// The component's transport: the two streams of the connection the host accepted, and how long
@@ -80,7 +80,7 @@ impl Transport for WasiStreams<'_> {
         self.output.check_write().map(|_| ()).map_err(stream_failure)
     }
 
-    fn drain(&mut self, max_bytes: usize, max_nanos: u64, each: &mut dyn FnMut(&[u8])) {
+    fn drain(&mut self, max_bytes: usize, max_nanos: u64, each: &mut dyn FnMut(&[u8]) -> bool) {
         let timeout = monotonic_clock::subscribe_duration(max_nanos);
         let readable = self.input.subscribe();
         let mut drained = 0;
@@ -92,7 +92,9 @@ impl Transport for WasiStreams<'_> {
             match self.input.read(READ_CHUNK) {
                 Ok(bytes) => {
                     drained += bytes.len();
-                    each(&bytes);
+                    if !each(&bytes) {
+                        break;
+                    }
                 }
                 Err(_) => break,
             }
@@ -147,9 +149,18 @@ pub fn serve(
         }
     }
 
+    // The whole response has left. rustls issues session tickets once the client's Finished is
+    // in, and they must precede close_notify, so wait for it (bounded, like the drain). A client
+    // that hangs up as soon as it has the body (curl does) was served all the same; it just
+    // misses its ticket or our close_notify.
+    if config.send_tls13_tickets > 0 && config.ticketer.enabled() {
+        wire.await_client_finished(&mut tls);
+    }
     tls.send_close_notify();
-    wire.flush(&mut tls)?;
-    let client_finished = wire.drain(&mut tls);
+    let client_finished = match wire.flush(&mut tls) {
+        Ok(()) => wire.drain(&mut tls),
+        Err(_) => !tls.is_handshaking(),
+    };
     let response = pending.expect("the loop ends with a response").response;
     Ok(Served {
         server_name: tls.server_name().map(str::to_owned),
@@ -238,8 +249,26 @@ impl Wire<'_> {
             if tls.is_handshaking() && !broken {
                 broken = !matches!(tls.read_tls(&mut &bytes[..]).map(|_| tls.process_new_packets()), Ok(Ok(_)));
             }
+            true
         });
         !tls.is_handshaking()
+    }
+
+    /// Reads the client's bytes into rustls until its handshake is finished, it closes, or the
+    /// drain's bounds are reached. A client that never finishes just gets no ticket.
+    fn await_client_finished(&mut self, tls: &mut ServerConnection) {
+        if !tls.is_handshaking() {
+            return;
+        }
+        self.transport.drain(DRAIN_BYTES, DRAIN_NANOS, &mut |mut bytes| {
+            while !bytes.is_empty() && tls.is_handshaking() {
+                let fed = tls.read_tls(&mut bytes).map_err(|_| ());
+                if fed.and_then(|_| tls.process_new_packets().map_err(|_| ())).is_err() {
+                    return false;
+                }
+            }
+            tls.is_handshaking()
+        });
     }
 }
 

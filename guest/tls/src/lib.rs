@@ -1,5 +1,9 @@
 //! The tls-site component: the site behind rustls, serving one connection per call.
 //!
+//! Built by default for world `tls-site` (keyless: the host signs, exchanges keys, protects
+//! records and seals tickets), or with the feature `portable` for world `tls-site-portable`
+//! (pure-Rust crypto, private keys read at initialisation). `crypto.rs` is the only difference.
+//!
 //! `initialise` builds the TLS configuration from the host's certificates (the site itself was
 //! built at compile time); the host snapshots the instance right after, so every connection
 //! starts from that state and pays for none of it.
@@ -7,11 +11,20 @@
 mod config;
 mod connection;
 mod crypto;
+#[cfg(not(feature = "portable"))]
+mod host_crypto;
 
 mod bindings {
+    #[cfg(not(feature = "portable"))]
     wit_bindgen::generate!({
         path: "../../wit",
         world: "tls-site",
+        generate_all,
+    });
+    #[cfg(feature = "portable")]
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "tls-site-portable",
         generate_all,
     });
 }
@@ -32,7 +45,16 @@ struct Component;
 impl bindings::Guest for Component {
     fn initialise() -> Result<(), InitError> {
         let default_host = SITE.default_response().hosts()[0];
-        let config = config::make_config(identity::certificates(), default_host)?;
+        let identities = identity::certificates()
+            .into_iter()
+            .map(|certificate| {
+                let key = crypto::signing_key(certificate.key).map_err(|why| {
+                    InitError::BadKey(format!("certificate for {}: {why}", certificate.names.join(", ")))
+                })?;
+                Ok(config::Identity { chain: certificate.chain, names: certificate.names, key })
+            })
+            .collect::<Result<Vec<_>, InitError>>()?;
+        let config = config::make_config(identities, default_host)?;
         // A second call keeps the first configuration: the snapshot has already been taken.
         let _ = TLS_CONFIG.set(config);
         Ok(())

@@ -12,7 +12,7 @@
 mod bindings {
     wit_bindgen::generate!({
         path: "../../wit",
-        world: "tls-site",
+        world: "tls-site-portable",
         generate_all,
     });
 }
@@ -27,7 +27,6 @@ mod connection;
 mod crypto;
 
 use bindings::exports::tls_site::site::handler::Failure;
-use bindings::tls_site::site::identity::{Certificate, KeyFormat};
 use connection::Transport;
 use libfuzzer_sys::fuzz_target;
 use rustls::ServerConfig;
@@ -36,24 +35,18 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use site::SITE;
 use std::sync::{Arc, LazyLock};
 
-/// The development certificate (certs/), which covers every name of the site.
+/// The development certificate (certs/), which covers every name of the site, with the
+/// pure-Rust provider (the `portable` build: its key is parsed here, as the portable component
+/// does; the default build's provider is the host's, across an import).
 static CONFIG: LazyLock<Arc<ServerConfig>> = LazyLock::new(|| {
     let chain = CertificateDer::pem_slice_iter(include_bytes!("../../../certs/dev.chain.pem"))
         .map(|certificate| certificate.expect("certs/dev.chain.pem").to_vec())
         .collect();
-    let PrivateKeyDer::Pkcs8(key) = PrivateKeyDer::from_pem_slice(include_bytes!("../../../certs/dev.key.pem"))
-        .expect("certs/dev.key.pem")
-    else {
-        panic!("certs/dev.key.pem: expected PKCS#8, as `tls-site dev-certs` writes it");
-    };
+    let key = PrivateKeyDer::from_pem_slice(include_bytes!("../../../certs/dev.key.pem")).expect("certs/dev.key.pem");
+    let key = crypto::load_private_key(key).expect("certs/dev.key.pem");
     let names = SITE.responses().iter().flat_map(|r| r.hosts().iter().map(|h| h.to_string())).collect();
-    let certificate = Certificate {
-        chain,
-        private_key: key.secret_pkcs8_der().to_vec(),
-        key_format: KeyFormat::Pkcs8,
-        names,
-    };
-    config::make_config(vec![certificate], SITE.default_response().hosts()[0]).expect("the development certificate")
+    let identity = config::Identity { chain, names, key };
+    config::make_config(vec![identity], SITE.default_response().hosts()[0]).expect("the development certificate")
 });
 
 /// The client's bytes, handed out in pieces of at most `piece` bytes.
@@ -78,13 +71,15 @@ impl Transport for Scripted<'_> {
         Ok(())
     }
 
-    fn drain(&mut self, max_bytes: usize, _max_nanos: u64, each: &mut dyn FnMut(&[u8])) {
+    fn drain(&mut self, max_bytes: usize, _max_nanos: u64, each: &mut dyn FnMut(&[u8]) -> bool) {
         let mut drained = 0;
         while drained < max_bytes {
             match self.read() {
                 Ok(Some(bytes)) => {
                     drained += bytes.len();
-                    each(&bytes);
+                    if !each(&bytes) {
+                        break;
+                    }
                 }
                 _ => break,
             }
