@@ -4,6 +4,7 @@
 //! The request path: `Server::start` (here) -> `sandbox::Sandbox::serve_connection` -> the guest's
 //! `handle` (guest/tls/src/connection.rs) -> `site::Site::response_for` (guest/site/src/lib.rs).
 
+pub mod acme;
 pub mod certs;
 pub mod edge;
 pub mod redirect;
@@ -47,6 +48,8 @@ pub struct ServeOptions {
     pub hello_timeout: Duration,
     /// Bound on serving one connection, from its first bytes to close.
     pub connection_deadline: Duration,
+    /// Certificates from an ACME CA instead of `certs` (see acme.rs).
+    pub acme: Option<acme::AcmeOptions>,
 }
 
 impl ServeOptions {
@@ -61,6 +64,7 @@ impl ServeOptions {
             max_instances: 256,
             hello_timeout: Duration::from_secs(5),
             connection_deadline: Duration::from_secs(10),
+            acme: None,
         }
     }
 }
@@ -71,6 +75,8 @@ pub enum StartError {
     Certs(#[from] certs::CertError),
     #[error(transparent)]
     Sandbox(#[from] sandbox::SandboxError),
+    #[error(transparent)]
+    Acme(#[from] acme::AcmeError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
 }
@@ -80,7 +86,8 @@ pub struct Server {
     https_addr: SocketAddr,
     http_addr: Option<SocketAddr>,
     resources: Vec<Resource>,
-    sandbox: Arc<Sandbox>,
+    /// The sandbox new connections are served from; ACME renewal swaps in a new one.
+    sandbox: watch::Receiver<Arc<Sandbox>>,
     stats: Arc<Stats>,
     stop: watch::Sender<bool>,
     listeners: JoinSet<()>,
@@ -90,8 +97,14 @@ impl Server {
     /// Loads the certificates, initialises and snapshots the component, binds the ports and
     /// starts accepting. Everything that can fail does so here, before the first client.
     pub async fn start(options: &ServeOptions) -> Result<Server, StartError> {
-        let certificates = certs::load_dir(&options.certs)?;
         let limits = Limits { instances: options.max_instances + 1, ..Limits::default() };
+        let (certificates, renewal) = match &options.acme {
+            None => (certs::load_dir(&options.certs)?, None),
+            Some(acme) => {
+                let (certificates, renewal) = acme::prepare(acme, &options.component, &limits, options.http.is_some()).await?;
+                (certificates, Some(renewal))
+            }
+        };
         let sandbox = Arc::new(Sandbox::new(&options.component, &certificates, limits).await?);
         let resources = sandbox.resources().await?;
         let hosts = resources.iter().flat_map(|r| r.hosts.iter().map(String::as_str));
@@ -107,6 +120,7 @@ impl Server {
         let permits = Arc::new(Semaphore::new(options.max_connections as usize));
         let (deadline, hello_timeout, max_instances) = (options.connection_deadline, options.hello_timeout, options.max_instances);
         let instances = Arc::new(Semaphore::new(options.max_instances as usize));
+        let (install, sandbox) = watch::channel(sandbox);
         let (serving, counting) = (sandbox.clone(), stats.clone());
         listeners.spawn(accept_loop(https, permits.clone(), stopped.clone(), move |stream, peer| {
             let (sandbox, instances, stats) = (serving.clone(), instances.clone(), counting.clone());
@@ -122,6 +136,9 @@ impl Server {
                         instances.acquire_owned().await.expect("the semaphore is never closed")
                     }
                 };
+                // The sandbox current now serves this connection to its end, even if a renewal
+                // swaps in another meanwhile.
+                let sandbox = sandbox.borrow().clone();
                 https_log_line(&stats, peer, sandbox.serve_connection(stream, deadline).await)
             }
         }));
@@ -131,15 +148,22 @@ impl Server {
             Some(addr) => {
                 let http = bind(addr).await?;
                 let http_addr = http.local_addr().map_err(|source| StartError::Bind { addr, source })?;
-                let table = Arc::new(redirect_table(&resources, options.public_https_port.unwrap_or(https_addr.port())));
+                let mut table = redirect_table(&resources, options.public_https_port.unwrap_or(https_addr.port()));
+                if let Some(renewal) = &renewal {
+                    table = table.answering_challenges(renewal.challenges());
+                }
+                let table = Arc::new(table);
                 let counting = stats.clone();
-                listeners.spawn(accept_loop(http, permits, stopped, move |stream, peer| {
+                listeners.spawn(accept_loop(http, permits, stopped.clone(), move |stream, peer| {
                     let (table, stats) = (table.clone(), counting.clone());
                     async move { http_log_line(&stats, peer, redirect::serve_connection(&table, stream, deadline).await) }
                 }));
                 Some(http_addr)
             }
         };
+        if let Some(renewal) = renewal {
+            listeners.spawn(renewal.run(install, stats.clone(), stopped));
+        }
         Ok(Server { https_addr, http_addr, resources, sandbox, stats, stop, listeners })
     }
 
@@ -155,8 +179,9 @@ impl Server {
         &self.resources
     }
 
-    pub fn sandbox(&self) -> &Sandbox {
-        &self.sandbox
+    /// The sandbox new connections are served from now.
+    pub fn sandbox(&self) -> Arc<Sandbox> {
+        self.sandbox.borrow().clone()
     }
 
     pub fn stats(&self) -> &Stats {
@@ -270,12 +295,14 @@ fn https_log_line(stats: &Stats, peer: SocketAddr, outcome: Outcome) -> String {
 fn http_log_line(stats: &Stats, peer: SocketAddr, outcome: RedirectOutcome) -> String {
     stats.count(match &outcome {
         RedirectOutcome::Redirected(_) => "http-redirected",
+        RedirectOutcome::AcmeChallenge(_) => "http-acme-challenge",
         RedirectOutcome::BadRequest(_) => "http-bad-request",
         RedirectOutcome::TimedOut => "http-timed-out",
         RedirectOutcome::Closed => "http-closed",
     });
     match outcome {
         RedirectOutcome::Redirected(location) => format!("http {peer} 301 {location}"),
+        RedirectOutcome::AcmeChallenge(token) => format!("http {peer} 200 acme-challenge {token}"),
         RedirectOutcome::BadRequest(why) => format!("http {peer} 400 {why}"),
         RedirectOutcome::TimedOut => format!("http {peer} timed out"),
         RedirectOutcome::Closed => format!("http {peer} closed without a request"),

@@ -48,6 +48,8 @@ enum Command {
         /// Seconds one connection may take, from its ClientHello to close
         #[arg(long, default_value_t = 10.0)]
         timeout: f64,
+        #[command(flatten)]
+        acme: tls_site::acme::AcmeArgs,
     },
     /// Serve the edge twin (a wasi:http proxy component) over plain HTTP, as `wasmtime serve` does.
     ServeHttp {
@@ -85,7 +87,7 @@ fn component_or_built(component: Option<PathBuf>) -> PathBuf {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve {
-            component, https, http, no_http, certs, public_https_port, max_connections, max_instances, hello_timeout, timeout,
+            component, https, http, no_http, certs, public_https_port, max_connections, max_instances, hello_timeout, timeout, acme,
         } => {
             let mut options = ServeOptions::new(component_or_built(component), certs);
             options.https = https;
@@ -95,6 +97,7 @@ async fn main() -> anyhow::Result<()> {
             options.max_instances = max_instances;
             options.hello_timeout = Duration::try_from_secs_f64(hello_timeout).context("--hello-timeout")?;
             options.connection_deadline = Duration::try_from_secs_f64(timeout).context("--timeout")?;
+            options.acme = acme.options()?;
             serve(options).await
         }
         Command::ServeHttp { component, addr, max_connections, timeout } => {
