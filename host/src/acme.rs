@@ -292,6 +292,21 @@ pub fn retry_wait(first: Duration, failures: u32) -> Duration {
     first.saturating_mul(1 << doublings).min(LONGEST_RETRY_WAIT)
 }
 
+/// An error and its causes on one line: HTTP client errors keep the useful part ("invalid peer
+/// certificate: UnknownIssuer", "Connection refused") in their sources.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let text = inner.to_string();
+        if !line.contains(&text) {
+            line = format!("{line}: {text}");
+        }
+        cause = inner.source();
+    }
+    line
+}
+
 /// A number in [0, 1) for jitter. std's hasher keys are seeded from the OS's randomness, which
 /// is all jitter needs (nothing secret rests on it).
 fn jitter() -> f64 {
@@ -353,7 +368,7 @@ pub(crate) async fn prepare(
     let (certificate, serving) = match usable {
         Some((certificate, validity)) => {
             log(format_args!(
-                "acme: serving the certificate in {} (valid until {}); nothing to ask {} until it is due",
+                "acme: serving the certificate in {} (valid until {}); {} is asked for a new one only when it is due",
                 state.dir.display(),
                 humantime::format_rfc3339_seconds(validity.not_after),
                 options.directory,
@@ -426,7 +441,8 @@ impl Renewal {
                     };
                     let next = retry_wait(self.options.first_retry_wait, failures);
                     log(format_args!(
-                        "ACME FAILED (attempt {failures}): {error}; still serving {still}; next attempt in {}",
+                        "ACME FAILED (attempt {failures}): {}; still serving {still}; next attempt in {}",
+                        with_causes(&error),
                         humantime::format_duration(next),
                     ));
                 }
