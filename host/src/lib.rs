@@ -4,6 +4,7 @@
 //! The request path: `Server::start` (here) -> `sandbox::Sandbox::serve_connection` -> the guest's
 //! `handle` (guest/tls/src/connection.rs) -> `site::Site::response_for` (guest/site/src/lib.rs).
 
+pub mod acme;
 pub mod certs;
 pub mod crypto;
 pub mod edge;
@@ -66,6 +67,8 @@ pub struct ServeOptions {
     /// small one bounds the kernel memory a client that stops reading can hold, and is what
     /// makes a stalled client visible to the stall timeout.
     pub send_buffer: Option<usize>,
+    /// Certificates from an ACME CA instead of `certs` (see acme.rs).
+    pub acme: Option<acme::AcmeOptions>,
 }
 
 impl ServeOptions {
@@ -87,6 +90,7 @@ impl ServeOptions {
             guest_memory: 1 << 30,
             stats_interval: None,
             send_buffer: None,
+            acme: None,
         }
     }
 
@@ -107,6 +111,8 @@ pub enum StartError {
     Certs(#[from] certs::CertError),
     #[error(transparent)]
     Sandbox(#[from] sandbox::SandboxError),
+    #[error(transparent)]
+    Acme(#[from] acme::AcmeError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
 }
@@ -116,7 +122,8 @@ pub struct Server {
     https_addr: SocketAddr,
     http_addr: Option<SocketAddr>,
     resources: Vec<Resource>,
-    sandbox: Arc<Sandbox>,
+    /// The sandbox new connections are served from; ACME renewal swaps in a new one.
+    sandbox: watch::Receiver<Arc<Sandbox>>,
     stats: Arc<Stats>,
     stop: watch::Sender<bool>,
     listeners: JoinSet<()>,
@@ -126,7 +133,6 @@ impl Server {
     /// Loads the certificates, initialises and snapshots the component, binds the ports and
     /// starts accepting. Everything that can fail does so here, before the first client.
     pub async fn start(options: &ServeOptions) -> Result<Server, StartError> {
-        let certificates = certs::load_dir(&options.certs)?;
         let max_instances = options.instances();
         if max_instances < options.max_instances {
             log(format_args!(
@@ -135,6 +141,13 @@ impl Server {
             ));
         }
         let limits = Limits { instances: max_instances + 1, memory_bytes: options.instance_memory };
+        let (certificates, renewal) = match &options.acme {
+            None => (certs::load_dir(&options.certs)?, None),
+            Some(acme) => {
+                let (certificates, renewal) = acme::prepare(acme, &options.component, &limits, options.http.is_some()).await?;
+                (certificates, Some(renewal))
+            }
+        };
         let sandbox = Arc::new(Sandbox::new(&options.component, &certificates, limits).await?);
         let resources = sandbox.resources().await?;
         let hosts = resources.iter().flat_map(|r| r.hosts.iter().map(String::as_str));
@@ -151,6 +164,7 @@ impl Server {
         let (timeouts, hello_timeout, deadline) = (options.timeouts(), options.hello_timeout, options.connection_deadline);
         let send_buffer = options.send_buffer;
         let instances = Arc::new(Semaphore::new(max_instances as usize));
+        let (install, sandbox) = watch::channel(sandbox);
         let (serving, counting) = (sandbox.clone(), stats.clone());
         listeners.spawn(accept_loop(https, permits.clone(), stopped.clone(), move |stream, peer| {
             let (sandbox, instances, stats) = (serving.clone(), instances.clone(), counting.clone());
@@ -170,6 +184,9 @@ impl Server {
                         instances.acquire_owned().await.expect("the semaphore is never closed")
                     }
                 };
+                // The sandbox current now serves this connection to its end, even if a renewal
+                // swaps in another meanwhile.
+                let sandbox = sandbox.borrow().clone();
                 https_log_line(&stats, peer, &timeouts, sandbox.serve_connection(stream, timeouts).await)
             }
         }));
@@ -179,7 +196,11 @@ impl Server {
             Some(addr) => {
                 let http = bind(addr).await?;
                 let http_addr = http.local_addr().map_err(|source| StartError::Bind { addr, source })?;
-                let table = Arc::new(redirect_table(&resources, options.public_https_port.unwrap_or(https_addr.port())));
+                let mut table = redirect_table(&resources, options.public_https_port.unwrap_or(https_addr.port()));
+                if let Some(renewal) = &renewal {
+                    table = table.answering_challenges(renewal.challenges());
+                }
+                let table = Arc::new(table);
                 let counting = stats.clone();
                 listeners.spawn(accept_loop(http, permits.clone(), stopped.clone(), move |stream, peer| {
                     let (table, stats) = (table.clone(), counting.clone());
@@ -189,7 +210,10 @@ impl Server {
             }
         };
         if let Some(every) = options.stats_interval {
-            listeners.spawn(print_stats(stats.clone(), every, permits, options.max_connections, stopped));
+            listeners.spawn(print_stats(stats.clone(), every, permits, options.max_connections, stopped.clone()));
+        }
+        if let Some(renewal) = renewal {
+            listeners.spawn(renewal.run(install, stats.clone(), stopped));
         }
         Ok(Server { https_addr, http_addr, resources, sandbox, stats, stop, listeners })
     }
@@ -206,8 +230,9 @@ impl Server {
         &self.resources
     }
 
-    pub fn sandbox(&self) -> &Sandbox {
-        &self.sandbox
+    /// The sandbox new connections are served from now.
+    pub fn sandbox(&self) -> Arc<Sandbox> {
+        self.sandbox.borrow().clone()
     }
 
     pub fn stats(&self) -> &Stats {
@@ -370,12 +395,14 @@ fn https_log_line(stats: &Stats, peer: SocketAddr, timeouts: &Timeouts, report: 
 fn http_log_line(stats: &Stats, peer: SocketAddr, outcome: RedirectOutcome) -> String {
     stats.count(match &outcome {
         RedirectOutcome::Redirected(_) => "http-redirected",
+        RedirectOutcome::AcmeChallenge(_) => "http-acme-challenge",
         RedirectOutcome::BadRequest(_) => "http-bad-request",
         RedirectOutcome::TimedOut => "http-timed-out",
         RedirectOutcome::Closed => "http-closed",
     });
     match outcome {
         RedirectOutcome::Redirected(location) => format!("http {peer} 301 {location}"),
+        RedirectOutcome::AcmeChallenge(token) => format!("http {peer} 200 acme-challenge {token}"),
         RedirectOutcome::BadRequest(why) => format!("http {peer} 400 {why}"),
         RedirectOutcome::TimedOut => format!("http {peer} timed out"),
         RedirectOutcome::Closed => format!("http {peer} closed without a request"),

@@ -66,6 +66,8 @@ enum Command {
         /// Cap the kernel's send buffer per connection (SO_SNDBUF) [default: the kernel's autotuning]
         #[arg(long, value_name = "BYTES")]
         send_buffer: Option<usize>,
+        #[command(flatten)]
+        acme: tls_site::acme::AcmeArgs,
     },
     /// Serve the edge twin (a wasi:http proxy component) over plain HTTP, as `wasmtime serve` does.
     ServeHttp {
@@ -104,7 +106,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve {
             component, https, http, no_http, certs, public_https_port, max_connections, max_instances, hello_timeout,
-            handshake_timeout, stall_timeout, timeout, instance_memory, guest_memory, stats, send_buffer,
+            handshake_timeout, stall_timeout, timeout, instance_memory, guest_memory, stats, send_buffer, acme,
         } => {
             let mut options = ServeOptions::new(component_or_built(component), certs);
             options.https = https;
@@ -120,6 +122,7 @@ async fn main() -> anyhow::Result<()> {
             options.guest_memory = guest_memory << 20;
             options.stats_interval = stats.map(Duration::try_from_secs_f64).transpose().context("--stats")?;
             options.send_buffer = send_buffer;
+            options.acme = acme.options()?;
             serve(options).await
         }
         Command::ServeHttp { component, addr, max_connections, timeout } => {
