@@ -330,6 +330,16 @@ pub fn placeholder(hosts: &[String]) -> Result<Certificate, AcmeError> {
     })
 }
 
+/// Whether the private key belongs to the leaf: a crash between writing the key and the chain
+/// would leave a new key beside the old chain, and serving that pair fails every handshake.
+fn key_matches(certificate: &Certificate) -> bool {
+    let (Ok(key), Some(leaf)) = (rcgen::KeyPair::try_from(certificate.private_key.as_slice()), certificate.chain.first()) else {
+        return false;
+    };
+    let public_key = rcgen::PublicKeyData::der_bytes(&key);
+    x509_parser::parse_x509_certificate(leaf).is_ok_and(|(_, parsed)| parsed.public_key().subject_public_key.data.as_ref() == public_key)
+}
+
 /// The ACME side of a server between `prepare` (before the sandbox exists) and `run`.
 pub(crate) struct Renewal {
     options: AcmeOptions,
@@ -363,7 +373,7 @@ pub(crate) async fn prepare(
     let on_disk = state.certificate()?.map(|certificate| Validity::of(&certificate).map(|validity| (certificate, validity))).transpose()?;
     let usable = on_disk.filter(|(certificate, validity)| {
         let covers_all = certs::uncovered(std::slice::from_ref(certificate), hosts.iter().map(String::as_str)).is_empty();
-        covers_all && validity.not_after > SystemTime::now()
+        covers_all && validity.not_after > SystemTime::now() && key_matches(certificate)
     });
     let (certificate, serving) = match usable {
         Some((certificate, validity)) => {
@@ -377,7 +387,7 @@ pub(crate) async fn prepare(
         }
         None => {
             log(format_args!(
-                "acme: no certificate for {} in {} yet; serving a self-signed placeholder while {} issues one (HTTP-01 on the HTTP side)",
+                "acme: no usable certificate for {} in {} (none yet, expired, not for every name, or not its key's); serving a self-signed placeholder while {} issues one (HTTP-01 on the HTTP side)",
                 hosts.join(","),
                 state.dir.display(),
                 options.directory,
@@ -634,6 +644,9 @@ mod tests {
         assert!(validity.not_after > SystemTime::now());
         let text = String::from_utf8_lossy(&placeholder.chain[0]).into_owned();
         assert!(text.contains("waiting for an ACME certificate"));
+        assert!(key_matches(&placeholder));
+        let other = super::placeholder(&hosts).unwrap();
+        assert!(!key_matches(&Certificate { private_key: other.private_key, ..placeholder }), "another key");
     }
 
     #[test]
