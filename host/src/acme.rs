@@ -7,16 +7,16 @@
 //! order is logged loudly, retried with a doubling wait, and the old certificate keeps serving.
 
 use crate::certs::{self, CertError, Certificate};
+use crate::redirect::Challenges;
 use crate::sandbox::{Limits, Sandbox, SandboxError};
 use crate::{Stats, log};
 use instant_acme::{Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount, NewOrder};
 use instant_acme::{OrderStatus, RetryPolicy};
-use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 
@@ -26,7 +26,6 @@ pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt
 /// The pair `certs::load_dir` reads back: `site.chain.pem` and `site.key.pem`.
 const CERTIFICATE_NAME: &str = "site";
 const ACCOUNT_FILE: &str = "account.json";
-const CHALLENGE_PATH: &str = "/.well-known/acme-challenge/";
 
 /// Renewal starts when less than 1/RENEW_WHEN_LEFT of a certificate's lifetime is left, and up to
 /// 1/JITTER of it earlier, so that servers started together do not all ask at once.
@@ -141,22 +140,6 @@ pub enum AcmeError {
     Key(#[from] rcgen::Error),
     #[error("the new certificate cannot be served: {0}")]
     Sandbox(#[from] SandboxError),
-}
-
-/// The HTTP-01 answers the port-80 side gives while an order is open: token -> key authorization.
-#[derive(Clone, Debug, Default)]
-pub struct Challenges(Arc<Mutex<HashMap<String, String>>>);
-
-impl Challenges {
-    /// The key authorization for a request path `/.well-known/acme-challenge/TOKEN`, if open.
-    pub fn response(&self, path: &str) -> Option<String> {
-        let token = path.strip_prefix(CHALLENGE_PATH)?;
-        self.tokens().get(token).cloned()
-    }
-
-    fn tokens(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
 }
 
 /// The tokens of one order, withdrawn when the order ends however it ends.

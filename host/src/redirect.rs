@@ -3,10 +3,30 @@
 //! time and parsed with `httparse`; anything malformed gets a 400. The one exception: while an
 //! ACME order is open, its HTTP-01 tokens are answered (see acme.rs).
 
-use crate::acme::Challenges;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// Where ACME's HTTP-01 validation asks for a token.
+pub const CHALLENGE_PATH: &str = "/.well-known/acme-challenge/";
+
+/// The HTTP-01 answers the port-80 side gives while an order is open: token -> key authorization.
+#[derive(Clone, Debug, Default)]
+pub struct Challenges(Arc<Mutex<HashMap<String, String>>>);
+
+impl Challenges {
+    /// The key authorization for a request path `/.well-known/acme-challenge/TOKEN`, if open.
+    pub fn response(&self, path: &str) -> Option<String> {
+        let token = path.strip_prefix(CHALLENGE_PATH)?;
+        self.tokens().get(token).cloned()
+    }
+
+    pub(crate) fn tokens(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
 
 /// A request head larger than this is refused: a redirect needs only the Host header.
 pub const MAX_REQUEST_HEAD: usize = 8 * 1024;

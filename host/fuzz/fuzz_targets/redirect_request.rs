@@ -3,7 +3,7 @@
 //!
 //! Whatever the bytes, the answer is a 301 to one of the site's own https URLs or a 400, never a
 //! panic, and nothing from the request reaches the response except a name the site serves (so no
-//! header injection, no open redirect).
+//! header injection, no open redirect); and the one open ACME token gets its key authorization.
 
 #![no_main]
 
@@ -12,13 +12,20 @@
 mod redirect;
 
 use libfuzzer_sys::fuzz_target;
-use redirect::{RedirectOutcome, RedirectTable, answer};
+use redirect::{CHALLENGE_PATH, Challenges, RedirectOutcome, RedirectTable, answer};
 use std::sync::LazyLock;
 
 const HOSTS: [&str; 3] = ["tls-site.localhost", "www.tls-site.localhost", "sandbox.tls-site.localhost"];
 
-static TABLE: LazyLock<RedirectTable> =
-    LazyLock::new(|| RedirectTable::new(HOSTS.map(str::to_owned).to_vec(), HOSTS[0].to_owned(), 8443));
+/// One open ACME HTTP-01 token, as during an order.
+const TOKEN: &str = "token-0";
+const KEY_AUTHORIZATION: &str = "token-0.thumbprint";
+
+static TABLE: LazyLock<RedirectTable> = LazyLock::new(|| {
+    let challenges = Challenges::default();
+    challenges.tokens().insert(TOKEN.to_owned(), KEY_AUTHORIZATION.to_owned());
+    RedirectTable::new(HOSTS.map(str::to_owned).to_vec(), HOSTS[0].to_owned(), 8443).answering_challenges(challenges)
+});
 
 fuzz_target!(|head: &[u8]| {
     // As serve_connection reads it: never more than the bound.
@@ -36,6 +43,11 @@ fuzz_target!(|head: &[u8]| {
             assert_eq!(response.matches("\r\n").count(), 5, "one line per header, no injected ones");
         }
         RedirectOutcome::BadRequest(_) => assert!(response.starts_with("HTTP/1.1 400 Bad Request\r\n")),
+        // Only the open token is answered, and only with its key authorization.
+        RedirectOutcome::AcmeChallenge(path) => {
+            assert_eq!(path, format!("{CHALLENGE_PATH}{TOKEN}"));
+            assert!(response.starts_with("HTTP/1.1 200 OK\r\n") && response.ends_with(&format!("\r\n\r\n{KEY_AUTHORIZATION}")));
+        }
         other => panic!("answer gave {other:?}"),
     }
 });
