@@ -6,6 +6,8 @@
 
 pub mod certs;
 pub mod edge;
+#[cfg(target_os = "linux")]
+pub mod init;
 pub mod redirect;
 pub mod sandbox;
 

@@ -83,6 +83,18 @@ fn component_or_built(component: Option<PathBuf>) -> PathBuf {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // As PID 1 of a microVM (host/vm/) the host is the whole userland: see init.rs.
+    #[cfg(target_os = "linux")]
+    if std::process::id() == 1 {
+        let served = match tls_site::init::prepare().await {
+            Ok(options) => serve(options, tls_site::init::stop_requested()).await,
+            Err(error) => Err(error.into()),
+        };
+        if let Err(error) = served {
+            log(format_args!("error: {error:#}"));
+        }
+        tls_site::init::power_off();
+    }
     match Cli::parse().command {
         Command::Serve {
             component, https, http, no_http, certs, public_https_port, max_connections, max_instances, hello_timeout, timeout,
@@ -95,7 +107,7 @@ async fn main() -> anyhow::Result<()> {
             options.max_instances = max_instances;
             options.hello_timeout = Duration::try_from_secs_f64(hello_timeout).context("--hello-timeout")?;
             options.connection_deadline = Duration::try_from_secs_f64(timeout).context("--timeout")?;
-            serve(options).await
+            serve(options, shutdown_signal()).await
         }
         Command::ServeHttp { component, addr, max_connections, timeout } => {
             let component = component.unwrap_or_else(|| PathBuf::from(BUILT_EDGE_COMPONENT));
@@ -120,7 +132,8 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn serve(options: ServeOptions) -> anyhow::Result<()> {
+/// Serves until `stop` resolves (it names what asked to stop), then finishes what is in flight.
+async fn serve(options: ServeOptions, stop: impl Future<Output = &'static str>) -> anyhow::Result<()> {
     let started = Instant::now();
     let server = Server::start(&options).await?;
     for resource in server.resources() {
@@ -135,19 +148,19 @@ async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         server.http_addr().map(|addr| format!(" and http://{addr}")).unwrap_or_default(),
         started.elapsed().as_millis(),
     ));
-    shutdown_signal().await;
-    log(format_args!("shutting down: no new connections; finishing those in flight"));
+    let why = stop.await;
+    log(format_args!("shutting down ({why}): no new connections; finishing those in flight"));
     let stats = server.shutdown().await;
     log(format_args!("stopped; connections: {stats}"));
     Ok(())
 }
 
-async fn shutdown_signal() {
+async fn shutdown_signal() -> &'static str {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("installing a SIGTERM handler");
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = terminate.recv() => "SIGTERM",
     }
 }
 
