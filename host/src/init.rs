@@ -115,7 +115,7 @@ fn mount_filesystems() -> Result<(), InitError> {
         let failed = |source: std::io::Error| InitError::Mount { what, target, source };
         std::fs::create_dir_all(target).map_err(failed)?;
         let flags = MountFlags::NOSUID | MountFlags::NOEXEC;
-        mount(what, target, what, flags, None).map_err(|errno| failed(errno.into()))?;
+        mount(what, target, what, flags, None::<&std::ffi::CStr>).map_err(|errno| failed(errno.into()))?;
     }
     Ok(())
 }
@@ -149,7 +149,7 @@ async fn configure_network(config: &NetworkConfig) -> Result<(), InitError> {
     tokio::spawn(connection);
     let mut eth0 = None;
     for name in ["lo", INTERFACE] {
-        let mut links = handle.link().get().match_name(name.to_owned()).execute();
+        let mut links = std::pin::pin!(handle.link().get().match_name(name.to_owned()).execute());
         let link = links.try_next().await.map_err(|e| failed(&format!("finding {name} (is virtio-net attached?)"), e))?;
         let index = link.ok_or_else(|| InitError::Network(format!("no interface {name}")))?.header.index;
         // Up, lo gets 127.0.0.1/8 from the kernel by itself.
