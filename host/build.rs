@@ -1,6 +1,7 @@
-//! Builds the site components for wasm32-wasip2 — the TLS component (guest/tls) and its edge twin
-//! (guest/edge) — so that `cargo run` and `cargo test` always serve the site as it is in the tree.
-//! Their paths are `TLS_SITE_COMPONENT` and `TLS_SITE_EDGE_COMPONENT`.
+//! Builds the site components for wasm32-wasip2 — the TLS component (guest/tls) in both its worlds
+//! and its edge twin (guest/edge) — so that `cargo run` and `cargo test` always serve the site as it
+//! is in the tree. Their paths are `TLS_SITE_COMPONENT` (keyless, host crypto),
+//! `TLS_SITE_PORTABLE_COMPONENT` (pure-Rust crypto) and `TLS_SITE_EDGE_COMPONENT`.
 
 use std::path::Path;
 use std::process::Command;
@@ -14,20 +15,31 @@ fn main() {
     }
     // A target directory of its own: the outer cargo holds the lock on the main one.
     let target_dir = workspace.join("target").join("guest");
-    // One cargo run each: the edge twin builds wit-bindgen without `std`, the TLS component with.
-    for (package, file, variable) in [
-        ("tls-site-guest", "tls_site_guest.wasm", "TLS_SITE_COMPONENT"),
-        ("tls-site-edge", "tls_site_edge.wasm", "TLS_SITE_EDGE_COMPONENT"),
+    // One cargo run each: the edge twin builds wit-bindgen without `std`, the TLS component with;
+    // the two TLS variants differ by a feature and land on the same file name, so each is copied
+    // to a name of its own once built.
+    let release = target_dir.join(TARGET).join("release");
+    for (package, features, file, variable) in [
+        ("tls-site-guest", "portable", "tls_site_guest_portable.wasm", "TLS_SITE_PORTABLE_COMPONENT"),
+        ("tls-site-guest", "", "tls_site_guest_keyless.wasm", "TLS_SITE_COMPONENT"),
+        ("tls-site-edge", "", "tls_site_edge.wasm", "TLS_SITE_EDGE_COMPONENT"),
     ] {
-        build(&workspace, &target_dir, package);
-        let component = target_dir.join(TARGET).join("release").join(file);
+        build(&workspace, &target_dir, package, features);
+        let built = release.join(format!("{}.wasm", package.replace('-', "_")));
+        let component = release.join(file);
+        if built != component {
+            std::fs::copy(&built, &component).unwrap_or_else(|error| panic!("copying {}: {error}", built.display()));
+        }
         println!("cargo::rustc-env={variable}={}", component.display());
     }
 }
 
-fn build(workspace: &Path, target_dir: &Path, package: &str) {
+fn build(workspace: &Path, target_dir: &Path, package: &str, features: &str) {
     let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or("cargo".into()));
     cargo.current_dir(workspace).args(["build", "--release", "-p", package, "--target", TARGET]);
+    if !features.is_empty() {
+        cargo.args(["--features", features]);
+    }
     cargo.arg("--target-dir").arg(target_dir);
     // What cargo set for this build script must not leak into the nested build.
     for (name, _) in std::env::vars_os() {

@@ -21,6 +21,9 @@ pub struct Fetched {
     pub leaf: Vec<u8>,
     pub alpn: Option<Vec<u8>>,
     pub version: Option<rustls::ProtocolVersion>,
+    /// Full, or resumed with a session ticket.
+    pub handshake: Option<rustls::HandshakeKind>,
+    pub key_exchange: Option<rustls::NamedGroup>,
 }
 
 impl Fetched {
@@ -45,7 +48,22 @@ pub fn config_for_versions(
     alpn: &[&[u8]],
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> ClientConfig {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    config_with_provider(trust, alpn, versions, rustls::crypto::ring::default_provider())
+}
+
+/// A client that offers only the key-exchange groups `groups`.
+pub fn config_for_groups(trust: Trust<'_>, groups: Vec<&'static dyn rustls::crypto::SupportedKxGroup>) -> ClientConfig {
+    let provider = rustls::crypto::CryptoProvider { kx_groups: groups, ..rustls::crypto::ring::default_provider() };
+    config_with_provider(trust, &[], rustls::DEFAULT_VERSIONS, provider)
+}
+
+fn config_with_provider(
+    trust: Trust<'_>,
+    alpn: &[&[u8]],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    provider: rustls::crypto::CryptoProvider,
+) -> ClientConfig {
+    let provider = Arc::new(provider);
     let builder = ClientConfig::builder_with_provider(provider.clone()).with_protocol_versions(versions).unwrap();
     let mut config = match trust {
         Trust::Ca(ca) => {
@@ -90,6 +108,8 @@ pub fn fetch(addr: SocketAddr, name: &str, send_sni: bool, mut config: ClientCon
         leaf: tls.conn.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec()).unwrap_or_default(),
         alpn: tls.conn.alpn_protocol().map(<[u8]>::to_vec),
         version: tls.conn.protocol_version(),
+        handshake: tls.conn.handshake_kind(),
+        key_exchange: tls.conn.negotiated_key_exchange_group().map(|group| group.name()),
     })
 }
 
@@ -129,4 +149,17 @@ impl ServerCertVerifier for AcceptAnything {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
     }
+}
+
+/// The first flight of a real rustls client for `name` (with SNI and ALPN http/1.1): a
+/// ClientHello record, to send by hand.
+pub fn client_hello(name: &str) -> Vec<u8> {
+    let config = config(Trust::Anyone, &[b"http/1.1"]);
+    let server_name = ServerName::try_from(name.to_owned()).unwrap();
+    let mut connection = rustls::ClientConnection::new(Arc::new(config), server_name).unwrap();
+    let mut hello = Vec::new();
+    while connection.wants_write() {
+        connection.write_tls(&mut hello).unwrap();
+    }
+    hello
 }

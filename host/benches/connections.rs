@@ -8,13 +8,19 @@
 //! - latency percentiles (handshake done, first byte, last byte) of `--sequential` connections
 //!   made one after the other.
 //! Each server and host gets `--rounds` turns, interleaved, and the figures are over all of them.
-//! Every connection is new (a rustls client, ring provider, no resumption) and every response is
-//! checked: status, `Content-Length`, and the body's SHA-256 against `tls-site inspect --json`.
-//! nginx (TLS 1.3, the same certificate, the same bytes, one worker) is skipped if not installed;
-//! the native server is `guest/tls/examples/native.rs`, built here into `target/native`.
+//! Every connection is new (a rustls client, ring provider) and every response is checked: status,
+//! `Content-Length`, and the body's SHA-256 against `tls-site inspect --json`. Rows "full" use a
+//! client without resumption (a first visit); rows "resumed" a client that keeps the server's
+//! session tickets (a returning visitor), and every one of their connections must resume.
+//! nginx (TLS 1.3, the same certificate, the same bytes, one worker, tickets on) is skipped if not
+//! installed; the native server is `guest/tls/examples/native.rs` (the pure-Rust provider, no
+//! tickets, so full handshakes only), built here into `target/native`.
 //!
 //!     cargo bench -p tls-site --bench connections -- [--smoke] [--seconds 5] [--threads 8]
-//!         [--sequential 100] [--rounds 3] [--no-nginx] [--no-native]
+//!         [--sequential 100] [--rounds 3] [--no-nginx] [--no-native] [--component PATH] [--full-only]
+//!
+//! `--component` has tls-site serve that component (e.g. the portable build, which issues no
+//! tickets: add `--full-only`) instead of its own; `--full-only` leaves out the resumed rows.
 //!
 //! `--smoke` makes a few connections per server and host and checks them, nothing more.
 
@@ -41,6 +47,8 @@ struct Options {
     rounds: usize,
     nginx: bool,
     native: bool,
+    component: Option<PathBuf>,
+    full_only: bool,
 }
 
 /// What a host name must answer: `tls-site inspect --json`'s view of one resource.
@@ -66,11 +74,15 @@ struct Server {
     addr: SocketAddr,
 }
 
-/// One server and host: totals over all rounds.
+/// One server, host and kind of handshake: totals over all rounds.
 #[derive(Default)]
 struct Row {
     server: &'static str,
-    host: &'static str,
+    /// Index into the servers and the expected resources.
+    server_index: usize,
+    expected_index: usize,
+    resumed: bool,
+    host: String,
     /// Server CPU (µs), connections and seconds of the load phases.
     load: (f64, u64, f64),
     /// Server CPU (µs) and connections of the sequential phases.
@@ -97,12 +109,16 @@ fn main() {
     }
     let expected = expected_resources(&tls_site);
     let client = Arc::new(client_config(&root.join("certs/dev-ca.pem")));
+    let mut resuming = client_config(&root.join("certs/dev-ca.pem"));
+    resuming.resumption = rustls::client::Resumption::in_memory_sessions(256);
+    let resuming = Arc::new(resuming);
     let work = std::env::temp_dir().join(format!("tls-site-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work).unwrap();
 
     let addr = free_addr();
     let mut tls_site = Command::new(&tls_site);
-    tls_site.args(["serve", "--no-http", "--certs"]).arg(root.join("certs")).arg("--https").arg(addr.to_string());
+    tls_site.arg("serve").args(&options.component);
+    tls_site.args(["--no-http", "--certs"]).arg(root.join("certs")).arg("--https").arg(addr.to_string());
     let mut servers = vec![start("tls-site", pinned, &tls_site, addr, &work)];
     wait_ready(&mut servers[0], &client, &expected[0]);
     if options.nginx {
@@ -118,19 +134,29 @@ fn main() {
     }
 
     let mut rows = Vec::new();
-    for server in &mut servers {
+    for (server_index, server) in servers.iter_mut().enumerate() {
         wait_ready(server, &client, &expected[0]);
         let probe = fetch_with(server.addr, &expected[0].host, &client).map(|(tls, ..)| describe(&tls));
         eprintln!("{}: {}", server.name, probe.unwrap_or_else(|e| e));
-        rows.extend(expected.iter().map(|expect| Row { server: server.name, host: expect.label, ..Row::default() }));
+        let kinds: &[bool] = if server.name == "native" || options.full_only { &[false] } else { &[false, true] };
+        for &resumed in kinds {
+            for (expected_index, expect) in expected.iter().enumerate() {
+                let host = format!("{} {}", expect.label, if resumed { "resumed" } else { "full" });
+                rows.push(Row { server: server.name, server_index, expected_index, resumed, host, ..Row::default() });
+            }
+        }
     }
     // Rounds interleave the servers, so that a noisy neighbour on the machine is shared out
     // rather than landing on one of them.
     for round in 0..options.rounds {
-        let rows = rows.chunks_mut(expected.len());
-        for (server, rows) in servers.iter().zip(rows) {
-            for (expect, row) in expected.iter().zip(rows) {
-                eprint!("round {}/{}: ", round + 1, options.rounds);
+        for row in &mut rows {
+            eprint!("round {}/{}: ", round + 1, options.rounds);
+            let (server, expect) = (&servers[row.server_index], &expected[row.expected_index]);
+            if row.resumed {
+                // A ticket to start with; every connection then leaves a fresh one behind.
+                fetch(server.addr, &resuming, expect).unwrap_or_else(|e| die(&format!("{}: {e}", server.name)));
+                measure(server, &resuming, expect, &options, row);
+            } else {
                 measure(server, &client, expect, &options, row);
             }
         }
@@ -143,7 +169,7 @@ fn main() {
 }
 
 fn parse_options() -> Options {
-    let mut options = Options { smoke: false, seconds: 5.0, threads: 8, sequential: 100, rounds: 3, nginx: true, native: true };
+    let mut options = Options { smoke: false, seconds: 5.0, threads: 8, sequential: 100, rounds: 3, nginx: true, native: true, component: None, full_only: false };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().and_then(|v| v.parse::<f64>().ok()).unwrap_or_else(|| die(&format!("{name} needs a number")));
@@ -155,6 +181,8 @@ fn parse_options() -> Options {
             "--rounds" => options.rounds = (value("--rounds") as usize).max(1),
             "--no-nginx" => options.nginx = false,
             "--no-native" => options.native = false,
+            "--full-only" => options.full_only = true,
+            "--component" => options.component = Some(args.next().unwrap_or_else(|| die("--component needs a path")).into()),
             "--bench" => {} // what `cargo bench` passes to every bench target
             other => die(&format!("unknown option {other}; see the //! doc of host/benches/connections.rs")),
         }
@@ -273,7 +301,7 @@ fn start_nginx(nginx: &Path, root: &Path, work: &Path, pinned: bool, tls_site: &
     for (i, expect) in expected.iter().enumerate() {
         let dir = prefix.join(format!("site{i}"));
         std::fs::create_dir_all(&dir).unwrap();
-        let (_, body) = fetch(tls_site.addr, client, expect).unwrap_or_else(|e| die(&format!("fetching {} from tls-site: {e}", expect.host)));
+        let (_, body, _) = fetch(tls_site.addr, client, expect).unwrap_or_else(|e| die(&format!("fetching {} from tls-site: {e}", expect.host)));
         std::fs::write(dir.join("body"), body).unwrap();
         let (mime, charset) = expect.content_type.split_once("; charset=").unwrap_or((&expect.content_type, "off"));
         servers += &format!(
@@ -286,7 +314,7 @@ fn start_nginx(nginx: &Path, root: &Path, work: &Path, pinned: bool, tls_site: &
     let p = prefix.display();
     let certs = root.join("certs");
     let config = format!(
-        "daemon off; master_process on; worker_processes 1; {affinity}\npid {p}/nginx.pid; error_log {p}/error.log warn;\nevents {{ worker_connections 1024; }}\nhttp {{\n  access_log off; keepalive_timeout 0; server_tokens off;\n  client_body_temp_path {p}/tmp; proxy_temp_path {p}/tmp; fastcgi_temp_path {p}/tmp; uwsgi_temp_path {p}/tmp; scgi_temp_path {p}/tmp;\n  ssl_protocols TLSv1.3; ssl_ecdh_curve X25519:prime256v1:secp384r1;\n  ssl_session_cache off; ssl_session_tickets off;\n  ssl_certificate {chain}; ssl_certificate_key {key};\n{servers}}}\n",
+        "daemon off; master_process on; worker_processes 1; {affinity}\npid {p}/nginx.pid; error_log {p}/error.log warn;\nevents {{ worker_connections 1024; }}\nhttp {{\n  access_log off; keepalive_timeout 0; server_tokens off;\n  client_body_temp_path {p}/tmp; proxy_temp_path {p}/tmp; fastcgi_temp_path {p}/tmp; uwsgi_temp_path {p}/tmp; scgi_temp_path {p}/tmp;\n  ssl_protocols TLSv1.3; ssl_ecdh_curve X25519:prime256v1:secp384r1;\n  ssl_session_cache off; ssl_session_tickets on;\n  ssl_certificate {chain}; ssl_certificate_key {key};\n{servers}}}\n",
         affinity = if pinned { "worker_cpu_affinity 01;" } else { "" },
         chain = certs.join("dev.chain.pem").display(),
         key = certs.join("dev.key.pem").display(),
@@ -301,7 +329,7 @@ fn start_nginx(nginx: &Path, root: &Path, work: &Path, pinned: bool, tls_site: &
 fn build_native(root: &Path) -> PathBuf {
     let target = root.join("target").join("native");
     let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or("cargo".into()));
-    cargo.current_dir(root).args(["build", "--release", "-p", "tls-site-guest", "--example", "native", "--target-dir"]).arg(&target);
+    cargo.current_dir(root).args(["build", "--release", "-p", "tls-site-guest", "--features", "portable", "--example", "native", "--target-dir"]).arg(&target);
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("CARGO_") && name != "CARGO_HOME" {
             cargo.env_remove(name);
@@ -354,9 +382,11 @@ fn fetch_with(addr: SocketAddr, host: &str, client: &Arc<ClientConfig>) -> Resul
     Ok((tls, response, timings))
 }
 
-/// A fetch whose response is checked against what the site serves; returns the body.
-fn fetch(addr: SocketAddr, client: &Arc<ClientConfig>, expect: &Expected) -> Result<(Timings, Vec<u8>), String> {
-    let (_, response, timings) = fetch_with(addr, &expect.host, client)?;
+/// A fetch whose response is checked against what the site serves; returns the body and whether
+/// the session was resumed.
+fn fetch(addr: SocketAddr, client: &Arc<ClientConfig>, expect: &Expected) -> Result<(Timings, Vec<u8>, bool), String> {
+    let (tls, response, timings) = fetch_with(addr, &expect.host, client)?;
+    let resumed = tls.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
     let split = response.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no end of head")?;
     let head = String::from_utf8_lossy(&response[..split]);
     let body = &response[split + 4..];
@@ -372,7 +402,7 @@ fn fetch(addr: SocketAddr, client: &Arc<ClientConfig>, expect: &Expected) -> Res
     if body.len() != expect.bytes || digest != expect.sha256 {
         return Err(format!("{}: body of {} bytes with sha256 {digest}, expected {}", expect.host, body.len(), expect.sha256));
     }
-    Ok((timings, body.to_vec()))
+    Ok((timings, body.to_vec(), resumed))
 }
 
 fn describe(tls: &ClientConnection) -> String {
@@ -413,7 +443,10 @@ fn measure(server: &Server, client: &Arc<ClientConfig>, expect: &Expected, optio
 
     let before = cpu_ticks(pid);
     for _ in 0..options.sequential {
-        let (timings, _) = fetch(server.addr, client, expect).unwrap_or_else(|e| fail(e));
+        let (timings, _, resumed) = fetch(server.addr, client, expect).unwrap_or_else(|e| fail(e));
+        if resumed != row.resumed {
+            fail(format!("a connection {} resumed", if resumed { "was" } else { "was not" }));
+        }
         for (list, value) in row.latencies.iter_mut().zip([timings.handshake, timings.first_byte, timings.last_byte]) {
             list.push(value);
         }
@@ -431,18 +464,23 @@ fn measure(server: &Server, client: &Arc<ClientConfig>, expect: &Expected, optio
         .map(|_| {
             let (stop, client, expect, addr) = (stop.clone(), client.clone(), expect.clone(), server.addr);
             std::thread::spawn(move || {
-                let mut done = 0u64;
+                let (mut done, mut resumed) = (0u64, 0u64);
                 while !stop.load(Ordering::Relaxed) {
-                    fetch(addr, &client, &expect)?;
+                    resumed += fetch(addr, &client, &expect)?.2 as u64;
                     done += 1;
                 }
-                Ok::<u64, String>(done)
+                Ok::<(u64, u64), String>((done, resumed))
             })
         })
         .collect();
     std::thread::sleep(Duration::from_secs_f64(options.seconds));
     stop.store(true, Ordering::Relaxed);
-    let done: u64 = clients.into_iter().map(|c| c.join().unwrap().unwrap_or_else(|e| fail(e))).sum();
+    let counts: Vec<(u64, u64)> = clients.into_iter().map(|c| c.join().unwrap().unwrap_or_else(|e| fail(e))).collect();
+    let (done, resumed): (u64, u64) = (counts.iter().map(|c| c.0).sum(), counts.iter().map(|c| c.1).sum());
+    // Clients racing for the shared ticket store may now and then find it empty.
+    if row.resumed && resumed * 100 < done * 95 {
+        fail(format!("only {resumed} of {done} connections resumed"));
+    }
     let (elapsed, cpu) = (started.elapsed().as_secs_f64(), (cpu_ticks(pid) - before) as f64 * tick_us);
     row.load = (row.load.0 + cpu, row.load.1 + done, row.load.2 + elapsed);
     eprintln!("{} {}: {done} connections in {elapsed:.1} s, server CPU {:.2} s", server.name, expect.host, cpu / 1e6);

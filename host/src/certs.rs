@@ -123,6 +123,12 @@ pub const DEV_CERT_NAME: &str = "dev";
 /// Makes a throwaway CA and one ECDSA P-256 leaf for `hosts`, writes the CA certificate and the
 /// leaf pair into `dir`, and forgets the CA's key: nothing more can ever be signed by it.
 pub fn dev_certs(dir: &Path, hosts: &[String]) -> Result<Vec<PathBuf>, CertError> {
+    dev_certs_with_key(dir, hosts, rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?)
+}
+
+/// As `dev_certs`, with the leaf's key given: any kind rcgen signs with (ECDSA P-256 or P-384,
+/// Ed25519, RSA), for tests of each signature scheme.
+pub fn dev_certs_with_key(dir: &Path, hosts: &[String], leaf_key: rcgen::KeyPair) -> Result<Vec<PathBuf>, CertError> {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
 
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
@@ -136,7 +142,6 @@ pub fn dev_certs(dir: &Path, hosts: &[String]) -> Result<Vec<PathBuf>, CertError
     let mut leaf_params = CertificateParams::new(hosts.to_vec())?;
     leaf_params.distinguished_name.push(DnType::CommonName, "tls-site development (NOT FOR PRODUCTION)");
     leaf_params.use_authority_key_identifier_extension = true;
-    let leaf_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let leaf = leaf_params.signed_by(&leaf_key, &issuer)?;
 
     std::fs::create_dir_all(dir).map_err(|source| CertError::Unwritable { file: dir.to_owned(), source })?;

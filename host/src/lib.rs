@@ -4,7 +4,9 @@
 //! The request path: `Server::start` (here) -> `sandbox::Sandbox::serve_connection` -> the guest's
 //! `handle` (guest/tls/src/connection.rs) -> `site::Site::response_for` (guest/site/src/lib.rs).
 
+pub mod acme;
 pub mod certs;
+pub mod crypto;
 pub mod edge;
 #[cfg(target_os = "linux")]
 pub mod init;
@@ -12,7 +14,7 @@ pub mod redirect;
 pub mod sandbox;
 
 use redirect::{RedirectOutcome, RedirectTable};
-use sandbox::{Limits, Outcome, Resource, Sandbox};
+use sandbox::{Limits, Outcome, Report, Resource, Sandbox, Timeouts};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::collections::BTreeMap;
@@ -23,8 +25,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-/// The component `cargo build` made from guest/tls, the default for every command.
+/// The component `cargo build` made from guest/tls, the default for every command: keyless, with
+/// crypto and tickets from the host.
 pub const BUILT_COMPONENT: &str = env!("TLS_SITE_COMPONENT");
+/// The same component with its own pure-Rust crypto (world `tls-site-portable`).
+pub const BUILT_PORTABLE_COMPONENT: &str = env!("TLS_SITE_PORTABLE_COMPONENT");
 /// The edge twin `cargo build` made from guest/edge, the default for `serve-http`.
 pub const BUILT_EDGE_COMPONENT: &str = env!("TLS_SITE_EDGE_COMPONENT");
 
@@ -47,8 +52,25 @@ pub struct ServeOptions {
     /// How long a client may take to send its first bytes (the ClientHello) before it is closed.
     /// Until then it costs no instance.
     pub hello_timeout: Duration,
+    /// From its first bytes, how long a client may take to send its whole ClientHello.
+    pub handshake_timeout: Duration,
+    /// How long a client may leave the response untaken before it is cut off.
+    pub stall_timeout: Duration,
     /// Bound on serving one connection, from its first bytes to close.
     pub connection_deadline: Duration,
+    /// Linear memory one guest instance may grow to.
+    pub instance_memory: usize,
+    /// Linear memory all guest instances together may reach: caps the instances at work to
+    /// `guest_memory / instance_memory` if that is below `max_instances`.
+    pub guest_memory: usize,
+    /// Print the counts of how connections ended every this often (and always at shutdown).
+    pub stats_interval: Option<Duration>,
+    /// The kernel's send buffer per HTTPS connection (SO_SNDBUF), if not its own autotuning. A
+    /// small one bounds the kernel memory a client that stops reading can hold, and is what
+    /// makes a stalled client visible to the stall timeout.
+    pub send_buffer: Option<usize>,
+    /// Certificates from an ACME CA instead of `certs` (see acme.rs).
+    pub acme: Option<acme::AcmeOptions>,
 }
 
 impl ServeOptions {
@@ -62,8 +84,26 @@ impl ServeOptions {
             max_connections: 4096,
             max_instances: 256,
             hello_timeout: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(3),
+            stall_timeout: Duration::from_secs(5),
             connection_deadline: Duration::from_secs(10),
+            instance_memory: sandbox::DEFAULT_INSTANCE_MEMORY,
+            // 256 instances at their cap: the two limits agree by default.
+            guest_memory: 1 << 30,
+            stats_interval: None,
+            send_buffer: None,
+            acme: None,
         }
+    }
+
+    /// Instances at work at once: `max_instances`, unless the total guest memory allows fewer.
+    pub fn instances(&self) -> u32 {
+        let affordable = self.guest_memory / self.instance_memory.max(1);
+        self.max_instances.min(affordable.try_into().unwrap_or(u32::MAX)).max(1)
+    }
+
+    fn timeouts(&self) -> Timeouts {
+        Timeouts { handshake: self.handshake_timeout, stall: self.stall_timeout, connection: self.connection_deadline }
     }
 }
 
@@ -73,6 +113,8 @@ pub enum StartError {
     Certs(#[from] certs::CertError),
     #[error(transparent)]
     Sandbox(#[from] sandbox::SandboxError),
+    #[error(transparent)]
+    Acme(#[from] acme::AcmeError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
 }
@@ -82,7 +124,8 @@ pub struct Server {
     https_addr: SocketAddr,
     http_addr: Option<SocketAddr>,
     resources: Vec<Resource>,
-    sandbox: Arc<Sandbox>,
+    /// The sandbox new connections are served from; ACME renewal swaps in a new one.
+    sandbox: watch::Receiver<Arc<Sandbox>>,
     stats: Arc<Stats>,
     stop: watch::Sender<bool>,
     listeners: JoinSet<()>,
@@ -92,8 +135,21 @@ impl Server {
     /// Loads the certificates, initialises and snapshots the component, binds the ports and
     /// starts accepting. Everything that can fail does so here, before the first client.
     pub async fn start(options: &ServeOptions) -> Result<Server, StartError> {
-        let certificates = certs::load_dir(&options.certs)?;
-        let limits = Limits { instances: options.max_instances + 1, ..Limits::default() };
+        let max_instances = options.instances();
+        if max_instances < options.max_instances {
+            log(format_args!(
+                "limit: {max_instances} instances at work at once, not {} (--max-instances): {} MiB of guest memory (--guest-memory) at {} MiB each (--instance-memory)",
+                options.max_instances, options.guest_memory >> 20, options.instance_memory >> 20,
+            ));
+        }
+        let limits = Limits { instances: max_instances + 1, memory_bytes: options.instance_memory };
+        let (certificates, renewal) = match &options.acme {
+            None => (certs::load_dir(&options.certs)?, None),
+            Some(acme) => {
+                let (certificates, renewal) = acme::prepare(acme, &options.component, &limits, options.http.is_some()).await?;
+                (certificates, Some(renewal))
+            }
+        };
         let sandbox = Arc::new(Sandbox::new(&options.component, &certificates, limits).await?);
         let resources = sandbox.resources().await?;
         let hosts = resources.iter().flat_map(|r| r.hosts.iter().map(String::as_str));
@@ -107,12 +163,17 @@ impl Server {
         let https = bind(options.https).await?;
         let https_addr = https.local_addr().map_err(|source| StartError::Bind { addr: options.https, source })?;
         let permits = Arc::new(Semaphore::new(options.max_connections as usize));
-        let (deadline, hello_timeout, max_instances) = (options.connection_deadline, options.hello_timeout, options.max_instances);
-        let instances = Arc::new(Semaphore::new(options.max_instances as usize));
+        let (timeouts, hello_timeout, deadline) = (options.timeouts(), options.hello_timeout, options.connection_deadline);
+        let send_buffer = options.send_buffer;
+        let instances = Arc::new(Semaphore::new(max_instances as usize));
+        let (install, sandbox) = watch::channel(sandbox);
         let (serving, counting) = (sandbox.clone(), stats.clone());
         listeners.spawn(accept_loop(https, permits.clone(), stopped.clone(), move |stream, peer| {
             let (sandbox, instances, stats) = (serving.clone(), instances.clone(), counting.clone());
             async move {
+                if let Some(bytes) = send_buffer {
+                    let _ = socket2::SockRef::from(&stream).set_send_buffer_size(bytes);
+                }
                 if let Err(why) = first_bytes(&stream, hello_timeout).await {
                     stats.count("silent");
                     return format!("https {peer} {why}");
@@ -120,11 +181,15 @@ impl Server {
                 let _instance = match instances.clone().try_acquire_owned() {
                     Ok(permit) => permit,
                     Err(_) => {
-                        log(format_args!("limit: all {max_instances} instances busy (--max-instances); {peer} waits"));
+                        stats.count("waited-for-instance");
+                        log(format_args!("limit: all {max_instances} instances busy (--max-instances, --guest-memory); {peer} waits"));
                         instances.acquire_owned().await.expect("the semaphore is never closed")
                     }
                 };
-                https_log_line(&stats, peer, sandbox.serve_connection(stream, deadline).await)
+                // The sandbox current now serves this connection to its end, even if a renewal
+                // swaps in another meanwhile.
+                let sandbox = sandbox.borrow().clone();
+                https_log_line(&stats, peer, &timeouts, sandbox.serve_connection(stream, timeouts).await)
             }
         }));
 
@@ -133,15 +198,25 @@ impl Server {
             Some(addr) => {
                 let http = bind(addr).await?;
                 let http_addr = http.local_addr().map_err(|source| StartError::Bind { addr, source })?;
-                let table = Arc::new(redirect_table(&resources, options.public_https_port.unwrap_or(https_addr.port())));
+                let mut table = redirect_table(&resources, options.public_https_port.unwrap_or(https_addr.port()));
+                if let Some(renewal) = &renewal {
+                    table = table.answering_challenges(renewal.challenges());
+                }
+                let table = Arc::new(table);
                 let counting = stats.clone();
-                listeners.spawn(accept_loop(http, permits, stopped, move |stream, peer| {
+                listeners.spawn(accept_loop(http, permits.clone(), stopped.clone(), move |stream, peer| {
                     let (table, stats) = (table.clone(), counting.clone());
                     async move { http_log_line(&stats, peer, redirect::serve_connection(&table, stream, deadline).await) }
                 }));
                 Some(http_addr)
             }
         };
+        if let Some(every) = options.stats_interval {
+            listeners.spawn(print_stats(stats.clone(), every, permits, options.max_connections, stopped.clone()));
+        }
+        if let Some(renewal) = renewal {
+            listeners.spawn(renewal.run(install, stats.clone(), stopped));
+        }
         Ok(Server { https_addr, http_addr, resources, sandbox, stats, stop, listeners })
     }
 
@@ -157,8 +232,9 @@ impl Server {
         &self.resources
     }
 
-    pub fn sandbox(&self) -> &Sandbox {
-        &self.sandbox
+    /// The sandbox new connections are served from now.
+    pub fn sandbox(&self) -> Arc<Sandbox> {
+        self.sandbox.borrow().clone()
     }
 
     pub fn stats(&self) -> &Stats {
@@ -209,10 +285,24 @@ where
     Fut: Future<Output = String> + Send + 'static,
 {
     let mut connections = JoinSet::new();
+    let mut full = false;
     loop {
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-            _ = stopped.changed() => break,
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(permit) => {
+                full = false;
+                permit
+            }
+            Err(_) => {
+                // Once per episode, not once per connection that waits.
+                if !full {
+                    log(format_args!("limit: the most connections allowed are open (--max-connections); new ones wait in the listen backlog"));
+                    full = true;
+                }
+                tokio::select! {
+                    permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+                    _ = stopped.changed() => break,
+                }
+            }
         };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -241,18 +331,44 @@ where
     while connections.join_next().await.is_some() {}
 }
 
+/// Every `every`, one line: how connections ended so far, how many are open, the host's memory.
+async fn print_stats(stats: Arc<Stats>, every: Duration, permits: Arc<Semaphore>, max_connections: u32, mut stopped: watch::Receiver<bool>) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.tick().await;
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stopped.changed() => return,
+        }
+        let open = max_connections as usize - permits.available_permits();
+        let rss = resident_memory().map(|bytes| format!(" host-rss={:.1}MiB", bytes as f64 / (1 << 20) as f64)).unwrap_or_default();
+        log(format_args!("stats: open={open}{rss} {stats}"));
+    }
+}
+
+/// The host process's resident memory, from /proc (Linux).
+pub fn resident_memory() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
 /// The log line for a served (or not) HTTPS connection, counted in `stats` by how it ended.
-fn https_log_line(stats: &Stats, peer: SocketAddr, outcome: Outcome) -> String {
+fn https_log_line(stats: &Stats, peer: SocketAddr, timeouts: &Timeouts, report: Report) -> String {
+    let Report { outcome, memory_peak } = report;
     stats.count(match &outcome {
         Outcome::Served(_) => "served",
         Outcome::Failed(sandbox::Failure::Tls(_)) => "tls-failed",
         Outcome::Failed(sandbox::Failure::Io(_)) => "io-failed",
         Outcome::Failed(sandbox::Failure::NotInitialised) => "not-initialised",
+        Outcome::Failed(sandbox::Failure::HandshakeTimeout) => "handshake-timeout",
+        Outcome::Failed(sandbox::Failure::Stalled) => "stalled",
         Outcome::Trapped(_) => "trapped",
         Outcome::TimedOut => "timed-out",
         Outcome::NoInstance(_) => "no-instance",
     });
-    match outcome {
+    stats.note_memory_peak(memory_peak);
+    let line = match outcome {
         Outcome::Served(served) => format!(
             "https {peer} sni={} resource={} bytes={} ok{}",
             served.server_name.as_deref().unwrap_or("-"),
@@ -263,21 +379,32 @@ fn https_log_line(stats: &Stats, peer: SocketAddr, outcome: Outcome) -> String {
         Outcome::Failed(sandbox::Failure::Tls(why)) => format!("https {peer} failed tls: {why}"),
         Outcome::Failed(sandbox::Failure::Io(why)) => format!("https {peer} failed io: {why}"),
         Outcome::Failed(sandbox::Failure::NotInitialised) => format!("https {peer} failed: component not initialised"),
+        Outcome::Failed(sandbox::Failure::HandshakeTimeout) => format!(
+            "https {peer} timed out: no whole ClientHello within {} s (--handshake-timeout)",
+            timeouts.handshake.as_secs_f64()
+        ),
+        Outcome::Failed(sandbox::Failure::Stalled) => format!(
+            "https {peer} stalled: the client took none of the response for {} s (--stall-timeout)",
+            timeouts.stall.as_secs_f64()
+        ),
         Outcome::Trapped(why) => format!("https {peer} trapped: {}", why.replace('\n', " | ")),
-        Outcome::TimedOut => format!("https {peer} timed out"),
+        Outcome::TimedOut => format!("https {peer} timed out: connection not done within {} s (--timeout)", timeouts.connection.as_secs_f64()),
         Outcome::NoInstance(why) => format!("https {peer} refused: no instance: {why}"),
-    }
+    };
+    format!("{line} mem={}KiB", memory_peak >> 10)
 }
 
 fn http_log_line(stats: &Stats, peer: SocketAddr, outcome: RedirectOutcome) -> String {
     stats.count(match &outcome {
         RedirectOutcome::Redirected(_) => "http-redirected",
+        RedirectOutcome::AcmeChallenge(_) => "http-acme-challenge",
         RedirectOutcome::BadRequest(_) => "http-bad-request",
         RedirectOutcome::TimedOut => "http-timed-out",
         RedirectOutcome::Closed => "http-closed",
     });
     match outcome {
         RedirectOutcome::Redirected(location) => format!("http {peer} 301 {location}"),
+        RedirectOutcome::AcmeChallenge(token) => format!("http {peer} 200 acme-challenge {token}"),
         RedirectOutcome::BadRequest(why) => format!("http {peer} 400 {why}"),
         RedirectOutcome::TimedOut => format!("http {peer} timed out"),
         RedirectOutcome::Closed => format!("http {peer} closed without a request"),
@@ -288,9 +415,19 @@ fn http_log_line(stats: &Stats, peer: SocketAddr, outcome: RedirectOutcome) -> S
 #[derive(Debug, Default)]
 pub struct Stats {
     counts: Mutex<BTreeMap<&'static str, u64>>,
+    memory_peak: std::sync::atomic::AtomicUsize,
 }
 
 impl Stats {
+    fn note_memory_peak(&self, bytes: usize) {
+        self.memory_peak.fetch_max(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The most linear memory any one guest instance has used.
+    pub fn memory_peak(&self) -> usize {
+        self.memory_peak.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn count(&self, kind: &'static str) {
         *self.counts.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).entry(kind).or_default() += 1;
     }
@@ -308,7 +445,7 @@ impl std::fmt::Display for Stats {
             return write!(f, "no connections");
         }
         let parts: Vec<String> = counts.iter().map(|(kind, n)| format!("{kind}={n}")).collect();
-        write!(f, "{}", parts.join(" "))
+        write!(f, "{} guest-memory-peak={}KiB", parts.join(" "), self.memory_peak() >> 10)
     }
 }
 

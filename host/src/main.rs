@@ -42,12 +42,32 @@ enum Command {
         /// Connections served by a guest instance at once; the rest wait without one
         #[arg(long, default_value_t = 256)]
         max_instances: u32,
-        /// Seconds a client may take to send its ClientHello
+        /// Seconds a client may take to send its first bytes; until then it holds no instance
         #[arg(long, default_value_t = 5.0)]
         hello_timeout: f64,
-        /// Seconds one connection may take, from its ClientHello to close
+        /// Seconds a client may take, from its first bytes, to send its whole ClientHello
+        #[arg(long, default_value_t = 3.0)]
+        handshake_timeout: f64,
+        /// Seconds a client may leave the response untaken before it is cut off
+        #[arg(long, default_value_t = 5.0)]
+        stall_timeout: f64,
+        /// Seconds one connection may take, from its first bytes to close
         #[arg(long, default_value_t = 10.0)]
         timeout: f64,
+        /// MiB of linear memory one guest instance may use
+        #[arg(long, default_value_t = 4)]
+        instance_memory: usize,
+        /// MiB of linear memory all guest instances together may use (caps --max-instances)
+        #[arg(long, default_value_t = 1024)]
+        guest_memory: usize,
+        /// Print a line of connection counts every SECONDS
+        #[arg(long, value_name = "SECONDS")]
+        stats: Option<f64>,
+        /// Cap the kernel's send buffer per connection (SO_SNDBUF) [default: the kernel's autotuning]
+        #[arg(long, value_name = "BYTES")]
+        send_buffer: Option<usize>,
+        #[command(flatten)]
+        acme: tls_site::acme::AcmeArgs,
     },
     /// Serve the edge twin (a wasi:http proxy component) over plain HTTP, as `wasmtime serve` does.
     ServeHttp {
@@ -97,7 +117,8 @@ async fn main() -> anyhow::Result<()> {
     }
     match Cli::parse().command {
         Command::Serve {
-            component, https, http, no_http, certs, public_https_port, max_connections, max_instances, hello_timeout, timeout,
+            component, https, http, no_http, certs, public_https_port, max_connections, max_instances, hello_timeout,
+            handshake_timeout, stall_timeout, timeout, instance_memory, guest_memory, stats, send_buffer, acme,
         } => {
             let mut options = ServeOptions::new(component_or_built(component), certs);
             options.https = https;
@@ -106,7 +127,14 @@ async fn main() -> anyhow::Result<()> {
             options.max_connections = max_connections;
             options.max_instances = max_instances;
             options.hello_timeout = Duration::try_from_secs_f64(hello_timeout).context("--hello-timeout")?;
+            options.handshake_timeout = Duration::try_from_secs_f64(handshake_timeout).context("--handshake-timeout")?;
+            options.stall_timeout = Duration::try_from_secs_f64(stall_timeout).context("--stall-timeout")?;
             options.connection_deadline = Duration::try_from_secs_f64(timeout).context("--timeout")?;
+            options.instance_memory = instance_memory << 20;
+            options.guest_memory = guest_memory << 20;
+            options.stats_interval = stats.map(Duration::try_from_secs_f64).transpose().context("--stats")?;
+            options.send_buffer = send_buffer;
+            options.acme = acme.options()?;
             serve(options, shutdown_signal()).await
         }
         Command::ServeHttp { component, addr, max_connections, timeout } => {

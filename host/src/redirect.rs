@@ -1,7 +1,9 @@
 //! Port 80: every request gets `301 Moved Permanently` to the https URL of the host it asked for
 //! (if the site serves that name) or of the default host. Requests are read bounded in size and
-//! time and parsed with `httparse`; anything malformed gets a 400.
+//! time and parsed with `httparse`; anything malformed gets a 400. The one exception: while an
+//! ACME order is open, its HTTP-01 tokens are answered (see acme.rs).
 
+use crate::acme::Challenges;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -16,11 +18,17 @@ pub struct RedirectTable {
     hosts: Vec<String>,
     default_host: String,
     https_port: u16,
+    challenges: Option<Challenges>,
 }
 
 impl RedirectTable {
     pub fn new(hosts: Vec<String>, default_host: String, https_port: u16) -> RedirectTable {
-        RedirectTable { hosts, default_host, https_port }
+        RedirectTable { hosts, default_host, https_port, challenges: None }
+    }
+
+    /// Also answers `/.well-known/acme-challenge/TOKEN` for the tokens of open ACME orders.
+    pub fn answering_challenges(self, challenges: Challenges) -> RedirectTable {
+        RedirectTable { challenges: Some(challenges), ..self }
     }
 
     /// `https://host[:port]/` for the Host header given, or for the default host.
@@ -44,6 +52,8 @@ impl RedirectTable {
 #[derive(Debug, PartialEq, Eq)]
 pub enum RedirectOutcome {
     Redirected(String),
+    /// An ACME HTTP-01 token, answered with its key authorization.
+    AcmeChallenge(String),
     BadRequest(&'static str),
     TimedOut,
     Closed,
@@ -56,6 +66,15 @@ pub fn answer(table: &RedirectTable, head: &[u8]) -> Option<(Vec<u8>, RedirectOu
     let mut request = httparse::Request::new(&mut headers);
     match request.parse(head) {
         Ok(httparse::Status::Complete(_)) => {
+            let challenge = request.path.zip(table.challenges.as_ref());
+            if let Some((path, key_authorization)) = challenge.and_then(|(path, open)| Some((path, open.response(path)?))) {
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\
+                     Connection: close\r\n\r\n{key_authorization}",
+                    key_authorization.len()
+                );
+                return Some((response.into_bytes(), RedirectOutcome::AcmeChallenge(path.to_owned())));
+            }
             let host = request.headers.iter().find(|h| h.name.eq_ignore_ascii_case("host"));
             let location = table.location(host.map(|h| h.value));
             let response = format!(

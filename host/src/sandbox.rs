@@ -1,13 +1,15 @@
 //! The sandbox: the wasmtime engine, the initialised snapshot of the site component, and a fresh
-//! instance of it per connection with nothing granted but that connection's two streams.
+//! instance of it per connection with nothing granted but that connection's two streams and the
+//! host's crypto (crypto.rs).
 
 use crate::certs::Certificate;
+use crate::crypto::{Keys, TicketKeys};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable, Val};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store};
 use wasmtime_wasi::p2::pipe::{AsyncReadStream, AsyncWriteStream};
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -15,11 +17,32 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "tls-site",
+    imports: { default: trappable },
     exports: { default: async },
-    with: { "wasi": wasmtime_wasi::p2::bindings },
+    with: {
+        "wasi": wasmtime_wasi::p2::bindings,
+        "tls-site:site/crypto.key-exchange": crate::crypto::EphemeralKeyExchange,
+        "tls-site:site/crypto.record-key": crate::crypto::RecordProtection,
+    },
 });
 
+/// The portable world's one import of its own, `private-keys`; its exports are those of
+/// `tls-site`, so one `TlsSitePre` serves both kinds of component.
+pub(crate) mod portable {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "tls-site-portable",
+        imports: { default: trappable },
+        exports: { default: async },
+        with: {
+            "wasi": wasmtime_wasi::p2::bindings,
+            "tls-site:site/identity": super::tls_site::site::identity,
+        },
+    });
+}
+
 pub use exports::tls_site::site::handler::{Failure, Served};
+use exports::tls_site::site::handler::Deadlines;
 pub use exports::tls_site::site::site::Resource;
 use self::tls_site::site::identity;
 
@@ -46,6 +69,8 @@ pub enum SandboxError {
     Init(String),
     #[error("the component trapped while initialising: {0:#}")]
     InitTrapped(wasmtime::Error),
+    #[error(transparent)]
+    UnusableKey(#[from] crate::crypto::UnusableKey),
     #[error("wasmtime: {0:#}")]
     Wasmtime(#[from] wasmtime::Error),
 }
@@ -61,14 +86,37 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        // The snapshot's memory holds the data segments (the site, ~1.4 MB) and the TLS state; a
-        // connection adds rustls's bounded buffers. 16 MiB is several times that: ample, and a
-        // guest that grows past it is cut off rather than the host.
-        Limits { instances: 256, memory_bytes: 16 << 20 }
+        Limits { instances: 256, memory_bytes: DEFAULT_INSTANCE_MEMORY }
     }
 }
 
-/// What one connection came to.
+/// The memory cap per instance. An instance of the snapshot starts at 1.2 MiB (the site's bytes
+/// and the TLS configuration) and reached at most 1.4 MiB serving a PDF, and the same under tens
+/// of thousands of garbage connections (the access log's `mem=`, the stats' `guest-memory-peak`).
+/// 4 MiB leaves room for rustls's largest buffers (a 64 KiB handshake message, 16 KiB records)
+/// while a guest that runs away is cut off: its allocation fails and it traps, alone.
+pub const DEFAULT_INSTANCE_MEMORY: usize = 4 << 20;
+
+/// How long a connection may take: in all, and by step.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// From the first bytes to the whole ClientHello (enforced by the guest).
+    pub handshake: Duration,
+    /// The longest the client may leave the response untaken (enforced by the guest).
+    pub stall: Duration,
+    /// The whole connection, from the first bytes to close (enforced by the host, in wall-clock
+    /// time for the client and as an epoch deadline for the guest's CPU).
+    pub connection: Duration,
+}
+
+/// What one connection came to, and the most linear memory its instance used.
+#[derive(Debug)]
+pub struct Report {
+    pub outcome: Outcome,
+    pub memory_peak: usize,
+}
+
+/// How one connection ended.
 #[derive(Debug)]
 pub enum Outcome {
     Served(Served),
@@ -86,24 +134,44 @@ pub struct Sandbox {
     engine: Engine,
     pre: TlsSitePre<GuestState>,
     limits: Limits,
+    keys: Arc<Keys>,
+    tickets: Arc<TicketKeys>,
 }
 
-/// What a guest instance's store holds: an empty WASI context, its resource table and limits.
+/// What a guest instance's store holds: an empty WASI context, its resource table and limits,
+/// and the host's keys, which the guest can use but not read.
 pub struct GuestState {
     wasi: WasiCtx,
-    table: ResourceTable,
-    limits: StoreLimits,
+    pub(crate) table: ResourceTable,
+    memory: MemoryCap,
     certificates: Vec<identity::Certificate>,
+    pub(crate) keys: Arc<Keys>,
+    pub(crate) tickets: Arc<TicketKeys>,
+    /// Only while the component initialises may the portable world read a private key.
+    pub(crate) initialising: bool,
 }
 
-impl GuestState {
-    fn new(memory_bytes: usize, certificates: Vec<identity::Certificate>) -> GuestState {
-        GuestState {
-            wasi: empty_wasi(),
-            table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new().memory_size(memory_bytes).build(),
-            certificates,
+/// The instance's memory cap, which also remembers how much the instance used.
+pub(crate) struct MemoryCap {
+    limit: usize,
+    peak: usize,
+}
+
+/// Table elements one instance may have: far more than the component's few hundred functions.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.peak = self.peak.max(current);
+        let allowed = desired <= self.limit;
+        if allowed {
+            self.peak = self.peak.max(desired);
         }
+        Ok(allowed)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
     }
 }
 
@@ -126,8 +194,8 @@ impl WasiView for GuestState {
 }
 
 impl identity::Host for GuestState {
-    fn certificates(&mut self) -> Vec<identity::Certificate> {
-        std::mem::take(&mut self.certificates)
+    fn certificates(&mut self) -> wasmtime::Result<Vec<identity::Certificate>> {
+        Ok(std::mem::take(&mut self.certificates))
     }
 }
 
@@ -143,28 +211,33 @@ impl Sandbox {
             .map_err(|source| SandboxError::Unreadable { path: component_path.to_owned(), source })?;
         let engine = engine(&limits)?;
         let linker = linker(&engine)?;
+        let keys = Arc::new(Keys::load(certificates)?);
+        let tickets = Arc::new(TicketKeys::new(crate::crypto::TICKET_KEY_ROTATION));
 
-        let mut store = new_store(&engine, limits.memory_bytes, to_wit(certificates));
-        let instantiate = async |store: &mut Store<GuestState>, component: &Component| {
-            linker.instantiate_async(store, component).await
-        };
-        let (snapshot, returned) = wasmtime_wizer::Wizer::new()
-            .init_func(INIT_CALL)
-            .run_component(&mut store, &wasm, instantiate)
-            .await
-            .map_err(|error| classify_load_error(component_path, error))?;
-        if let [Val::Result(Err(error))] = &returned[..] {
-            return Err(SandboxError::Init(describe(error.as_deref())));
-        }
-
+        let mut state = GuestState::new(limits.memory_bytes, to_wit(certificates), keys.clone(), tickets.clone());
+        state.initialising = true;
+        let snapshot = snapshot(&linker, component_path, &wasm, state).await?;
         let component = Component::new(&engine, &snapshot)
             .map_err(|source| SandboxError::NotAComponent { path: component_path.to_owned(), source })?;
         let pre = TlsSitePre::new(linker.instantiate_pre(&component)?)?;
-        Ok(Sandbox { engine, pre, limits })
+        Ok(Sandbox { engine, pre, limits, keys, tickets })
+    }
+
+    /// Shares `tickets` with this sandbox, e.g. the keys of the sandbox this one replaces, so that
+    /// returning clients still resume.
+    pub fn with_ticket_keys(mut self, tickets: Arc<TicketKeys>) -> Sandbox {
+        self.tickets = tickets;
+        self
+    }
+
+    /// The session-ticket keys every instance seals and opens tickets with.
+    pub fn ticket_keys(&self) -> &Arc<TicketKeys> {
+        &self.tickets
     }
 
     fn store(&self) -> Store<GuestState> {
-        new_store(&self.engine, self.limits.memory_bytes, Vec::new())
+        let state = GuestState::new(self.limits.memory_bytes, Vec::new(), self.keys.clone(), self.tickets.clone());
+        new_store(&self.engine, state)
     }
 
     /// What the component serves.
@@ -187,38 +260,76 @@ impl Sandbox {
             let state = crate::edge::EdgeState::new(limits.memory_bytes);
             list_resources(crate::edge::linker(&engine)?, &component, state).await
         } else {
-            list_resources(linker(&engine)?, &component, GuestState::new(limits.memory_bytes, Vec::new())).await
+            let state = GuestState::new(limits.memory_bytes, Vec::new(), Default::default(), Arc::new(TicketKeys::new(Duration::MAX)));
+            list_resources(linker(&engine)?, &component, state).await
         };
         listed.map_err(not_a_site)
     }
 
-    /// Serves one accepted connection from a fresh instance of the snapshot. `deadline` bounds
-    /// the whole connection, in wall-clock time for the client and in CPU time for the guest.
-    pub async fn serve_connection(&self, stream: TcpStream, deadline: Duration) -> Outcome {
+    /// Serves one accepted connection from a fresh instance of the snapshot, within `timeouts`.
+    pub async fn serve_connection(&self, stream: TcpStream, timeouts: Timeouts) -> Report {
+        let mut store = self.store();
+        let outcome = Self::serve_in(&self.pre, &mut store, stream, timeouts).await;
+        Report { outcome, memory_peak: store.data().memory.peak }
+    }
+
+    async fn serve_in(pre: &TlsSitePre<GuestState>, store: &mut Store<GuestState>, stream: TcpStream, timeouts: Timeouts) -> Outcome {
         // Each TLS flight leaves as one write; without this, Nagle and delayed ACKs stall it.
         let _ = stream.set_nodelay(true);
         let (reader, writer) = stream.into_split();
-        let mut store = self.store();
-        let site = match self.pre.instantiate_async(&mut store).await {
+        let site = match pre.instantiate_async(&mut *store).await {
             Ok(site) => site,
             Err(error) if error.is::<wasmtime::Trap>() => return Outcome::Trapped(format!("{error:#}")),
             Err(error) => return Outcome::NoInstance(format!("{error:#}")),
         };
-        store.set_epoch_deadline(ticks(deadline));
+        store.set_epoch_deadline(ticks(timeouts.connection));
         let table = &mut store.data_mut().table;
         let input: DynInputStream = Box::new(AsyncReadStream::new(reader));
         let output: DynOutputStream = Box::new(AsyncWriteStream::new(WRITE_BUDGET, writer));
         let (Ok(input), Ok(output)) = (table.push(input), table.push(output)) else {
             return Outcome::NoInstance("resource table full".into());
         };
-        let handler = site.tls_site_site_handler();
-        match tokio::time::timeout(deadline, handler.call_handle(&mut store, input, output)).await {
+        let deadlines = Deadlines { handshake: nanos(timeouts.handshake), stall: nanos(timeouts.stall) };
+        let handled = site.tls_site_site_handler().call_handle(&mut *store, input, output, deadlines);
+        match tokio::time::timeout(timeouts.connection, handled).await {
             Ok(Ok(Ok(served))) => Outcome::Served(served),
             Ok(Ok(Err(failure))) => Outcome::Failed(failure),
             Ok(Err(trap)) => Outcome::Trapped(format!("{trap:#}")),
             Err(_elapsed) => Outcome::TimedOut,
         }
     }
+}
+
+impl GuestState {
+    fn new(memory_bytes: usize, certificates: Vec<identity::Certificate>, keys: Arc<Keys>, tickets: Arc<TicketKeys>) -> GuestState {
+        GuestState {
+            wasi: empty_wasi(),
+            table: ResourceTable::new(),
+            memory: MemoryCap { limit: memory_bytes, peak: 0 },
+            certificates,
+            keys,
+            tickets,
+            initialising: false,
+        }
+    }
+}
+
+/// Instantiates the component at `path` (bytes `wasm`) with `state`, calls its `initialise` and
+/// returns a snapshot of the initialised instance: a component that starts in that state.
+async fn snapshot(linker: &Linker<GuestState>, path: &Path, wasm: &[u8], state: GuestState) -> Result<Vec<u8>, SandboxError> {
+    let mut store = new_store(linker.engine(), state);
+    let instantiate = async |store: &mut Store<GuestState>, component: &Component| {
+        linker.instantiate_async(store, component).await
+    };
+    let (snapshot, returned) = wasmtime_wizer::Wizer::new()
+        .init_func(INIT_CALL)
+        .run_component(&mut store, wasm, instantiate)
+        .await
+        .map_err(|error| classify_load_error(path, error))?;
+    if let [Val::Result(Err(error))] = &returned[..] {
+        return Err(SandboxError::Init(describe(error.as_deref())));
+    }
+    Ok(snapshot)
 }
 
 /// Calls `site.resources` on a fresh instance of `component`.
@@ -236,15 +347,19 @@ async fn list_resources<T: Send + 'static>(
     indices.load(&mut store, &instance)?.call_resources(&mut store).await
 }
 
+fn nanos(duration: Duration) -> u64 {
+    duration.as_nanos().try_into().unwrap_or(u64::MAX)
+}
+
 /// `deadline` in epoch ticks.
 pub(crate) fn ticks(deadline: Duration) -> u64 {
     (deadline.as_millis() / EPOCH_TICK.as_millis()) as u64
 }
 
 /// A store for one instance, with the start-up CPU deadline; connections set their own.
-fn new_store(engine: &Engine, memory_bytes: usize, certificates: Vec<identity::Certificate>) -> Store<GuestState> {
-    let mut store = Store::new(engine, GuestState::new(memory_bytes, certificates));
-    store.limiter(|state| &mut state.limits);
+fn new_store(engine: &Engine, state: GuestState) -> Store<GuestState> {
+    let mut store = Store::new(engine, state);
+    store.limiter(|state| &mut state.memory);
     store.set_epoch_deadline(ticks(START_UP_DEADLINE));
     store.epoch_deadline_trap();
     store
@@ -261,6 +376,9 @@ pub(crate) fn engine(limits: &Limits) -> Result<Engine, SandboxError> {
     let mut config = Config::new();
     config
         .epoch_interruption(true)
+        // 64x64->128-bit multiplies as instructions, for a guest built with `+wide-arithmetic`
+        // (docs/performance.md): without them each is a call to compiler-rt's `__multi3`.
+        .wasm_wide_arithmetic(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     // Hidden, for profiling (docs/performance.md): `/tmp/perf-PID.map` names the guest's compiled
     // functions for `perf`.
@@ -284,21 +402,19 @@ fn linker(engine: &Engine) -> Result<Linker<GuestState>, SandboxError> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     identity::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |state| state)?;
+    tls_site::site::crypto::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |state| state)?;
+    tls_site::site::tickets::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |state| state)?;
+    portable::tls_site::site::private_keys::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |state| state)?;
     Ok(linker)
 }
 
+/// The certificates as the guest sees them: the i-th names its key by `key-id` i (`Keys::load`).
 fn to_wit(certificates: &[Certificate]) -> Vec<identity::Certificate> {
-    certificates
-        .iter()
-        .map(|certificate| identity::Certificate {
+    (0..).zip(certificates)
+        .map(|(key, certificate)| identity::Certificate {
             chain: certificate.chain.clone(),
-            private_key: certificate.private_key.clone(),
-            key_format: match certificate.key_format {
-                crate::certs::KeyFormat::Pkcs8 => identity::KeyFormat::Pkcs8,
-                crate::certs::KeyFormat::Sec1 => identity::KeyFormat::Sec1,
-                crate::certs::KeyFormat::Pkcs1 => identity::KeyFormat::Pkcs1,
-            },
             names: certificate.names.clone(),
+            key,
         })
         .collect()
 }
@@ -321,5 +437,101 @@ fn describe(error: Option<&Val>) -> String {
             other => format!("{case}: {other:?}"),
         },
         other => format!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+#[path = "../../tests/client.rs"]
+mod client;
+
+/// Keyless means the private key is nowhere in the guest's linear memory. A component does not
+/// export its memory to the host, so these tests read it as wizer does for a snapshot: wizer
+/// instruments the (already initialised) component with exports that return each memory's
+/// contents, the instrumented instance serves real connections, and wizer's snapshot of it then
+/// holds that memory as data segments, which are searched for the key.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use client::{Trust, config, fetch};
+    use wasmtime_wizer::{WasmtimeWizerComponent, Wizer};
+
+    /// The component's memory (as a snapshot component) after serving `connections`, and the
+    /// private scalar of the P-256 key it served with.
+    async fn memory_after_connections(component_path: &Path, connections: usize) -> (Vec<u8>, Vec<u8>) {
+        let name = component_path.file_stem().unwrap().to_string_lossy();
+        let dir = std::env::temp_dir().join(format!("tls-site-memory-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        crate::certs::dev_certs(&dir, &["tls-site.localhost".to_owned()]).unwrap();
+        let certificates = crate::certs::load_dir(&dir).unwrap();
+        let scalar = p256_scalar(&certificates[0].private_key);
+
+        let limits = Limits::default();
+        let engine = engine(&limits).unwrap();
+        let linker = linker(&engine).unwrap();
+        let keys = Arc::new(Keys::load(&certificates).unwrap());
+        let tickets = Arc::new(TicketKeys::new(crate::crypto::TICKET_KEY_ROTATION));
+        let mut state = GuestState::new(limits.memory_bytes, to_wit(&certificates), keys.clone(), tickets.clone());
+        state.initialising = true;
+        let wasm = std::fs::read(component_path).unwrap();
+        let initialised = snapshot(&linker, component_path, &wasm, state).await.unwrap();
+
+        let wizer = Wizer::new();
+        let (context, instrumented) = wizer.instrument_component(&initialised).unwrap();
+        let component = Component::new(&engine, &instrumented).unwrap();
+        let mut store = new_store(&engine, GuestState::new(limits.memory_bytes, Vec::new(), keys, tickets));
+        let instance = linker.instantiate_async(&mut store, &component).await.unwrap();
+        let site = TlsSite::new(&mut store, &instance).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let ca = dir.join(crate::certs::DEV_CA_FILE);
+        for _ in 0..connections {
+            let ca = ca.clone();
+            let client = std::thread::spawn(move || fetch(addr, "tls-site.localhost", true, config(Trust::Ca(&ca), &[])));
+            let (stream, _) = listener.accept().await.unwrap();
+            let (reader, writer) = stream.into_split();
+            let input: DynInputStream = Box::new(AsyncReadStream::new(reader));
+            let output: DynOutputStream = Box::new(AsyncWriteStream::new(WRITE_BUDGET, writer));
+            let table = &mut store.data_mut().table;
+            let (input, output) = (table.push(input).unwrap(), table.push(output).unwrap());
+            let deadlines = Deadlines { handshake: nanos(Duration::from_secs(60)), stall: nanos(Duration::from_secs(60)) };
+            let served = site.tls_site_site_handler().call_handle(&mut store, input, output, deadlines).await.unwrap();
+            assert!(served.is_ok(), "{served:?}");
+            let fetched = tokio::task::spawn_blocking(move || client.join().unwrap()).await.unwrap().unwrap();
+            assert_eq!(fetched.status_line, "HTTP/1.1 200 OK");
+        }
+        let memory = wizer.snapshot_component(&context, &mut WasmtimeWizerComponent { store: &mut store, instance }).await.unwrap();
+        (memory, scalar)
+    }
+
+    /// The 32-byte private scalar in a P-256 PKCS#8 key: the OCTET STRING after ECPrivateKey's
+    /// version 1 (RFC 5915).
+    fn p256_scalar(pkcs8: &[u8]) -> Vec<u8> {
+        let at = pkcs8.windows(5).position(|w| w == [0x02, 0x01, 0x01, 0x04, 0x20]).expect("an ECPrivateKey");
+        pkcs8[at + 5..at + 37].to_vec()
+    }
+
+    /// Whether any 16 consecutive bytes of `secret` are in `memory`, in the key's byte order or
+    /// reversed (little-endian limbs).
+    fn holds_part_of(memory: &[u8], secret: &[u8]) -> bool {
+        let reversed: Vec<u8> = secret.iter().rev().copied().collect();
+        [secret, &reversed[..]].iter().any(|bytes| bytes.windows(16).any(|part| memory.windows(16).any(|w| w == part)))
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Runtime::new().unwrap()
+    }
+
+    #[test]
+    fn the_keyless_component_never_holds_the_private_key() {
+        let (memory, scalar) = runtime().block_on(memory_after_connections(Path::new(crate::BUILT_COMPONENT), 3));
+        assert!(memory.len() > 1 << 20, "the snapshot holds the site's bytes: {}", memory.len());
+        assert!(!holds_part_of(&memory, &scalar), "the private key is in the keyless component's memory");
+    }
+
+    /// The check above can fail: the portable component parses the key itself, and it is found.
+    #[test]
+    fn the_portable_component_does_hold_the_private_key() {
+        let (memory, scalar) = runtime().block_on(memory_after_connections(Path::new(crate::BUILT_PORTABLE_COMPONENT), 3));
+        assert!(holds_part_of(&memory, &scalar), "the portable component's memory should hold its key");
     }
 }

@@ -11,8 +11,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
-use tls_site::sandbox::{Outcome, Resource};
-use tls_site::{BUILT_COMPONENT, ServeOptions, Server, certs};
+use tls_site::sandbox::{Outcome, Resource, Timeouts};
+use tls_site::{BUILT_COMPONENT, BUILT_PORTABLE_COMPONENT, ServeOptions, Server, certs};
 
 /// One server for the whole file, on its own runtime thread: initialising the component costs
 /// a couple of seconds, serving a connection a few milliseconds.
@@ -68,11 +68,16 @@ fn temp_dir(name: &str) -> PathBuf {
 
 /// The site's host names, default first, as `tls-site dev-certs` would certify them.
 fn site_hosts() -> Vec<String> {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let resources = runtime
-        .block_on(tls_site::sandbox::Sandbox::inspect(Path::new(BUILT_COMPONENT), Default::default()))
-        .unwrap();
-    tls_site::hosts_default_first(&resources)
+    static HOSTS: OnceLock<Vec<String>> = OnceLock::new();
+    HOSTS
+        .get_or_init(|| {
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            let resources = runtime
+                .block_on(tls_site::sandbox::Sandbox::inspect(Path::new(BUILT_COMPONENT), Default::default()))
+                .unwrap();
+            tls_site::hosts_default_first(&resources)
+        })
+        .clone()
 }
 
 fn default_resource(shared: &Shared) -> &Resource {
@@ -197,7 +202,8 @@ fn a_guest_trap_costs_only_its_own_connection() {
             let ca = shared.ca.clone();
             let client = std::thread::spawn(move || fetch(addr, "tls-site.localhost", true, config(Trust::Ca(&ca), &[])));
             let (stream, _) = listener.accept().await.unwrap();
-            outcomes.push(sandbox.serve_connection(stream, deadline).await);
+            let timeouts = Timeouts { handshake: Duration::from_secs(20), stall: Duration::from_secs(20), connection: deadline };
+            outcomes.push(sandbox.serve_connection(stream, timeouts).await.outcome);
             let fetched = tokio::task::spawn_blocking(move || client.join().unwrap()).await.unwrap();
             outcomes.push(match fetched {
                 Ok(f) => Outcome::Served(tls_site::sandbox::Served {
@@ -263,10 +269,19 @@ fn shutdown_stops_accepting_and_returns() {
     assert_eq!((stats.get("served"), stats.get("tls-failed")), (1, 1), "{stats}");
 }
 
-/// A server of its own with tight limits: two instances, a generous hello timeout.
+/// A server of its own, with the development certificates and `configure`d options.
 fn start_with(name: &str, configure: impl FnOnce(&mut ServeOptions)) -> (tokio::runtime::Runtime, Server, PathBuf) {
+    start_in(name, |dir| drop(certs::dev_certs(dir, &site_hosts()).unwrap()), configure)
+}
+
+/// A server of its own, with the certificates `make_certs` writes into its directory.
+fn start_in(
+    name: &str,
+    make_certs: impl FnOnce(&Path),
+    configure: impl FnOnce(&mut ServeOptions),
+) -> (tokio::runtime::Runtime, Server, PathBuf) {
     let dir = temp_dir(name);
-    certs::dev_certs(&dir, &site_hosts()).unwrap();
+    make_certs(&dir);
     let mut options = options(&dir);
     configure(&mut options);
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -300,4 +315,133 @@ fn a_client_that_never_sends_a_hello_is_closed() {
     assert_eq!(silent.read(&mut buffer).unwrap(), 0);
     let stats = runtime.block_on(async { tokio::time::timeout(Duration::from_secs(60), server.shutdown()).await }).unwrap();
     assert_eq!(stats.get("silent"), 1, "{stats}");
+}
+
+fn stop(runtime: tokio::runtime::Runtime, server: Server) -> std::sync::Arc<tls_site::Stats> {
+    runtime.block_on(async { tokio::time::timeout(Duration::from_secs(60), server.shutdown()).await }).unwrap()
+}
+
+#[test]
+fn the_portable_component_serves_the_same_bytes_as_the_keyless_one() {
+    let shared = shared();
+    let (runtime, portable, ca) = start_with("portable", |options| options.component = BUILT_PORTABLE_COMPONENT.into());
+    for host in shared.resources.iter().flat_map(|r| &r.hosts) {
+        let keyless = fetch(shared.https, host, true, config(Trust::Ca(&shared.ca), &[])).unwrap();
+        let pure = fetch(portable.https_addr(), host, true, config(Trust::Ca(&ca), &[])).unwrap();
+        assert_eq!(pure.status_line, keyless.status_line, "{host}");
+        assert_eq!(pure.headers, keyless.headers, "{host}");
+        assert!(pure.body == keyless.body, "{host}: the bodies differ");
+        assert_eq!(pure.handshake, Some(rustls::HandshakeKind::Full));
+    }
+    assert_eq!(stop(runtime, portable).get("served"), shared.resources.iter().map(|r| r.hosts.len() as u64).sum::<u64>());
+}
+
+/// ECDSA P-256 and P-384, Ed25519 and RSA-PSS: each key stays in the host, which signs.
+#[test]
+fn the_host_signs_with_each_kind_of_key() {
+    let rsa = std::process::Command::new("openssl")
+        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"])
+        .output()
+        .expect("openssl makes the RSA key (rcgen with ring cannot)");
+    let rsa = String::from_utf8(rsa.stdout).unwrap();
+    let keys = [
+        ("ecdsa-p256", rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap()),
+        ("ecdsa-p384", rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap()),
+        ("ed25519", rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap()),
+        ("rsa", rcgen::KeyPair::from_pem_and_sign_algo(&rsa, &rcgen::PKCS_RSA_SHA256).unwrap()),
+    ];
+    for (label, key) in keys {
+        let make_certs = |dir: &Path| drop(certs::dev_certs_with_key(dir, &site_hosts(), key).unwrap());
+        let (runtime, server, ca) = start_in(&format!("sign-{label}"), make_certs, |_| {});
+        let leaf = certs::load_dir(ca.parent().unwrap()).unwrap()[0].chain[0].clone();
+        let fetched = fetch(server.https_addr(), "tls-site.localhost", true, config(Trust::Ca(&ca), &[]))
+            .unwrap_or_else(|e| panic!("{label}: {e}"));
+        assert_eq!(fetched.status_line, "HTTP/1.1 200 OK", "{label}");
+        assert_eq!(fetched.leaf, leaf, "{label}");
+        stop(runtime, server);
+    }
+}
+
+#[test]
+fn the_host_does_each_key_exchange_group() {
+    use rustls::crypto::ring::kx_group;
+    let shared = shared();
+    for group in [kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1] {
+        let client = client::config_for_groups(Trust::Ca(&shared.ca), vec![group]);
+        let fetched = fetch(shared.https, "tls-site.localhost", true, client).unwrap_or_else(|e| panic!("{group:?}: {e}"));
+        assert_eq!(fetched.key_exchange, Some(group.name()));
+        assert_eq!(sha256_hex(&fetched.body), default_resource(shared).sha256);
+    }
+}
+
+/// A client whose P-256 key share is not a point on the curve: the host's key exchange fails,
+/// and the guest answers with an alert rather than trapping.
+#[test]
+fn a_failing_host_crypto_call_is_a_tls_alert_not_a_trap() {
+    let (runtime, server, ca) = start_with("bad-key-share", |_| {});
+    let client = client::config_for_groups(Trust::Ca(&ca), vec![&OffTheCurve]);
+    let error = fetch(server.https_addr(), "tls-site.localhost", true, client).err().expect("the handshake must fail");
+    assert!(error.contains("received fatal alert: IllegalParameter"), "{error}");
+    // The server goes on serving.
+    let fetched = fetch(server.https_addr(), "tls-site.localhost", true, config(Trust::Ca(&ca), &[])).unwrap();
+    assert_eq!(fetched.status_line, "HTTP/1.1 200 OK");
+    let stats = stop(runtime, server);
+    assert_eq!((stats.get("tls-failed"), stats.get("trapped"), stats.get("served")), (1, 0, 1), "{stats}");
+}
+
+#[derive(Debug)]
+struct OffTheCurve;
+
+impl rustls::crypto::SupportedKxGroup for OffTheCurve {
+    fn start(&self) -> Result<Box<dyn rustls::crypto::ActiveKeyExchange>, rustls::Error> {
+        Ok(Box::new(OffTheCurve))
+    }
+
+    fn name(&self) -> rustls::NamedGroup {
+        rustls::NamedGroup::secp256r1
+    }
+}
+
+impl rustls::crypto::ActiveKeyExchange for OffTheCurve {
+    fn complete(self: Box<Self>, _: &[u8]) -> Result<rustls::crypto::SharedSecret, rustls::Error> {
+        Err(rustls::Error::General("never completes".into()))
+    }
+
+    fn pub_key(&self) -> &[u8] {
+        // An uncompressed point (0x04, x, y) with x = y = 1: not on P-256.
+        const POINT: [u8; 65] = {
+            let mut point = [0u8; 65];
+            point[0] = 4;
+            point[32] = 1;
+            point[64] = 1;
+            point
+        };
+        &POINT
+    }
+
+    fn group(&self) -> rustls::NamedGroup {
+        rustls::NamedGroup::secp256r1
+    }
+}
+
+/// Tickets are sealed by the host with keys every instance shares, and each connection is a
+/// fresh instance: a second connection resumes on an instance that never saw the first.
+#[test]
+fn a_returning_client_resumes_until_its_ticket_key_is_rotated_out() {
+    let (runtime, server, ca) = start_with("resume", |_| {});
+    let client = config(Trust::Ca(&ca), &[]);
+    let page = sha256_hex(&fetch(server.https_addr(), "tls-site.localhost", true, client.clone()).unwrap().body);
+    let handshake = || {
+        let fetched = fetch(server.https_addr(), "tls-site.localhost", true, client.clone()).unwrap();
+        assert_eq!(sha256_hex(&fetched.body), page);
+        fetched.handshake.unwrap()
+    };
+    assert_eq!(handshake(), rustls::HandshakeKind::Resumed, "the ticket from the first connection");
+    server.sandbox().ticket_keys().rotate();
+    assert_eq!(handshake(), rustls::HandshakeKind::Resumed, "the previous key still opens tickets");
+    server.sandbox().ticket_keys().rotate();
+    server.sandbox().ticket_keys().rotate();
+    assert_eq!(handshake(), rustls::HandshakeKind::Full, "the key of the client's ticket is gone");
+    assert_eq!(handshake(), rustls::HandshakeKind::Resumed, "with the ticket of the full handshake");
+    assert_eq!(stop(runtime, server).get("served"), 5);
 }

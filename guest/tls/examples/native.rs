@@ -11,12 +11,13 @@
 //!     target/release/examples/native certs/dev.chain.pem certs/dev.key.pem 127.0.0.1:8443
 
 // The component's modules, as they are; they name their WIT types through `crate::bindings`,
-// which natively are plain Rust types (imported functions would panic, and none is called here).
+// which natively are plain Rust types (imported functions would panic, and none is called here:
+// the key is loaded from its file, and the `portable` provider needs no other import).
 #[allow(dead_code)]
 mod bindings {
     wit_bindgen::generate!({
         path: "../../wit",
-        world: "tls-site",
+        world: "tls-site-portable",
         generate_all,
     });
 }
@@ -31,7 +32,6 @@ mod connection;
 mod crypto;
 
 use bindings::exports::tls_site::site::handler::Failure;
-use bindings::tls_site::site::identity::{Certificate, KeyFormat};
 use connection::{READ_CHUNK, Transport};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -54,19 +54,16 @@ fn main() {
     let chain = CertificateDer::pem_file_iter(chain)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .unwrap_or_else(|error| fail(format_args!("{chain}: {error}")));
-    let (key_format, private_key) = match PrivateKeyDer::from_pem_file(key) {
-        Ok(PrivateKeyDer::Pkcs8(key)) => (KeyFormat::Pkcs8, key.secret_pkcs8_der().to_vec()),
-        Ok(PrivateKeyDer::Sec1(key)) => (KeyFormat::Sec1, key.secret_sec1_der().to_vec()),
-        Ok(PrivateKeyDer::Pkcs1(key)) => (KeyFormat::Pkcs1, key.secret_pkcs1_der().to_vec()),
-        Ok(_) => fail(format_args!("{key}: an unknown kind of key")),
-        Err(error) => fail(format_args!("{key}: {error}")),
-    };
+    let signing_key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|error| error.to_string())
+        .and_then(crypto::load_private_key)
+        .unwrap_or_else(|error| fail(format_args!("{key}: {error}")));
     // The development certificate covers every name of the site (`tls-site dev-certs`); the host
     // reads the names from the certificate, which this yardstick does not need to.
     let names = SITE.responses().iter().flat_map(|r| r.hosts().iter().map(|h| h.to_string())).collect();
-    let certificate = Certificate { chain: chain.iter().map(|c| c.to_vec()).collect(), private_key, key_format, names };
+    let identity = config::Identity { chain: chain.iter().map(|c| c.to_vec()).collect(), names, key: signing_key };
     let default_host = SITE.default_response().hosts()[0];
-    let config = config::make_config(vec![certificate], default_host)
+    let config = config::make_config(vec![identity], default_host)
         .unwrap_or_else(|error| fail(format_args!("the certificate: {error:?}")));
 
     let listener = TcpListener::bind(addr).unwrap_or_else(|error| fail(format_args!("cannot listen on {addr}: {error}")));
@@ -117,7 +114,7 @@ impl Transport for Socket {
         self.0.write_all(bytes).map_err(|error| Failure::Io(error.to_string()))
     }
 
-    fn drain(&mut self, max_bytes: usize, max_nanos: u64, each: &mut dyn FnMut(&[u8])) {
+    fn drain(&mut self, max_bytes: usize, max_nanos: u64, each: &mut dyn FnMut(&[u8]) -> bool) {
         let deadline = Instant::now() + Duration::from_nanos(max_nanos);
         let mut bytes = vec![0; READ_CHUNK as usize];
         let mut drained = 0;
@@ -130,7 +127,9 @@ impl Transport for Socket {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     drained += n;
-                    each(&bytes[..n]);
+                    if !each(&bytes[..n]) {
+                        break;
+                    }
                 }
             }
         }

@@ -1,37 +1,28 @@
 //! TLS policy, all in one function: `make_config`. And the certificate table that SNI selects from.
 
-use crate::bindings::tls_site::site::identity::{Certificate, KeyFormat};
 use crate::bindings::InitError;
-use rustls::pki_types::{
-    CertificateDer, PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer,
-};
+use rustls::pki_types::CertificateDer;
 use rustls::server::{ClientHello, NoServerSessionStorage, ResolvesServerCert};
-use rustls::sign::CertifiedKey;
+use rustls::sign::{CertifiedKey, SigningKey};
 use rustls::ServerConfig;
 use std::sync::Arc;
 
+/// A certificate chain (DER, leaf first), the names it covers and the key that signs for it.
+pub struct Identity {
+    pub chain: Vec<Vec<u8>>,
+    pub names: Vec<String>,
+    pub key: Arc<dyn SigningKey>,
+}
+
 /// Builds the server configuration from the host's certificates. `default_host` is the site's
 /// default name: the certificate that covers it is also served for no SNI and unknown names.
-pub fn make_config(
-    certificates: Vec<Certificate>,
-    default_host: &str,
-) -> Result<Arc<ServerConfig>, InitError> {
+pub fn make_config(identities: Vec<Identity>, default_host: &str) -> Result<Arc<ServerConfig>, InitError> {
     let provider = Arc::new(crate::crypto::provider());
     let mut by_name = Vec::new();
-    for certificate in certificates {
-        let key = match certificate.key_format {
-            KeyFormat::Pkcs8 => PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certificate.private_key)),
-            KeyFormat::Sec1 => PrivateKeyDer::Sec1(PrivateSec1KeyDer::from(certificate.private_key)),
-            KeyFormat::Pkcs1 => PrivateKeyDer::Pkcs1(PrivatePkcs1KeyDer::from(certificate.private_key)),
-        };
-        let names = certificate.names.join(", ");
-        let key = provider
-            .key_provider
-            .load_private_key(key)
-            .map_err(|error| InitError::BadKey(format!("certificate for {names}: {error}")))?;
-        let chain = certificate.chain.into_iter().map(CertificateDer::from).collect();
-        let certified = Arc::new(CertifiedKey::new(chain, key));
-        for name in certificate.names {
+    for identity in identities {
+        let chain = identity.chain.into_iter().map(CertificateDer::from).collect();
+        let certified = Arc::new(CertifiedKey::new(chain, identity.key));
+        for name in identity.names {
             by_name.push((name.to_ascii_lowercase(), certified.clone()));
         }
     }
@@ -49,10 +40,17 @@ pub fn make_config(
     // The response goes out in the server's first flight, right after its Finished: the
     // content is public, so there is nothing to wait for, and the client saves a round trip.
     config.send_half_rtt_data = true;
-    // Every connection gets a fresh instance: a session cache or a ticket would never be found
-    // again. Resumption comes with host-held ticket keys (see DESIGN.md).
+    // Every connection gets a fresh instance, so a session cache would never be found again:
+    // resumption is by stateless tickets only, sealed with keys the host shares between instances.
     config.session_storage = Arc::new(NoServerSessionStorage {});
-    config.send_tls13_tickets = 0;
+    match crate::crypto::ticketer() {
+        // One ticket: a browser opens a few connections, each gets its own.
+        Some(ticketer) => {
+            config.ticketer = ticketer;
+            config.send_tls13_tickets = 1;
+        }
+        None => config.send_tls13_tickets = 0,
+    }
     Ok(Arc::new(config))
 }
 

@@ -29,23 +29,36 @@ pub trait Transport {
     fn read(&mut self) -> Result<Option<Vec<u8>>, Failure>;
     /// Writes `bytes` whole and waits until they have left.
     fn write_all(&mut self, bytes: &[u8]) -> Result<(), Failure>;
-    /// Reads and hands to `each` what the client sends, until it closes or an error, `max_bytes`
-    /// or `max_nanos` from now, whichever comes first.
-    fn drain(&mut self, max_bytes: usize, max_nanos: u64, each: &mut dyn FnMut(&[u8]));
+    /// Reads and hands to `each` what the client sends, until `each` returns false, the client
+    /// closes or an error, `max_bytes` or `max_nanos` from now, whichever comes first.
+    fn drain(&mut self, max_bytes: usize, max_nanos: u64, each: &mut dyn FnMut(&[u8]) -> bool);
 }
 
-/// The component's transport: the two streams of the connection the host accepted.
+/// The component's transport: the two streams of the connection the host accepted, and how long
+/// the client may keep the guest waiting.
 pub struct WasiStreams<'a> {
     pub input: &'a InputStream,
     pub output: &'a OutputStream,
+    /// When `read` gives up on the client: the end of its time to send a handshake.
+    pub read_until: monotonic_clock::Instant,
+    /// How long `write_all` waits for the client to take more of the response.
+    pub stall: monotonic_clock::Duration,
 }
 
 impl Transport for WasiStreams<'_> {
     fn read(&mut self) -> Result<Option<Vec<u8>>, Failure> {
-        match self.input.blocking_read(READ_CHUNK) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(StreamError::Closed) => Ok(None),
-            Err(StreamError::LastOperationFailed(error)) => Err(Failure::Io(error.to_debug_string())),
+        let readable = self.input.subscribe();
+        let timeout = monotonic_clock::subscribe_instant(self.read_until);
+        loop {
+            match self.input.read(READ_CHUNK) {
+                Ok(bytes) if bytes.is_empty() => {}
+                Ok(bytes) => return Ok(Some(bytes)),
+                Err(StreamError::Closed) => return Ok(None),
+                Err(StreamError::LastOperationFailed(error)) => return Err(Failure::Io(error.to_debug_string())),
+            }
+            if !poll::poll(&[&readable, &timeout]).contains(&0) {
+                return Err(Failure::HandshakeTimeout);
+            }
         }
     }
 
@@ -53,17 +66,21 @@ impl Transport for WasiStreams<'_> {
         while !rest.is_empty() {
             let room = self.output.check_write().map_err(stream_failure)?;
             if room == 0 {
-                self.output.subscribe().block();
+                self.wait_until_writable()?;
                 continue;
             }
             let (now, later) = rest.split_at(rest.len().min(room as usize));
             self.output.write(now).map_err(stream_failure)?;
             rest = later;
         }
-        self.output.blocking_flush().map_err(stream_failure)
+        // As `blocking-flush`, with the stall bound: the stream is writable again once the bytes
+        // have left.
+        self.output.flush().map_err(stream_failure)?;
+        self.wait_until_writable()?;
+        self.output.check_write().map(|_| ()).map_err(stream_failure)
     }
 
-    fn drain(&mut self, max_bytes: usize, max_nanos: u64, each: &mut dyn FnMut(&[u8])) {
+    fn drain(&mut self, max_bytes: usize, max_nanos: u64, each: &mut dyn FnMut(&[u8]) -> bool) {
         let timeout = monotonic_clock::subscribe_duration(max_nanos);
         let readable = self.input.subscribe();
         let mut drained = 0;
@@ -75,10 +92,24 @@ impl Transport for WasiStreams<'_> {
             match self.input.read(READ_CHUNK) {
                 Ok(bytes) => {
                     drained += bytes.len();
-                    each(&bytes);
+                    if !each(&bytes) {
+                        break;
+                    }
                 }
                 Err(_) => break,
             }
+        }
+    }
+}
+
+impl WasiStreams<'_> {
+    /// Waits for the client to take bytes, at most `stall`.
+    fn wait_until_writable(&self) -> Result<(), Failure> {
+        let writable = self.output.subscribe();
+        let timeout = monotonic_clock::subscribe_duration(self.stall);
+        match poll::poll(&[&writable, &timeout]).contains(&0) {
+            true => Ok(()),
+            false => Err(Failure::Stalled),
         }
     }
 }
@@ -118,9 +149,18 @@ pub fn serve(
         }
     }
 
+    // The whole response has left. rustls issues session tickets once the client's Finished is
+    // in, and they must precede close_notify, so wait for it (bounded, like the drain). A client
+    // that hangs up as soon as it has the body (curl does) was served all the same; it just
+    // misses its ticket or our close_notify.
+    if config.send_tls13_tickets > 0 && config.ticketer.enabled() {
+        wire.await_client_finished(&mut tls);
+    }
     tls.send_close_notify();
-    wire.flush(&mut tls)?;
-    let client_finished = wire.drain(&mut tls);
+    let client_finished = match wire.flush(&mut tls) {
+        Ok(()) => wire.drain(&mut tls),
+        Err(_) => !tls.is_handshaking(),
+    };
     let response = pending.expect("the loop ends with a response").response;
     Ok(Served {
         server_name: tls.server_name().map(str::to_owned),
@@ -202,12 +242,33 @@ impl Wire<'_> {
     /// reached, so that its unread bytes do not turn our close into a reset that cuts off the end
     /// of the body on its side. Returns whether its handshake finished.
     fn drain(&mut self, tls: &mut ServerConnection) -> bool {
+        // After an error rustls's state is spent: feeding it more is a misuse (found by the
+        // fuzzer, host/fuzz), so a client whose trailing bytes are bad is just drained.
+        let mut broken = false;
         self.transport.drain(DRAIN_BYTES, DRAIN_NANOS, &mut |bytes| {
-            if tls.is_handshaking() {
-                let _ = tls.read_tls(&mut &bytes[..]).map(|_| tls.process_new_packets());
+            if tls.is_handshaking() && !broken {
+                broken = !matches!(tls.read_tls(&mut &bytes[..]).map(|_| tls.process_new_packets()), Ok(Ok(_)));
             }
+            true
         });
         !tls.is_handshaking()
+    }
+
+    /// Reads the client's bytes into rustls until its handshake is finished, it closes, or the
+    /// drain's bounds are reached. A client that never finishes just gets no ticket.
+    fn await_client_finished(&mut self, tls: &mut ServerConnection) {
+        if !tls.is_handshaking() {
+            return;
+        }
+        self.transport.drain(DRAIN_BYTES, DRAIN_NANOS, &mut |mut bytes| {
+            while !bytes.is_empty() && tls.is_handshaking() {
+                let fed = tls.read_tls(&mut bytes).map_err(|_| ());
+                if fed.and_then(|_| tls.process_new_packets().map_err(|_| ())).is_err() {
+                    return false;
+                }
+            }
+            tls.is_handshaking()
+        });
     }
 }
 

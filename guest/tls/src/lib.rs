@@ -1,5 +1,9 @@
 //! The tls-site component: the site behind rustls, serving one connection per call.
 //!
+//! Built by default for world `tls-site` (keyless: the host signs, exchanges keys, protects
+//! records and seals tickets), or with the feature `portable` for world `tls-site-portable`
+//! (pure-Rust crypto, private keys read at initialisation). `crypto.rs` is the only difference.
+//!
 //! `initialise` builds the TLS configuration from the host's certificates (the site itself was
 //! built at compile time); the host snapshots the instance right after, so every connection
 //! starts from that state and pays for none of it.
@@ -7,17 +11,27 @@
 mod config;
 mod connection;
 mod crypto;
+#[cfg(not(feature = "portable"))]
+mod host_crypto;
 
 mod bindings {
+    #[cfg(not(feature = "portable"))]
     wit_bindgen::generate!({
         path: "../../wit",
         world: "tls-site",
         generate_all,
     });
+    #[cfg(feature = "portable")]
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "tls-site-portable",
+        generate_all,
+    });
 }
 
-use bindings::exports::tls_site::site::handler::{self, Failure, Served};
+use bindings::exports::tls_site::site::handler::{self, Deadlines, Failure, Served};
 use bindings::exports::tls_site::site::site as site_export;
+use bindings::wasi::clocks::monotonic_clock;
 use bindings::wasi::io::streams::{InputStream, OutputStream};
 use bindings::{tls_site::site::identity, InitError};
 use rustls::ServerConfig;
@@ -31,7 +45,16 @@ struct Component;
 impl bindings::Guest for Component {
     fn initialise() -> Result<(), InitError> {
         let default_host = SITE.default_response().hosts()[0];
-        let config = config::make_config(identity::certificates(), default_host)?;
+        let identities = identity::certificates()
+            .into_iter()
+            .map(|certificate| {
+                let key = crypto::signing_key(certificate.key).map_err(|why| {
+                    InitError::BadKey(format!("certificate for {}: {why}", certificate.names.join(", ")))
+                })?;
+                Ok(config::Identity { chain: certificate.chain, names: certificate.names, key })
+            })
+            .collect::<Result<Vec<_>, InitError>>()?;
+        let config = config::make_config(identities, default_host)?;
         // A second call keeps the first configuration: the snapshot has already been taken.
         let _ = TLS_CONFIG.set(config);
         Ok(())
@@ -54,9 +77,11 @@ impl site_export::Guest for Component {
 }
 
 impl handler::Guest for Component {
-    fn handle(input: InputStream, output: OutputStream) -> Result<Served, Failure> {
+    fn handle(input: InputStream, output: OutputStream, deadlines: Deadlines) -> Result<Served, Failure> {
         let config = TLS_CONFIG.get().ok_or(Failure::NotInitialised)?;
-        connection::serve(config, &SITE, &mut connection::WasiStreams { input: &input, output: &output })
+        let read_until = monotonic_clock::now().saturating_add(deadlines.handshake);
+        let mut streams = connection::WasiStreams { input: &input, output: &output, read_until, stall: deadlines.stall };
+        connection::serve(config, &SITE, &mut streams)
     }
 }
 
