@@ -8,8 +8,9 @@ use std::io::Read as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-/// Where `host/vm/build-image` puts the component, the certificates and the modules.
-pub const COMPONENT: &str = "/tls-site/site.wasm";
+/// Where `host/vm/build-image` puts the component (precompiled: `tls-site compile`), the
+/// certificates and the modules.
+pub const COMPONENT: &str = "/tls-site/site.cwasm";
 pub const CERTS: &str = "/tls-site/certs";
 /// Loaded in file-name order; build-image numbers them so dependencies come first.
 pub const MODULES: &str = "/lib/modules";

@@ -88,6 +88,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Initialise the component with the certificates and compile it to machine code now, for
+    /// `serve` to load in milliseconds (where compiling at start-up is slow: a small VM, a
+    /// microVM in software emulation). Runs on any CPU of this architecture; the private keys
+    /// are read to check them but are not in the file.
+    Compile {
+        /// The site component [default: the one built from guest/tls]
+        component: Option<PathBuf>,
+        /// Directory of NAME.chain.pem + NAME.key.pem pairs: the certificates `serve` will use
+        #[arg(long, default_value = "certs")]
+        certs: PathBuf,
+        /// Where to write it; `serve` takes it in place of the component
+        #[arg(long, default_value = "site.cwasm")]
+        out: PathBuf,
+    },
     /// Make a throwaway development CA and a certificate for every host name of the site.
     /// NOT for production: trust the CA only on a development machine.
     DevCerts {
@@ -148,6 +162,14 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Inspect { component, json } => inspect(component_or_built(component), json).await,
+        Command::Compile { component, certs, out } => {
+            let started = Instant::now();
+            let certificates = certs::load_dir(&certs)?;
+            let precompiled = Sandbox::precompile(&component_or_built(component), &certificates).await?;
+            std::fs::write(&out, &precompiled).with_context(|| format!("writing {}", out.display()))?;
+            log(format_args!("wrote {} ({} bytes) in {} ms", out.display(), precompiled.len(), started.elapsed().as_millis()));
+            Ok(())
+        }
         Command::DevCerts { component, out } => {
             let hosts = site_hosts(&component_or_built(component)).await?;
             for file in certs::dev_certs(&out, &hosts)? {
