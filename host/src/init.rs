@@ -27,6 +27,8 @@ pub enum InitError {
     CommandLine(String),
     #[error("network: {0}")]
     Network(String),
+    #[error("memory: {0}")]
+    Memory(String),
 }
 
 /// The address of eth0, as the kernel command line gives it. Each parameter defaults to qemu's
@@ -79,7 +81,21 @@ pub async fn prepare() -> Result<ServeOptions, InitError> {
     let mut options = ServeOptions::new(COMPONENT.into(), CERTS.into());
     options.https = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 443));
     options.http = Some(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 80)));
+    // A small VM has far less than the default 1 GiB for guest instances, and PID 1 is the one
+    // process the kernel cannot kill when memory runs out: it would panic. Half of what is free
+    // now goes to instances; the rest is the host's, the sockets' and the kernel's.
+    let meminfo = std::fs::read_to_string("/proc/meminfo").map_err(|e| InitError::Memory(e.to_string()))?;
+    let available = memory_available(&meminfo).ok_or_else(|| InitError::Memory("no MemAvailable in /proc/meminfo".into()))?;
+    options.guest_memory = (available / 2).max(options.instance_memory);
+    log(format_args!("init: {} MiB free; guest instances may use {} MiB", available >> 20, options.guest_memory >> 20));
     Ok(options)
+}
+
+/// Bytes the kernel says can be allocated without swapping (there is no swap): `MemAvailable`.
+fn memory_available(meminfo: &str) -> Option<usize> {
+    let line = meminfo.lines().find_map(|line| line.strip_prefix("MemAvailable:"))?;
+    let kib: usize = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    kib.checked_mul(1024)
 }
 
 /// Resolves when the machine is asked to stop: SIGTERM, Ctrl-Alt-Del (SIGINT) or the ACPI power
@@ -236,6 +252,14 @@ mod tests {
         }
         let error = NetworkConfig::from_command_line("tls_site.address=1.2.3.4").unwrap_err().to_string();
         assert!(error.contains("unknown"), "{error}");
+    }
+
+    #[test]
+    fn free_memory_is_read_from_meminfo() {
+        let meminfo = "MemTotal:         116488 kB\nMemFree:           60844 kB\nMemAvailable:      58344 kB\nBuffers:               0 kB\n";
+        assert_eq!(memory_available(meminfo), Some(58344 * 1024));
+        assert_eq!(memory_available("MemTotal: 1 kB\n"), None);
+        assert_eq!(memory_available("MemAvailable: lots\n"), None);
     }
 
     #[test]

@@ -60,7 +60,8 @@ const WRITE_BUDGET: usize = 256 * 1024;
 const INIT_CALL: &str = "initialise()";
 
 /// The first bytes of a file `tls-site compile` writes; then the SHA-256 of the certificates
-/// baked into it (`certificates_digest`), then wasmtime's serialized component.
+/// baked into it (`certificates_digest`), the length of the rest (big-endian u64), and the rest:
+/// wasmtime's serialized component.
 const PRECOMPILED_MAGIC: &[u8] = b"tls-site precompiled v1\n";
 const DIGEST_BYTES: usize = 32;
 
@@ -74,6 +75,8 @@ pub enum SandboxError {
     PrecompiledElsewhere { path: PathBuf, source: wasmtime::Error },
     #[error("{path}: precompiled with other certificates than these; make it again with `tls-site compile --certs` and the certificates to serve")]
     PrecompiledForOtherCertificates { path: PathBuf },
+    #[error("{path}: cut short, {found} of {expected} bytes: a partial copy, or (in a VM) an initramfs the kernel could not unpack whole for lack of memory")]
+    PrecompiledCutShort { path: PathBuf, found: usize, expected: u64 },
     #[error("the component refused the certificates: {0}")]
     Init(String),
     #[error("the component trapped while initialising: {0:#}")]
@@ -263,7 +266,7 @@ impl Sandbox {
         let code = Engine::new(&baseline)?
             .precompile_component(&snapshot)
             .map_err(|source| SandboxError::NotAComponent { path: component_path.to_owned(), source })?;
-        Ok([PRECOMPILED_MAGIC, &certificates_digest(certificates), &code].concat())
+        Ok([PRECOMPILED_MAGIC, &certificates_digest(certificates), &(code.len() as u64).to_be_bytes(), &code].concat())
     }
 
     /// Shares `tickets` with this sandbox, e.g. the keys of the sandbox this one replaces, so that
@@ -374,9 +377,14 @@ fn read(path: &Path) -> Result<Vec<u8>, SandboxError> {
 
 /// The machine code `Sandbox::precompile` wrote (after its magic), for `certificates` if given.
 fn load_precompiled(engine: &Engine, path: &Path, file: &[u8], certificates: Option<&[Certificate]>) -> Result<Component, SandboxError> {
-    let Some((digest, code)) = file.split_at_checked(DIGEST_BYTES) else {
-        return Err(SandboxError::PrecompiledElsewhere { path: path.to_owned(), source: wasmtime::Error::msg("the file is cut short") });
-    };
+    const HEADER_BYTES: u64 = (PRECOMPILED_MAGIC.len() + DIGEST_BYTES + 8) as u64;
+    let cut_short = |expected| SandboxError::PrecompiledCutShort { path: path.to_owned(), found: file.len() + PRECOMPILED_MAGIC.len(), expected };
+    let (digest, rest) = file.split_at_checked(DIGEST_BYTES).ok_or(cut_short(HEADER_BYTES))?;
+    let (length, code) = rest.split_first_chunk::<8>().ok_or(cut_short(HEADER_BYTES))?;
+    let length = u64::from_be_bytes(*length);
+    if code.len() as u64 != length {
+        return Err(cut_short(HEADER_BYTES + length));
+    }
     if certificates.is_some_and(|certificates| certificates_digest(certificates) != digest) {
         return Err(SandboxError::PrecompiledForOtherCertificates { path: path.to_owned() });
     }

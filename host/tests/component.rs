@@ -484,6 +484,15 @@ fn a_precompiled_component_serves_the_same_bytes_and_only_with_its_certificates(
     std::fs::write(&file, &precompiled[..precompiled.len() / 2]).unwrap();
     options.certs = dir.clone();
     let error = runtime.block_on(Server::start(&options)).err().expect("a damaged file must be refused");
+    assert!(error.to_string().contains(&format!("cut short, {} of {} bytes", precompiled.len() / 2, precompiled.len())), "{error}");
+
+    // Whole, but not what wasmtime wrote (every byte after the header inverted): refused by
+    // wasmtime's own checks.
+    let mut damaged = precompiled.clone();
+    let header = b"tls-site precompiled v1\n".len() + 32 + 8;
+    damaged[header..].iter_mut().for_each(|byte| *byte = !*byte);
+    std::fs::write(&file, &damaged).unwrap();
+    let error = runtime.block_on(Server::start(&options)).err().expect("a damaged file must be refused");
     assert!(error.to_string().contains("make it again with this binary's `tls-site compile`"), "{error}");
 }
 
