@@ -60,8 +60,8 @@ const WRITE_BUDGET: usize = 256 * 1024;
 const INIT_CALL: &str = "initialise()";
 
 /// The first bytes of a file `tls-site compile` writes; then the SHA-256 of the certificates
-/// baked into it (`certificates_digest`), the length of the rest (big-endian u64), and the rest:
-/// wasmtime's serialized component.
+/// baked into it (`certificates_digest`), the SHA-256 of the rest, and the rest: wasmtime's
+/// serialized component, machine code that is checked whole before it is mapped executable.
 const PRECOMPILED_MAGIC: &[u8] = b"tls-site precompiled v1\n";
 const DIGEST_BYTES: usize = 32;
 
@@ -75,8 +75,8 @@ pub enum SandboxError {
     PrecompiledElsewhere { path: PathBuf, source: wasmtime::Error },
     #[error("{path}: precompiled with other certificates than these; make it again with `tls-site compile --certs` and the certificates to serve")]
     PrecompiledForOtherCertificates { path: PathBuf },
-    #[error("{path}: cut short, {found} of {expected} bytes: a partial copy, or (in a VM) an initramfs the kernel could not unpack whole for lack of memory")]
-    PrecompiledCutShort { path: PathBuf, found: usize, expected: u64 },
+    #[error("{path}: damaged, its contents are not those it was written with: a partial copy, or (in a VM) an initramfs the kernel could not unpack whole for lack of memory")]
+    PrecompiledDamaged { path: PathBuf },
     #[error("the component refused the certificates: {0}")]
     Init(String),
     #[error("the component trapped while initialising: {0:#}")]
@@ -266,7 +266,7 @@ impl Sandbox {
         let code = Engine::new(&baseline)?
             .precompile_component(&snapshot)
             .map_err(|source| SandboxError::NotAComponent { path: component_path.to_owned(), source })?;
-        Ok([PRECOMPILED_MAGIC, &certificates_digest(certificates), &(code.len() as u64).to_be_bytes(), &code].concat())
+        Ok([PRECOMPILED_MAGIC, &certificates_digest(certificates), ring::digest::digest(&ring::digest::SHA256, &code).as_ref(), &code].concat())
     }
 
     /// Shares `tickets` with this sandbox, e.g. the keys of the sandbox this one replaces, so that
@@ -377,19 +377,17 @@ fn read(path: &Path) -> Result<Vec<u8>, SandboxError> {
 
 /// The machine code `Sandbox::precompile` wrote (after its magic), for `certificates` if given.
 fn load_precompiled(engine: &Engine, path: &Path, file: &[u8], certificates: Option<&[Certificate]>) -> Result<Component, SandboxError> {
-    const HEADER_BYTES: u64 = (PRECOMPILED_MAGIC.len() + DIGEST_BYTES + 8) as u64;
-    let cut_short = |expected| SandboxError::PrecompiledCutShort { path: path.to_owned(), found: file.len() + PRECOMPILED_MAGIC.len(), expected };
-    let (digest, rest) = file.split_at_checked(DIGEST_BYTES).ok_or(cut_short(HEADER_BYTES))?;
-    let (length, code) = rest.split_first_chunk::<8>().ok_or(cut_short(HEADER_BYTES))?;
-    let length = u64::from_be_bytes(*length);
-    if code.len() as u64 != length {
-        return Err(cut_short(HEADER_BYTES + length));
+    let damaged = || SandboxError::PrecompiledDamaged { path: path.to_owned() };
+    let (certificates_seen, rest) = file.split_first_chunk::<DIGEST_BYTES>().ok_or_else(damaged)?;
+    let (code_digest, code) = rest.split_first_chunk::<DIGEST_BYTES>().ok_or_else(damaged)?;
+    if ring::digest::digest(&ring::digest::SHA256, code).as_ref() != code_digest {
+        return Err(damaged());
     }
-    if certificates.is_some_and(|certificates| certificates_digest(certificates) != digest) {
+    if certificates.is_some_and(|certificates| certificates_digest(certificates) != *certificates_seen) {
         return Err(SandboxError::PrecompiledForOtherCertificates { path: path.to_owned() });
     }
     // SAFETY: wasmtime runs the bytes as machine code. They come from the operator's own file,
-    // written by `precompile` (its magic is checked above) and as trusted as this binary;
+    // as trusted as this binary, written by `precompile` (magic and checksum checked above);
     // wasmtime itself checks its version, the target and the settings before loading.
     unsafe { Component::deserialize(engine, code) }
         .map_err(|source| SandboxError::PrecompiledElsewhere { path: path.to_owned(), source })

@@ -484,15 +484,22 @@ fn a_precompiled_component_serves_the_same_bytes_and_only_with_its_certificates(
     std::fs::write(&file, &precompiled[..precompiled.len() / 2]).unwrap();
     options.certs = dir.clone();
     let error = runtime.block_on(Server::start(&options)).err().expect("a damaged file must be refused");
-    assert!(error.to_string().contains(&format!("cut short, {} of {} bytes", precompiled.len() / 2, precompiled.len())), "{error}");
+    assert!(error.to_string().contains("damaged, its contents are not those it was written with"), "{error}");
 
-    // Whole, but not what wasmtime wrote (every byte after the header inverted): refused by
-    // wasmtime's own checks.
+    // Whole, but one byte of the machine code changed.
     let mut damaged = precompiled.clone();
-    let header = b"tls-site precompiled v1\n".len() + 32 + 8;
-    damaged[header..].iter_mut().for_each(|byte| *byte = !*byte);
+    *damaged.last_mut().unwrap() ^= 1;
     std::fs::write(&file, &damaged).unwrap();
     let error = runtime.block_on(Server::start(&options)).err().expect("a damaged file must be refused");
+    assert!(error.to_string().contains("damaged"), "{error}");
+
+    // Whole and as written, but not wasmtime's (a file from another build would be refused the
+    // same way, by wasmtime's check of its version and settings).
+    let header = b"tls-site precompiled v1\n".len() + 32;
+    let not_wasmtimes = b"not an ELF file that wasmtime wrote".to_vec();
+    let forged = [&precompiled[..header], &Sha256::digest(&not_wasmtimes)[..], &not_wasmtimes].concat();
+    std::fs::write(&file, &forged).unwrap();
+    let error = runtime.block_on(Server::start(&options)).err().expect("a file wasmtime did not write must be refused");
     assert!(error.to_string().contains("make it again with this binary's `tls-site compile`"), "{error}");
 }
 
