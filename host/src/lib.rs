@@ -8,6 +8,8 @@ pub mod acme;
 pub mod certs;
 pub mod crypto;
 pub mod edge;
+#[cfg(target_os = "linux")]
+pub mod init;
 pub mod redirect;
 pub mod sandbox;
 
@@ -115,6 +117,8 @@ pub enum StartError {
     Acme(#[from] acme::AcmeError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("{0}: a precompiled component holds the certificates it was made with, so ACME cannot renew them; serve the .wasm")]
+    PrecompiledWithAcme(PathBuf),
 }
 
 /// A running server: both listeners, until `shutdown`.
@@ -143,6 +147,7 @@ impl Server {
         let limits = Limits { instances: max_instances + 1, memory_bytes: options.instance_memory };
         let (certificates, renewal) = match &options.acme {
             None => (certs::load_dir(&options.certs)?, None),
+            Some(_) if sandbox::is_precompiled(&options.component)? => return Err(StartError::PrecompiledWithAcme(options.component.clone())),
             Some(acme) => {
                 let (certificates, renewal) = acme::prepare(acme, &options.component, &limits, options.http.is_some()).await?;
                 (certificates, Some(renewal))

@@ -88,6 +88,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Initialise the component with the certificates and compile it to machine code now, for
+    /// `serve` to load in milliseconds (where compiling at start-up is slow: a small VM, a
+    /// microVM in software emulation). Runs on any CPU of this architecture; the private keys
+    /// are read to check them but are not in the file.
+    Compile {
+        /// The site component [default: the one built from guest/tls]
+        component: Option<PathBuf>,
+        /// Directory of NAME.chain.pem + NAME.key.pem pairs: the certificates `serve` will use
+        #[arg(long, default_value = "certs")]
+        certs: PathBuf,
+        /// Where to write it; `serve` takes it in place of the component
+        #[arg(long, default_value = "site.cwasm")]
+        out: PathBuf,
+    },
     /// Make a throwaway development CA and a certificate for every host name of the site.
     /// NOT for production: trust the CA only on a development machine.
     DevCerts {
@@ -103,6 +117,18 @@ fn component_or_built(component: Option<PathBuf>) -> PathBuf {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // As PID 1 of a microVM (host/vm/) the host is the whole userland: see init.rs.
+    #[cfg(target_os = "linux")]
+    if std::process::id() == 1 {
+        let served = match tls_site::init::prepare().await {
+            Ok(options) => serve(options, tls_site::init::stop_requested()).await,
+            Err(error) => Err(error.into()),
+        };
+        if let Err(error) = served {
+            log(format_args!("error: {error:#}"));
+        }
+        tls_site::init::power_off();
+    }
     match Cli::parse().command {
         Command::Serve {
             component, https, http, no_http, certs, public_https_port, max_connections, max_instances, hello_timeout,
@@ -123,7 +149,7 @@ async fn main() -> anyhow::Result<()> {
             options.stats_interval = stats.map(Duration::try_from_secs_f64).transpose().context("--stats")?;
             options.send_buffer = send_buffer;
             options.acme = acme.options()?;
-            serve(options).await
+            serve(options, shutdown_signal()).await
         }
         Command::ServeHttp { component, addr, max_connections, timeout } => {
             let component = component.unwrap_or_else(|| PathBuf::from(BUILT_EDGE_COMPONENT));
@@ -136,6 +162,14 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Inspect { component, json } => inspect(component_or_built(component), json).await,
+        Command::Compile { component, certs, out } => {
+            let started = Instant::now();
+            let certificates = certs::load_dir(&certs)?;
+            let precompiled = Sandbox::precompile(&component_or_built(component), &certificates).await?;
+            std::fs::write(&out, &precompiled).with_context(|| format!("writing {}", out.display()))?;
+            log(format_args!("wrote {} ({} bytes) in {} ms", out.display(), precompiled.len(), started.elapsed().as_millis()));
+            Ok(())
+        }
         Command::DevCerts { component, out } => {
             let hosts = site_hosts(&component_or_built(component)).await?;
             for file in certs::dev_certs(&out, &hosts)? {
@@ -148,7 +182,8 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn serve(options: ServeOptions) -> anyhow::Result<()> {
+/// Serves until `stop` resolves (it names what asked to stop), then finishes what is in flight.
+async fn serve(options: ServeOptions, stop: impl Future<Output = &'static str>) -> anyhow::Result<()> {
     let started = Instant::now();
     let server = Server::start(&options).await?;
     for resource in server.resources() {
@@ -163,19 +198,19 @@ async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         server.http_addr().map(|addr| format!(" and http://{addr}")).unwrap_or_default(),
         started.elapsed().as_millis(),
     ));
-    shutdown_signal().await;
-    log(format_args!("shutting down: no new connections; finishing those in flight"));
+    let why = stop.await;
+    log(format_args!("shutting down ({why}): no new connections; finishing those in flight"));
     let stats = server.shutdown().await;
     log(format_args!("stopped; connections: {stats}"));
     Ok(())
 }
 
-async fn shutdown_signal() {
+async fn shutdown_signal() -> &'static str {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("installing a SIGTERM handler");
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = terminate.recv() => "SIGTERM",
     }
 }
 

@@ -1,6 +1,6 @@
-//! The sandbox: the wasmtime engine, the initialised snapshot of the site component, and a fresh
-//! instance of it per connection with nothing granted but that connection's two streams and the
-//! host's crypto (crypto.rs).
+//! The sandbox: the wasmtime engine, the initialised snapshot of the site component (made at
+//! start-up, or ahead of time by `tls-site compile`), and a fresh instance of it per connection
+//! with nothing granted but that connection's two streams and the host's crypto (crypto.rs).
 
 use crate::certs::Certificate;
 use crate::crypto::{Keys, TicketKeys};
@@ -59,12 +59,24 @@ const WRITE_BUDGET: usize = 256 * 1024;
 /// The wasm export that `initialise`s the component, as wizer calls it.
 const INIT_CALL: &str = "initialise()";
 
+/// The first bytes of a file `tls-site compile` writes; then the SHA-256 of the certificates
+/// baked into it (`certificates_digest`), the SHA-256 of the rest, and the rest: wasmtime's
+/// serialized component, machine code that is checked whole before it is mapped executable.
+const PRECOMPILED_MAGIC: &[u8] = b"tls-site precompiled v1\n";
+const DIGEST_BYTES: usize = 32;
+
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
     #[error("{path}: cannot read the component: {source}")]
     Unreadable { path: PathBuf, source: std::io::Error },
     #[error("{path}: not a tls-site component: {source:#}")]
     NotAComponent { path: PathBuf, source: wasmtime::Error },
+    #[error("{path}: precompiled by another build of tls-site or for another kind of machine; make it again with this binary's `tls-site compile`: {source:#}")]
+    PrecompiledElsewhere { path: PathBuf, source: wasmtime::Error },
+    #[error("{path}: precompiled with other certificates than these; make it again with `tls-site compile --certs` and the certificates to serve")]
+    PrecompiledForOtherCertificates { path: PathBuf },
+    #[error("{path}: damaged, its contents are not those it was written with: a partial copy, or (in a VM) an initramfs the kernel could not unpack whole for lack of memory")]
+    PrecompiledDamaged { path: PathBuf },
     #[error("the component refused the certificates: {0}")]
     Init(String),
     #[error("the component trapped while initialising: {0:#}")]
@@ -201,26 +213,60 @@ impl identity::Host for GuestState {
 
 impl Sandbox {
     /// Compiles the component, initialises it once with the certificates, snapshots the result,
-    /// and prepares instances of the snapshot.
+    /// and prepares instances of the snapshot. A file `tls-site compile` made is that snapshot
+    /// already compiled: it is only loaded.
     pub async fn new(
         component_path: &Path,
         certificates: &[Certificate],
         limits: Limits,
     ) -> Result<Sandbox, SandboxError> {
-        let wasm = std::fs::read(component_path)
-            .map_err(|source| SandboxError::Unreadable { path: component_path.to_owned(), source })?;
+        let file = read(component_path)?;
         let engine = engine(&limits)?;
         let linker = linker(&engine)?;
         let keys = Arc::new(Keys::load(certificates)?);
         let tickets = Arc::new(TicketKeys::new(crate::crypto::TICKET_KEY_ROTATION));
 
-        let mut state = GuestState::new(limits.memory_bytes, to_wit(certificates), keys.clone(), tickets.clone());
-        state.initialising = true;
-        let snapshot = snapshot(&linker, component_path, &wasm, state).await?;
-        let component = Component::new(&engine, &snapshot)
-            .map_err(|source| SandboxError::NotAComponent { path: component_path.to_owned(), source })?;
+        let component = match file.strip_prefix(PRECOMPILED_MAGIC) {
+            Some(precompiled) => load_precompiled(&engine, component_path, precompiled, Some(certificates))?,
+            None => {
+                let mut state = GuestState::new(limits.memory_bytes, to_wit(certificates), keys.clone(), tickets.clone());
+                state.initialising = true;
+                let snapshot = snapshot(&linker, component_path, &file, state).await?;
+                Component::new(&engine, &snapshot)
+                    .map_err(|source| SandboxError::NotAComponent { path: component_path.to_owned(), source })?
+            }
+        };
         let pre = TlsSitePre::new(linker.instantiate_pre(&component)?)?;
         Ok(Sandbox { engine, pre, limits, keys, tickets })
+    }
+
+    /// What `Sandbox::new` makes of the component at start-up, made now and compiled to machine
+    /// code, as the bytes of a file that `new` then only has to load: no Cranelift, no snapshot,
+    /// which matters where start-up is slow (a microVM in software emulation). The code is for
+    /// the baseline of this architecture, so it runs on any CPU of it; the certificates' chains
+    /// are in it (their keys are not), and `new` checks that they are the ones it is given.
+    pub async fn precompile(component_path: &Path, certificates: &[Certificate]) -> Result<Vec<u8>, SandboxError> {
+        let wasm = read(component_path)?;
+        if wasm.starts_with(PRECOMPILED_MAGIC) {
+            return Err(SandboxError::NotAComponent {
+                path: component_path.to_owned(),
+                source: wasmtime::Error::msg("it is precompiled already; give the .wasm it was made from"),
+            });
+        }
+        let limits = Limits::default();
+        let linker = linker(&engine(&limits)?)?;
+        let keys = Arc::new(Keys::load(certificates)?);
+        let mut state = GuestState::new(limits.memory_bytes, to_wit(certificates), keys, Arc::new(TicketKeys::new(Duration::MAX)));
+        state.initialising = true;
+        let snapshot = snapshot(&linker, component_path, &wasm, state).await?;
+        let mut baseline = config(&limits);
+        // An explicit target turns off the detection of this CPU's extensions (AVX, BMI, ...):
+        // the code then needs none, and `new` checks that at load.
+        baseline.target(&format!("{}-unknown-{}", std::env::consts::ARCH, std::env::consts::OS))?;
+        let code = Engine::new(&baseline)?
+            .precompile_component(&snapshot)
+            .map_err(|source| SandboxError::NotAComponent { path: component_path.to_owned(), source })?;
+        Ok([PRECOMPILED_MAGIC, &certificates_digest(certificates), ring::digest::digest(&ring::digest::SHA256, &code).as_ref(), &code].concat())
     }
 
     /// Shares `tickets` with this sandbox, e.g. the keys of the sandbox this one replaces, so that
@@ -251,10 +297,12 @@ impl Sandbox {
     /// for any component that exports `tls-site:site/site`: the TLS component and the edge twin.
     pub async fn inspect(component_path: &Path, limits: Limits) -> Result<Vec<Resource>, SandboxError> {
         let not_a_site = |source| SandboxError::NotAComponent { path: component_path.to_owned(), source };
-        let wasm = std::fs::read(component_path)
-            .map_err(|source| SandboxError::Unreadable { path: component_path.to_owned(), source })?;
+        let file = read(component_path)?;
         let engine = engine(&limits)?;
-        let component = Component::new(&engine, &wasm).map_err(not_a_site)?;
+        let component = match file.strip_prefix(PRECOMPILED_MAGIC) {
+            Some(precompiled) => load_precompiled(&engine, component_path, precompiled, None)?,
+            None => Component::new(&engine, &file).map_err(not_a_site)?,
+        };
         let imports_http = component.component_type().imports(&engine).any(|(name, _)| name.starts_with("wasi:http/"));
         let listed = if imports_http {
             let state = crate::edge::EdgeState::new(limits.memory_bytes);
@@ -314,6 +362,50 @@ impl GuestState {
     }
 }
 
+/// Whether the file at `path` is one `tls-site compile` made.
+pub fn is_precompiled(path: &Path) -> Result<bool, SandboxError> {
+    use std::io::Read as _;
+    let mut start = [0; PRECOMPILED_MAGIC.len()];
+    let read = std::fs::File::open(path).and_then(|mut file| file.read(&mut start));
+    let read = read.map_err(|source| SandboxError::Unreadable { path: path.to_owned(), source })?;
+    Ok(start[..read] == *PRECOMPILED_MAGIC)
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, SandboxError> {
+    std::fs::read(path).map_err(|source| SandboxError::Unreadable { path: path.to_owned(), source })
+}
+
+/// The machine code `Sandbox::precompile` wrote (after its magic), for `certificates` if given.
+fn load_precompiled(engine: &Engine, path: &Path, file: &[u8], certificates: Option<&[Certificate]>) -> Result<Component, SandboxError> {
+    let damaged = || SandboxError::PrecompiledDamaged { path: path.to_owned() };
+    let (certificates_seen, rest) = file.split_first_chunk::<DIGEST_BYTES>().ok_or_else(damaged)?;
+    let (code_digest, code) = rest.split_first_chunk::<DIGEST_BYTES>().ok_or_else(damaged)?;
+    if ring::digest::digest(&ring::digest::SHA256, code).as_ref() != code_digest {
+        return Err(damaged());
+    }
+    if certificates.is_some_and(|certificates| certificates_digest(certificates) != *certificates_seen) {
+        return Err(SandboxError::PrecompiledForOtherCertificates { path: path.to_owned() });
+    }
+    // SAFETY: wasmtime runs the bytes as machine code. They come from the operator's own file,
+    // as trusted as this binary, written by `precompile` (magic and checksum checked above);
+    // wasmtime itself checks its version, the target and the settings before loading.
+    unsafe { Component::deserialize(engine, code) }
+        .map_err(|source| SandboxError::PrecompiledElsewhere { path: path.to_owned(), source })
+}
+
+/// SHA-256 over the certificates as the guest gets them: their names and chains, in order.
+fn certificates_digest(certificates: &[Certificate]) -> [u8; DIGEST_BYTES] {
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    for certificate in certificates {
+        for part in certificate.names.iter().map(String::as_bytes).chain(certificate.chain.iter().map(Vec::as_slice)) {
+            digest.update(&(part.len() as u64).to_be_bytes());
+            digest.update(part);
+        }
+        digest.update(b"\n");
+    }
+    digest.finish().as_ref().try_into().expect("SHA-256 is 32 bytes")
+}
+
 /// Instantiates the component at `path` (bytes `wasm`) with `state`, calls its `initialise` and
 /// returns a snapshot of the initialised instance: a component that starts in that state.
 async fn snapshot(linker: &Linker<GuestState>, path: &Path, wasm: &[u8], state: GuestState) -> Result<Vec<u8>, SandboxError> {
@@ -366,6 +458,21 @@ fn new_store(engine: &Engine, state: GuestState) -> Store<GuestState> {
 }
 
 pub(crate) fn engine(limits: &Limits) -> Result<Engine, SandboxError> {
+    let engine = Engine::new(&config(limits))?;
+    // The epoch clock: a weak handle, so the thread ends when the engine does.
+    let weak = engine.weak();
+    std::thread::spawn(move || {
+        while let Some(engine) = weak.upgrade() {
+            engine.increment_epoch();
+            drop(engine);
+            std::thread::sleep(EPOCH_TICK);
+        }
+    });
+    Ok(engine)
+}
+
+/// The engine's settings; a precompiled component must be made with the same.
+fn config(limits: &Limits) -> Config {
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(limits.instances)
         .total_core_instances(limits.instances * 8)
@@ -385,17 +492,7 @@ pub(crate) fn engine(limits: &Limits) -> Result<Engine, SandboxError> {
     if std::env::var_os("TLS_SITE_PERF_MAP").is_some() {
         config.profiler(wasmtime::ProfilingStrategy::PerfMap);
     }
-    let engine = Engine::new(&config)?;
-    // The epoch clock: a weak handle, so the thread ends when the engine does.
-    let weak = engine.weak();
-    std::thread::spawn(move || {
-        while let Some(engine) = weak.upgrade() {
-            engine.increment_epoch();
-            drop(engine);
-            std::thread::sleep(EPOCH_TICK);
-        }
-    });
-    Ok(engine)
+    config
 }
 
 fn linker(engine: &Engine) -> Result<Linker<GuestState>, SandboxError> {

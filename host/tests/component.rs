@@ -11,7 +11,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
-use tls_site::sandbox::{Outcome, Resource, Timeouts};
+use tls_site::sandbox::{Outcome, Resource, Sandbox, Timeouts};
 use tls_site::{BUILT_COMPONENT, BUILT_PORTABLE_COMPONENT, ServeOptions, Server, certs};
 
 /// One server for the whole file, on its own runtime thread: initialising the component costs
@@ -444,4 +444,70 @@ fn a_returning_client_resumes_until_its_ticket_key_is_rotated_out() {
     assert_eq!(handshake(), rustls::HandshakeKind::Full, "the key of the client's ticket is gone");
     assert_eq!(handshake(), rustls::HandshakeKind::Resumed, "with the ticket of the full handshake");
     assert_eq!(stop(runtime, server).get("served"), 5);
+}
+
+/// `tls-site compile`'s file: the same site, loaded instead of compiled; only with the
+/// certificates it was made with; and a damaged one is refused at start with a clear error.
+#[test]
+fn a_precompiled_component_serves_the_same_bytes_and_only_with_its_certificates() {
+    let shared = shared();
+    let dir = temp_dir("precompiled");
+    certs::dev_certs(&dir, &site_hosts()).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let precompiled = runtime
+        .block_on(Sandbox::precompile(Path::new(BUILT_COMPONENT), &certs::load_dir(&dir).unwrap()))
+        .unwrap();
+    let file = dir.join("site.cwasm");
+    std::fs::write(&file, &precompiled).unwrap();
+    assert!(tls_site::sandbox::is_precompiled(&file).unwrap());
+    let listed = runtime.block_on(Sandbox::inspect(&file, Default::default())).unwrap();
+    let summary = |resources: &[Resource]| resources.iter().map(|r| (r.hosts.clone(), r.sha256.clone())).collect::<Vec<_>>();
+    assert_eq!(summary(&listed), summary(&shared.resources), "inspect reads the precompiled file too");
+
+    let (runtime, server, ca) = start_in("precompiled-serve", |serve_dir| copy_dir(&dir, serve_dir), |options| options.component = file.clone());
+    for host in shared.resources.iter().flat_map(|r| &r.hosts) {
+        let compiled_at_start = fetch(shared.https, host, true, config(Trust::Ca(&shared.ca), &[])).unwrap();
+        let precompiled = fetch(server.https_addr(), host, true, config(Trust::Ca(&ca), &[])).unwrap();
+        assert_eq!(precompiled.status_line, compiled_at_start.status_line, "{host}");
+        assert!(precompiled.body == compiled_at_start.body, "{host}: the bodies differ");
+    }
+    stop(runtime, server);
+
+    let other_certs = temp_dir("precompiled-other");
+    certs::dev_certs(&other_certs, &site_hosts()).unwrap();
+    let mut options = options(&other_certs);
+    options.component = file.clone();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let error = runtime.block_on(Server::start(&options)).err().expect("other certificates must be refused");
+    assert!(error.to_string().contains("precompiled with other certificates"), "{error}");
+
+    std::fs::write(&file, &precompiled[..precompiled.len() / 2]).unwrap();
+    options.certs = dir.clone();
+    let error = runtime.block_on(Server::start(&options)).err().expect("a damaged file must be refused");
+    assert!(error.to_string().contains("damaged, its contents are not those it was written with"), "{error}");
+
+    // Whole, but one byte of the machine code changed.
+    let mut damaged = precompiled.clone();
+    *damaged.last_mut().unwrap() ^= 1;
+    std::fs::write(&file, &damaged).unwrap();
+    let error = runtime.block_on(Server::start(&options)).err().expect("a damaged file must be refused");
+    assert!(error.to_string().contains("damaged"), "{error}");
+
+    // Whole and as written, but not wasmtime's (a file from another build would be refused the
+    // same way, by wasmtime's check of its version and settings).
+    let header = b"tls-site precompiled v1\n".len() + 32;
+    let not_wasmtimes = b"not an ELF file that wasmtime wrote".to_vec();
+    let forged = [&precompiled[..header], &Sha256::digest(&not_wasmtimes)[..], &not_wasmtimes].concat();
+    std::fs::write(&file, &forged).unwrap();
+    let error = runtime.block_on(Server::start(&options)).err().expect("a file wasmtime did not write must be refused");
+    assert!(error.to_string().contains("make it again with this binary's `tls-site compile`"), "{error}");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|extension| extension == "pem") {
+            std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+        }
+    }
 }

@@ -1,0 +1,279 @@
+//! The host as PID 1 of a microVM (see host/vm/): mount /proc, /sys and /dev, load the kernel
+//! modules the image carries, configure the network from the kernel command line, and, once
+//! serving is over, power the machine off. Nothing here runs unless the host is process 1.
+
+use crate::{ServeOptions, log};
+use rustix::system::RebootCommand;
+use std::io::Read as _;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+/// Where `host/vm/build-image` puts the component (precompiled: `tls-site compile`), the
+/// certificates and the modules.
+pub const COMPONENT: &str = "/tls-site/site.cwasm";
+pub const CERTS: &str = "/tls-site/certs";
+/// Loaded in file-name order; build-image numbers them so dependencies come first.
+pub const MODULES: &str = "/lib/modules";
+/// The one network interface: virtio-net, named by the kernel (there is no udev to rename it).
+const INTERFACE: &str = "eth0";
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("cannot mount {what} on {target}: {source}")]
+    Mount { what: &'static str, target: &'static str, source: std::io::Error },
+    #[error("{file}: cannot load the kernel module: {source}")]
+    Module { file: PathBuf, source: std::io::Error },
+    #[error("kernel command line: {0}")]
+    CommandLine(String),
+    #[error("network: {0}")]
+    Network(String),
+    #[error("memory: {0}")]
+    Memory(String),
+}
+
+/// The address of eth0, as the kernel command line gives it. Each parameter defaults to qemu's
+/// user networking (10.0.2.15/24, gateway 10.0.2.2):
+/// `tls_site.ip=ADDRESS/PREFIX`, `tls_site.gw=ADDRESS` or `tls_site.gw=none`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct NetworkConfig {
+    pub address: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Option<Ipv4Addr>,
+}
+
+impl NetworkConfig {
+    pub fn from_command_line(line: &str) -> Result<NetworkConfig, InitError> {
+        let mut config = NetworkConfig { address: Ipv4Addr::new(10, 0, 2, 15), prefix: 24, gateway: Some(Ipv4Addr::new(10, 0, 2, 2)) };
+        let bad = |parameter: &str, expected: &str| InitError::CommandLine(format!("{parameter}: expected {expected}"));
+        for parameter in line.split_ascii_whitespace() {
+            if let Some(value) = parameter.strip_prefix("tls_site.ip=") {
+                let expected = "tls_site.ip=ADDRESS/PREFIX, e.g. tls_site.ip=10.0.2.15/24";
+                let (address, prefix) = value.split_once('/').ok_or_else(|| bad(parameter, expected))?;
+                config.address = address.parse().map_err(|_| bad(parameter, expected))?;
+                config.prefix = prefix.parse().ok().filter(|p| *p <= 32).ok_or_else(|| bad(parameter, expected))?;
+            } else if let Some(value) = parameter.strip_prefix("tls_site.gw=") {
+                let expected = "tls_site.gw=ADDRESS or tls_site.gw=none";
+                config.gateway = match value {
+                    "none" => None,
+                    address => Some(address.parse().map_err(|_| bad(parameter, expected))?),
+                };
+            } else if parameter.starts_with("tls_site.") {
+                return Err(InitError::CommandLine(format!("{parameter}: unknown; the parameters are tls_site.ip= and tls_site.gw=")));
+            }
+        }
+        Ok(config)
+    }
+}
+
+/// Everything between the kernel handing over and the first listener: returns how to serve.
+pub async fn prepare() -> Result<ServeOptions, InitError> {
+    mount_filesystems()?;
+    // Ctrl-Alt-Del then sends us SIGINT, a clean shutdown, instead of an immediate reboot.
+    let _ = rustix::system::reboot(RebootCommand::CadOff);
+    let modules = load_modules(Path::new(MODULES))?;
+    log(format_args!("init: loaded kernel modules {}", modules.join(" ")));
+    let command_line = std::fs::read_to_string("/proc/cmdline").map_err(|e| InitError::CommandLine(e.to_string()))?;
+    let network = NetworkConfig::from_command_line(&command_line)?;
+    configure_network(&network).await?;
+    let gateway = network.gateway.map_or("no gateway".to_owned(), |gateway| format!("gateway {gateway}"));
+    log(format_args!("init: {INTERFACE} {}/{}, {gateway}", network.address, network.prefix));
+
+    let mut options = ServeOptions::new(COMPONENT.into(), CERTS.into());
+    options.https = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 443));
+    options.http = Some(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 80)));
+    // A small VM has far less than the default 1 GiB for guest instances, and PID 1 is the one
+    // process the kernel cannot kill when memory runs out: it would panic. Half of what is free
+    // now goes to instances; the rest is the host's, the sockets' and the kernel's.
+    let meminfo = std::fs::read_to_string("/proc/meminfo").map_err(|e| InitError::Memory(e.to_string()))?;
+    let available = memory_available(&meminfo).ok_or_else(|| InitError::Memory("no MemAvailable in /proc/meminfo".into()))?;
+    options.guest_memory = (available / 2).max(options.instance_memory);
+    log(format_args!("init: {} MiB free; guest instances may use {} MiB", available >> 20, options.guest_memory >> 20));
+    Ok(options)
+}
+
+/// Bytes the kernel says can be allocated without swapping (there is no swap): `MemAvailable`.
+fn memory_available(meminfo: &str) -> Option<usize> {
+    let line = meminfo.lines().find_map(|line| line.strip_prefix("MemAvailable:"))?;
+    let kib: usize = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// Resolves when the machine is asked to stop: SIGTERM, Ctrl-Alt-Del (SIGINT) or the ACPI power
+/// button (qemu's `system_powerdown`, a cloud provider's "stop"). Says which.
+pub async fn stop_requested() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    let mut interrupt = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+    let mut power_button = watch_power_button();
+    tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "Ctrl-Alt-Del",
+        Some(()) = power_button.recv() => "the ACPI power button",
+    }
+}
+
+/// Flushes what the kernel holds and turns the machine off. PID 1 must never exit: the kernel
+/// would panic.
+pub fn power_off() -> ! {
+    log(format_args!("init: powering off"));
+    rustix::fs::sync();
+    let error = rustix::system::reboot(RebootCommand::PowerOff).expect_err("reboot(POWER_OFF) returns only on failure");
+    log(format_args!("init: cannot power off ({error}); halting"));
+    loop {
+        std::thread::park();
+    }
+}
+
+fn mount_filesystems() -> Result<(), InitError> {
+    use rustix::mount::{MountFlags, mount};
+    // The console is already open (build-image puts /dev/console in the initramfs); devtmpfs
+    // brings the rest of /dev, including the input devices the power button speaks through.
+    for (what, target) in [("devtmpfs", "/dev"), ("proc", "/proc"), ("sysfs", "/sys")] {
+        let failed = |source: std::io::Error| InitError::Mount { what, target, source };
+        std::fs::create_dir_all(target).map_err(failed)?;
+        let flags = MountFlags::NOSUID | MountFlags::NOEXEC;
+        mount(what, target, what, flags, None::<&std::ffi::CStr>).map_err(|errno| failed(errno.into()))?;
+    }
+    Ok(())
+}
+
+/// Loads every module in `dir`, in file-name order; one built into the kernel already is fine.
+fn load_modules(dir: &Path) -> Result<Vec<String>, InitError> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|source| InitError::Module { file: dir.to_owned(), source })?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.extension().is_some_and(|extension| extension == "ko"))
+        .collect();
+    files.sort();
+    let mut loaded = Vec::new();
+    for file in files {
+        let failed = |source: std::io::Error| InitError::Module { file: file.clone(), source };
+        let module = std::fs::File::open(&file).map_err(failed)?;
+        match rustix::system::finit_module(&module, c"", 0) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(errno) => return Err(failed(errno.into())),
+        }
+        loaded.push(file.file_stem().unwrap_or_default().to_string_lossy().into_owned());
+    }
+    Ok(loaded)
+}
+
+async fn configure_network(config: &NetworkConfig) -> Result<(), InitError> {
+    use futures_util::TryStreamExt as _;
+    use rtnetlink::{LinkUnspec, RouteMessageBuilder};
+    let failed = |doing: &str, error: rtnetlink::Error| InitError::Network(format!("{doing}: {error}"));
+    let (connection, handle, _) = rtnetlink::new_connection().map_err(|e| InitError::Network(format!("netlink socket: {e}")))?;
+    tokio::spawn(connection);
+    let mut eth0 = None;
+    for name in ["lo", INTERFACE] {
+        let mut links = std::pin::pin!(handle.link().get().match_name(name.to_owned()).execute());
+        let link = links.try_next().await.map_err(|e| failed(&format!("finding {name} (is virtio-net attached?)"), e))?;
+        let index = link.ok_or_else(|| InitError::Network(format!("no interface {name}")))?.header.index;
+        // Up, lo gets 127.0.0.1/8 from the kernel by itself.
+        handle.link().set(LinkUnspec::new_with_index(index).up().build()).execute().await.map_err(|e| failed(&format!("{name} up"), e))?;
+        eth0 = Some(index);
+    }
+    let eth0 = eth0.expect("the loop ends with eth0");
+    handle.address().add(eth0, config.address.into(), config.prefix).execute().await.map_err(|e| failed("address", e))?;
+    if let Some(gateway) = config.gateway {
+        let route = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gateway).build();
+        handle.route().add(route).execute().await.map_err(|e| failed("default route", e))?;
+    }
+    Ok(())
+}
+
+/// `struct input_event` on a 64-bit kernel (linux/input.h): a timeval, then type, code, value.
+const INPUT_EVENT_BYTES: usize = 24;
+const EV_KEY: u16 = 1;
+const KEY_POWER: u16 = 116;
+
+/// Whether one input event is the power key going down. The ACPI button driver reports the
+/// power button as this key; no daemon (acpid, logind) is there to turn it into a shutdown.
+fn is_power_key_press(event: &[u8; INPUT_EVENT_BYTES]) -> bool {
+    let kind = u16::from_ne_bytes([event[16], event[17]]);
+    let code = u16::from_ne_bytes([event[18], event[19]]);
+    let value = i32::from_ne_bytes([event[20], event[21], event[22], event[23]]);
+    kind == EV_KEY && code == KEY_POWER && value == 1
+}
+
+/// Reads every input device (the power button's among them) on a thread each; a power key
+/// press arrives on the channel. With no device, the channel stays open and silent.
+fn watch_power_button() -> tokio::sync::mpsc::UnboundedReceiver<()> {
+    let (pressed, receiver) = tokio::sync::mpsc::unbounded_channel();
+    let devices: Vec<PathBuf> = std::fs::read_dir("/dev/input")
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.file_name().is_some_and(|name| name.to_string_lossy().starts_with("event")))
+        .collect();
+    if devices.is_empty() {
+        log(format_args!("init: warning: no input devices; the ACPI power button will not be heard"));
+    }
+    for device in devices {
+        let pressed = pressed.clone();
+        std::thread::spawn(move || {
+            let Ok(mut events) = std::fs::File::open(&device) else { return };
+            let mut event = [0u8; INPUT_EVENT_BYTES];
+            while events.read_exact(&mut event).is_ok() {
+                if is_power_key_press(&event) {
+                    let _ = pressed.send(());
+                }
+            }
+        });
+    }
+    // Kept alive so that `recv` waits rather than ending when no device exists.
+    std::mem::forget(pressed);
+    receiver
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_parameters_the_network_is_qemus_user_network() {
+        let config = NetworkConfig::from_command_line("console=ttyS0 quiet").unwrap();
+        assert_eq!(config, NetworkConfig { address: Ipv4Addr::new(10, 0, 2, 15), prefix: 24, gateway: Some(Ipv4Addr::new(10, 0, 2, 2)) });
+    }
+
+    #[test]
+    fn address_and_gateway_come_from_the_command_line() {
+        let config = NetworkConfig::from_command_line("console=ttyS0 tls_site.ip=192.0.2.7/28 tls_site.gw=none").unwrap();
+        assert_eq!(config, NetworkConfig { address: Ipv4Addr::new(192, 0, 2, 7), prefix: 28, gateway: None });
+        let config = NetworkConfig::from_command_line("tls_site.gw=192.0.2.1").unwrap();
+        assert_eq!(config.gateway, Some(Ipv4Addr::new(192, 0, 2, 1)));
+    }
+
+    #[test]
+    fn a_malformed_parameter_says_what_was_expected() {
+        for line in ["tls_site.ip=10.0.2.15", "tls_site.ip=10.0.2.15/33", "tls_site.ip=ten/24", "tls_site.gw=x"] {
+            let error = NetworkConfig::from_command_line(line).unwrap_err().to_string();
+            assert!(error.contains("expected tls_site."), "{line}: {error}");
+        }
+        let error = NetworkConfig::from_command_line("tls_site.address=1.2.3.4").unwrap_err().to_string();
+        assert!(error.contains("unknown"), "{error}");
+    }
+
+    #[test]
+    fn free_memory_is_read_from_meminfo() {
+        let meminfo = "MemTotal:         116488 kB\nMemFree:           60844 kB\nMemAvailable:      58344 kB\nBuffers:               0 kB\n";
+        assert_eq!(memory_available(meminfo), Some(58344 * 1024));
+        assert_eq!(memory_available("MemTotal: 1 kB\n"), None);
+        assert_eq!(memory_available("MemAvailable: lots\n"), None);
+    }
+
+    #[test]
+    fn only_the_power_key_going_down_is_a_press() {
+        let event = |kind: u16, code: u16, value: i32| {
+            let mut bytes = [0u8; INPUT_EVENT_BYTES];
+            bytes[16..18].copy_from_slice(&kind.to_ne_bytes());
+            bytes[18..20].copy_from_slice(&code.to_ne_bytes());
+            bytes[20..24].copy_from_slice(&value.to_ne_bytes());
+            bytes
+        };
+        assert!(is_power_key_press(&event(EV_KEY, KEY_POWER, 1)));
+        assert!(!is_power_key_press(&event(EV_KEY, KEY_POWER, 0)), "release");
+        assert!(!is_power_key_press(&event(EV_KEY, 30, 1)), "another key");
+        assert!(!is_power_key_press(&event(0, 0, 0)), "a sync event");
+    }
+}
