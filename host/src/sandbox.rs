@@ -396,12 +396,17 @@ fn load_precompiled(engine: &Engine, path: &Path, file: &[u8], certificates: Opt
 /// SHA-256 over the certificates as the guest gets them: their names and chains, in order.
 fn certificates_digest(certificates: &[Certificate]) -> [u8; DIGEST_BYTES] {
     let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
-    for certificate in certificates {
-        for part in certificate.names.iter().map(String::as_bytes).chain(certificate.chain.iter().map(Vec::as_slice)) {
+    // Every list and every item length-prefixed: no two different inputs give the same bytes.
+    let mut update = |parts: &mut dyn ExactSizeIterator<Item = &[u8]>| {
+        digest.update(&(parts.len() as u64).to_be_bytes());
+        for part in parts {
             digest.update(&(part.len() as u64).to_be_bytes());
             digest.update(part);
         }
-        digest.update(b"\n");
+    };
+    for certificate in certificates {
+        update(&mut certificate.names.iter().map(String::as_bytes));
+        update(&mut certificate.chain.iter().map(Vec::as_slice));
     }
     digest.finish().as_ref().try_into().expect("SHA-256 is 32 bytes")
 }
@@ -612,6 +617,28 @@ mod tests {
     fn holds_part_of(memory: &[u8], secret: &[u8]) -> bool {
         let reversed: Vec<u8> = secret.iter().rev().copied().collect();
         [secret, &reversed[..]].iter().any(|bytes| bytes.windows(16).any(|part| memory.windows(16).any(|w| w == part)))
+    }
+
+    /// The digest that ties a precompiled file to its certificates: what the guest sees counts
+    /// (names, chains, their order), the private key does not (it never enters the file).
+    #[test]
+    fn the_certificates_digest_covers_what_the_guest_sees_and_only_that() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../certs");
+        let certificates = crate::certs::load_dir(&dir).unwrap();
+        let digest = certificates_digest(&certificates);
+        let mut other_key = certificates.clone();
+        other_key[0].private_key = b"another key".to_vec();
+        assert_eq!(certificates_digest(&other_key), digest);
+
+        let mut name_moved = certificates.clone();
+        let name = name_moved[0].names.pop().unwrap();
+        name_moved[0].chain.insert(0, name.into_bytes());
+        assert_ne!(certificates_digest(&name_moved), digest);
+        let (first, mut second) = (certificates[0].clone(), certificates[0].clone());
+        second.names.truncate(1);
+        let in_order = certificates_digest(&[first.clone(), second.clone()]);
+        assert_ne!(in_order, digest, "one more certificate");
+        assert_ne!(certificates_digest(&[second, first]), in_order, "the order is the guest's key ids");
     }
 
     fn runtime() -> tokio::runtime::Runtime {
