@@ -6,10 +6,12 @@
 //! Until the first certificate arrives the site is served with a self-signed placeholder. A failed
 //! order is logged loudly, retried with a doubling wait, and the old certificate keeps serving.
 
+use crate::access_log::{Event, Stats, log};
 use crate::certs::{self, CertError, Certificate};
+use crate::engine::Limits;
+use crate::inspect::{hosts_default_first, site_resources};
 use crate::redirect::Challenges;
-use crate::sandbox::{Limits, Sandbox, SandboxError};
-use crate::{Stats, log};
+use crate::sandbox::{Sandbox, SandboxError};
 use instant_acme::{Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount, NewOrder};
 use instant_acme::{OrderStatus, RetryPolicy};
 use std::hash::{BuildHasher, Hasher};
@@ -120,13 +122,13 @@ pub enum AcmeError {
     TermsNotAgreed(String),
     #[error("ACME's HTTP-01 challenge is answered on the HTTP side: drop --no-http, and make port 80 reach it")]
     NoHttpSide,
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     State { path: PathBuf, source: std::io::Error },
     #[error("{path}: {message}")]
     BadState { path: PathBuf, message: String },
-    #[error("ACME account at {directory}: {source}")]
+    #[error("ACME account at {directory}")]
     Account { directory: String, source: instant_acme::Error },
-    #[error("ACME order for {names}: {source}")]
+    #[error("ACME order for {names}")]
     Order { names: String, source: instant_acme::Error },
     #[error("ACME order for {names} ended {status:?}: {detail}")]
     OrderFailed { names: String, status: OrderStatus, detail: String },
@@ -136,9 +138,9 @@ pub enum AcmeError {
     NoHttp01(String),
     #[error(transparent)]
     Certs(#[from] CertError),
-    #[error("cannot make a key or a signing request: {0}")]
+    #[error("cannot make a key or a signing request")]
     Key(#[from] rcgen::Error),
-    #[error("the new certificate cannot be served: {0}")]
+    #[error("the new certificate cannot be served")]
     Sandbox(#[from] SandboxError),
 }
 
@@ -275,21 +277,6 @@ pub fn retry_wait(first: Duration, failures: u32) -> Duration {
     first.saturating_mul(1 << doublings).min(LONGEST_RETRY_WAIT)
 }
 
-/// An error and its causes on one line: HTTP client errors keep the useful part ("invalid peer
-/// certificate: UnknownIssuer", "Connection refused") in their sources.
-fn with_causes(error: &dyn std::error::Error) -> String {
-    let mut line = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        let text = inner.to_string();
-        if !line.contains(&text) {
-            line = format!("{line}: {text}");
-        }
-        cause = inner.source();
-    }
-    line
-}
-
 /// A number in [0, 1) for jitter. std's hasher keys are seeded from the OS's randomness, which
 /// is all jitter needs (nothing secret rests on it).
 fn jitter() -> f64 {
@@ -344,14 +331,14 @@ pub(crate) async fn prepare(
     component: &Path,
     limits: &Limits,
     has_http_side: bool,
-) -> Result<(Vec<Certificate>, Renewal), crate::StartError> {
+) -> Result<(Vec<Certificate>, Renewal), AcmeError> {
     if !options.terms_agreed {
-        return Err(AcmeError::TermsNotAgreed(options.directory.clone()).into());
+        return Err(AcmeError::TermsNotAgreed(options.directory.clone()));
     }
     if !has_http_side {
-        return Err(AcmeError::NoHttpSide.into());
+        return Err(AcmeError::NoHttpSide);
     }
-    let hosts = crate::hosts_default_first(&Sandbox::inspect(component, limits.clone()).await?);
+    let hosts = hosts_default_first(&site_resources(component, limits.clone()).await?);
     let state = StateDir::open(&options.state_dir, &options.directory)?;
     let on_disk = state.certificate()?.map(|certificate| Validity::of(&certificate).map(|validity| (certificate, validity))).transpose()?;
     let usable = on_disk.filter(|(certificate, validity)| {
@@ -421,12 +408,12 @@ impl Renewal {
             };
             match renewed {
                 Ok(validity) => {
-                    stats.count("acme-installed");
+                    stats.count(Event::AcmeInstalled);
                     failures = 0;
                     self.serving = Some(validity);
                 }
                 Err(error) => {
-                    stats.count("acme-failed");
+                    stats.count(Event::AcmeFailed);
                     failures += 1;
                     let still = match self.serving {
                         Some(validity) => format!("the old certificate, valid until {}", humantime::format_rfc3339_seconds(validity.not_after)),
@@ -434,8 +421,11 @@ impl Renewal {
                     };
                     let next = retry_wait(self.options.first_retry_wait, failures);
                     log(format_args!(
-                        "ACME FAILED (attempt {failures}): {}; still serving {still}; next attempt in {}",
-                        with_causes(&error),
+                        "ACME FAILED (attempt {failures}): {:#}; still serving {still}; next attempt in {}",
+                        // anyhow's alternate form: the error and its causes on one line. HTTP
+                        // client errors keep the useful part ("UnknownIssuer", "Connection
+                        // refused") in their sources.
+                        anyhow::Error::from(error),
                         humantime::format_duration(next),
                     ));
                 }

@@ -77,11 +77,7 @@ fn load_pair(chain_path: &Path) -> Result<Certificate, CertError> {
     let Some(leaf) = chain.first() else {
         return Err(bad(chain_path, "no CERTIFICATE block".into()));
     };
-    let names: Vec<String> = webpki::EndEntityCert::try_from(leaf)
-        .map_err(|error| bad(chain_path, format!("not a usable X.509 certificate: {error}")))?
-        .valid_dns_names()
-        .map(str::to_ascii_lowercase)
-        .collect();
+    let names = dns_names(leaf).map_err(|error| bad(chain_path, format!("not a usable X.509 certificate: {error}")))?;
     if names.is_empty() {
         return Err(CertError::NoNames { file: chain_path.to_owned() });
     }
@@ -105,6 +101,21 @@ fn load_pair(chain_path: &Path) -> Result<Certificate, CertError> {
         names,
         source: chain_path.to_owned(),
     })
+}
+
+/// The DNS names in a certificate's subjectAltName, lower case.
+fn dns_names(der: &[u8]) -> Result<Vec<String>, x509_parser::nom::Err<x509_parser::error::X509Error>> {
+    use x509_parser::extensions::GeneralName;
+    let (_, certificate) = x509_parser::parse_x509_certificate(der)?;
+    let names = certificate.subject_alternative_name().map_err(x509_parser::nom::Err::Error)?;
+    Ok(names
+        .into_iter()
+        .flat_map(|extension| extension.value.general_names.iter())
+        .filter_map(|name| match name {
+            GeneralName::DNSName(name) => Some(name.to_ascii_lowercase()),
+            _ => None,
+        })
+        .collect())
 }
 
 /// The host names that no certificate covers; they get the default certificate, and clients

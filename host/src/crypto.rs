@@ -1,25 +1,16 @@
-//! Crypto as a host capability (WIT interfaces `crypto` and `tickets`): the private keys, held
-//! here and named to the guest by index; signatures, ephemeral key exchange and record
-//! protection done natively with rustls's ring provider and ring; and the session-ticket keys that
-//! every instance shares, made and rotated here. For the portable world, `private-keys` hands a
-//! key over while the component initialises, and never during a connection.
+//! The host's crypto, natively: the private keys (held here, named to the guest by index), and
+//! the signatures, ephemeral key exchanges and record protection the guest asks for, done with
+//! rustls's ring provider and ring. No WIT here: `guest_state.rs` answers the guest's imports with it.
 
 use crate::certs::{Certificate, KeyFormat};
-use crate::sandbox::GuestState;
-use crate::sandbox::portable::tls_site::site::private_keys;
-use crate::sandbox::tls_site::site::crypto::{self as wit, Aead, CryptoError, KeyId, NamedGroup};
-use crate::sandbox::tls_site::site::tickets;
-use ring::aead::{AES_128_GCM, AES_256_GCM, Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-use ring::rand::{SecureRandom, SystemRandom};
+use ring::aead::{AES_128_GCM, AES_256_GCM, Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 use rustls::SignatureScheme;
 use rustls::crypto::ActiveKeyExchange;
 use rustls::crypto::ring::{kx_group, sign::any_supported_type};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer};
 use rustls::sign::SigningKey;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
-use wasmtime::component::Resource;
+use std::sync::Arc;
 
 /// Every scheme rustls can sign with, in the order the host prefers them.
 const SCHEMES: [SignatureScheme; 10] = [
@@ -35,15 +26,22 @@ const SCHEMES: [SignatureScheme; 10] = [
     SignatureScheme::RSA_PKCS1_SHA256,
 ];
 
-/// How often the ticket keys are replaced (as rustls's own ticketer does); the previous key
-/// still opens tickets, so a ticket lives between one and two of these.
-pub const TICKET_KEY_ROTATION: Duration = Duration::from_secs(6 * 60 * 60);
-
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: the private key cannot be used to sign: {why}")]
 pub struct UnusableKey {
     file: PathBuf,
     why: String,
+}
+
+/// Why the host refused an operation; the guest turns it into a TLS alert.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CryptoError {
+    #[error("no key {0}")]
+    UnknownKey(u32),
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    #[error("rejected: {0}")]
+    Rejected(String),
 }
 
 /// The private keys of a certificate set; a key's index is its `key-id`.
@@ -68,7 +66,26 @@ impl Keys {
         Ok(Keys { held })
     }
 
-    fn get(&self, key: KeyId) -> Option<&HeldKey> {
+    /// The schemes `key` signs with, preferred first; none for an unknown key.
+    pub fn signature_schemes(&self, key: u32) -> Vec<SignatureScheme> {
+        self.get(key).map(|held| held.schemes.clone()).unwrap_or_default()
+    }
+
+    pub fn sign(&self, key: u32, scheme: SignatureScheme, message: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let held = self.get(key).ok_or(CryptoError::UnknownKey(key))?;
+        let signer = held
+            .signing
+            .choose_scheme(&[scheme])
+            .ok_or_else(|| CryptoError::Unsupported(format!("key {key} does not sign with {scheme:?}")))?;
+        signer.sign(message).map_err(|error| CryptoError::Rejected(error.to_string()))
+    }
+
+    /// The key itself (DER), for the portable world while it initialises.
+    pub fn der(&self, key: u32) -> Option<(&[u8], KeyFormat)> {
+        self.get(key).map(|held| (&held.der[..], held.format))
+    }
+
+    fn get(&self, key: u32) -> Option<&HeldKey> {
         self.held.get(key as usize)
     }
 }
@@ -96,204 +113,84 @@ impl HeldKey {
     }
 }
 
+/// Key-exchange groups the host does, preferred first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Group {
+    X25519,
+    Secp256r1,
+    Secp384r1,
+}
+
+pub const GROUPS: [Group; 3] = [Group::X25519, Group::Secp256r1, Group::Secp384r1];
+
 /// An ephemeral key exchange in progress: the private half stays here until `complete` uses it up.
-pub struct EphemeralKeyExchange(Option<Box<dyn ActiveKeyExchange>>);
+pub struct KeyExchange(Option<Box<dyn ActiveKeyExchange>>);
+
+impl KeyExchange {
+    pub fn start(group: Group) -> Result<KeyExchange, CryptoError> {
+        let group = match group {
+            Group::X25519 => kx_group::X25519,
+            Group::Secp256r1 => kx_group::SECP256R1,
+            Group::Secp384r1 => kx_group::SECP384R1,
+        };
+        let active = group.start().map_err(|error| CryptoError::Unsupported(error.to_string()))?;
+        Ok(KeyExchange(Some(active)))
+    }
+
+    /// The public key to send the peer; empty once completed.
+    pub fn public_key(&self) -> Vec<u8> {
+        self.0.as_ref().map(|active| active.pub_key().to_vec()).unwrap_or_default()
+    }
+
+    /// The shared secret with `peer_public_key`; a second call fails.
+    pub fn complete(&mut self, peer_public_key: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let active = self.0.take().ok_or_else(|| CryptoError::Unsupported("this key exchange has already been completed".into()))?;
+        active
+            .complete(peer_public_key)
+            .map(|secret| secret.secret_bytes().to_vec())
+            .map_err(|error| CryptoError::Rejected(error.to_string()))
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum AeadAlgorithm {
+    Aes128Gcm,
+    Aes256Gcm,
+    Chacha20Poly1305,
+}
 
 /// One direction's record-protection key.
 pub struct RecordProtection(LessSafeKey);
 
-/// The session-ticket keys: the current one seals, it and the previous one open.
-pub struct TicketKeys {
-    ring: RwLock<TicketKeyRing>,
-    rotate_every: Duration,
-    random: SystemRandom,
-}
-
-struct TicketKeyRing {
-    current: TicketKey,
-    previous: Option<TicketKey>,
-}
-
-struct TicketKey {
-    /// Random, sent in clear at the start of each ticket, so `open` knows which key to try.
-    name: [u8; 16],
-    key: LessSafeKey,
-    made: Instant,
-}
-
-impl TicketKeys {
-    pub fn new(rotate_every: Duration) -> TicketKeys {
-        let random = SystemRandom::new();
-        let current = TicketKey::new(&random);
-        TicketKeys { ring: RwLock::new(TicketKeyRing { current, previous: None }), rotate_every, random }
-    }
-
-    /// A new current key; the current one becomes the previous, and the previous is forgotten
-    /// (tickets sealed with it no longer open: those clients get a full handshake).
-    pub fn rotate(&self) {
-        let fresh = TicketKey::new(&self.random);
-        let mut ring = self.ring.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let old = std::mem::replace(&mut ring.current, fresh);
-        ring.previous = Some(old);
-    }
-
-    fn seal(&self, state: &[u8]) -> Option<Vec<u8>> {
-        if self.read().current.made.elapsed() >= self.rotate_every {
-            self.rotate();
-        }
-        let mut nonce = [0u8; NONCE_LEN];
-        self.random.fill(&mut nonce).ok()?;
-        let ring = self.read();
-        let key = &ring.current;
-        let mut sealed = state.to_vec();
-        key.key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(key.name), &mut sealed).ok()?;
-        Some([&key.name[..], &nonce, &sealed].concat())
-    }
-
-    fn open(&self, ticket: &[u8]) -> Option<Vec<u8>> {
-        let (name, rest) = ticket.split_first_chunk::<16>()?;
-        let (nonce, sealed) = rest.split_first_chunk::<NONCE_LEN>()?;
-        let ring = self.read();
-        let key = [Some(&ring.current), ring.previous.as_ref()].into_iter().flatten().find(|key| key.name == *name)?;
-        let mut opened = sealed.to_vec();
-        let len = key.key.open_in_place(Nonce::assume_unique_for_key(*nonce), Aad::from(name), &mut opened).ok()?.len();
-        opened.truncate(len);
-        Some(opened)
-    }
-
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, TicketKeyRing> {
-        self.ring.read().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-impl TicketKey {
-    fn new(random: &SystemRandom) -> TicketKey {
-        let mut name = [0u8; 16];
-        let mut secret = [0u8; 32];
-        // The system's randomness failing leaves nothing to seal with: there is no sane fallback.
-        random.fill(&mut name).and_then(|()| random.fill(&mut secret)).expect("the system random generator failed");
-        let key = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &secret).expect("a 32-byte key"));
-        TicketKey { name, key, made: Instant::now() }
-    }
-}
-
-impl wit::Host for GuestState {
-    fn signature_schemes(&mut self, key: KeyId) -> wasmtime::Result<Vec<u16>> {
-        let schemes = self.keys.get(key).map(|held| held.schemes.iter().map(|&s| u16::from(s)).collect());
-        Ok(schemes.unwrap_or_default())
-    }
-
-    fn sign(&mut self, key: KeyId, scheme: u16, message: Vec<u8>) -> wasmtime::Result<Result<Vec<u8>, CryptoError>> {
-        let Some(held) = self.keys.get(key) else {
-            return Ok(Err(CryptoError::UnknownKey(key)));
-        };
-        let scheme = SignatureScheme::from(scheme);
-        let Some(signer) = held.signing.choose_scheme(&[scheme]) else {
-            return Ok(Err(CryptoError::Unsupported(format!("key {key} does not sign with {scheme:?}"))));
-        };
-        Ok(signer.sign(&message).map_err(|error| CryptoError::Rejected(error.to_string())))
-    }
-
-    fn named_groups(&mut self) -> wasmtime::Result<Vec<NamedGroup>> {
-        Ok(vec![NamedGroup::X25519, NamedGroup::Secp256r1, NamedGroup::Secp384r1])
-    }
-}
-
-impl wit::HostKeyExchange for GuestState {
-    fn start(&mut self, group: NamedGroup) -> wasmtime::Result<Result<Resource<EphemeralKeyExchange>, CryptoError>> {
-        let group = match group {
-            NamedGroup::X25519 => kx_group::X25519,
-            NamedGroup::Secp256r1 => kx_group::SECP256R1,
-            NamedGroup::Secp384r1 => kx_group::SECP384R1,
-        };
-        match group.start() {
-            Ok(active) => Ok(Ok(self.table.push(EphemeralKeyExchange(Some(active)))?)),
-            Err(error) => Ok(Err(CryptoError::Unsupported(error.to_string()))),
-        }
-    }
-
-    fn public_key(&mut self, exchange: Resource<EphemeralKeyExchange>) -> wasmtime::Result<Vec<u8>> {
-        Ok(self.table.get(&exchange)?.0.as_ref().map(|active| active.pub_key().to_vec()).unwrap_or_default())
-    }
-
-    fn complete(
-        &mut self,
-        exchange: Resource<EphemeralKeyExchange>,
-        peer_public_key: Vec<u8>,
-    ) -> wasmtime::Result<Result<Vec<u8>, CryptoError>> {
-        let Some(active) = self.table.get_mut(&exchange)?.0.take() else {
-            return Ok(Err(CryptoError::Unsupported("this key exchange has already been completed".into())));
-        };
-        Ok(active
-            .complete(&peer_public_key)
-            .map(|secret| secret.secret_bytes().to_vec())
-            .map_err(|error| CryptoError::Rejected(error.to_string())))
-    }
-
-    fn drop(&mut self, exchange: Resource<EphemeralKeyExchange>) -> wasmtime::Result<()> {
-        self.table.delete(exchange)?;
-        Ok(())
-    }
-}
-
-impl wit::HostRecordKey for GuestState {
-    fn new(&mut self, algorithm: Aead, key: Vec<u8>) -> wasmtime::Result<Result<Resource<RecordProtection>, CryptoError>> {
+impl RecordProtection {
+    pub fn new(algorithm: AeadAlgorithm, key: &[u8]) -> Result<RecordProtection, CryptoError> {
         let algorithm = match algorithm {
-            Aead::Aes128Gcm => &AES_128_GCM,
-            Aead::Aes256Gcm => &AES_256_GCM,
-            Aead::Chacha20Poly1305 => &CHACHA20_POLY1305,
+            AeadAlgorithm::Aes128Gcm => &AES_128_GCM,
+            AeadAlgorithm::Aes256Gcm => &AES_256_GCM,
+            AeadAlgorithm::Chacha20Poly1305 => &CHACHA20_POLY1305,
         };
-        match UnboundKey::new(algorithm, &key) {
-            Ok(unbound) => Ok(Ok(self.table.push(RecordProtection(LessSafeKey::new(unbound)))?)),
-            Err(_) => Ok(Err(CryptoError::Unsupported(format!("a {}-byte key for {algorithm:?}", key.len())))),
-        }
+        let unbound = UnboundKey::new(algorithm, key)
+            .map_err(|_| CryptoError::Unsupported(format!("a {}-byte key for {algorithm:?}", key.len())))?;
+        Ok(RecordProtection(LessSafeKey::new(unbound)))
     }
 
-    fn seal(
-        &mut self,
-        key: Resource<RecordProtection>,
-        nonce: Vec<u8>,
-        aad: Vec<u8>,
-        plaintext: Vec<u8>,
-    ) -> wasmtime::Result<Result<Vec<u8>, CryptoError>> {
-        let key = &self.table.get(&key)?.0;
-        let nonce = match record_nonce(&nonce) {
-            Ok(nonce) => nonce,
-            Err(error) => return Ok(Err(error)),
-        };
-        let mut sealed = plaintext;
-        Ok(match key.seal_in_place_append_tag(nonce, Aad::from(aad), &mut sealed) {
-            Ok(()) => Ok(sealed),
-            Err(_) => Err(CryptoError::Rejected("the record is too long to seal".into())),
-        })
+    /// `plaintext` encrypted in place, with the tag appended.
+    pub fn seal(&self, nonce: &[u8], aad: Vec<u8>, mut plaintext: Vec<u8>) -> Result<Vec<u8>, CryptoError> {
+        self.0
+            .seal_in_place_append_tag(record_nonce(nonce)?, Aad::from(aad), &mut plaintext)
+            .map_err(|_| CryptoError::Rejected("the record is too long to seal".into()))?;
+        Ok(plaintext)
     }
 
-    fn open(
-        &mut self,
-        key: Resource<RecordProtection>,
-        nonce: Vec<u8>,
-        aad: Vec<u8>,
-        sealed: Vec<u8>,
-    ) -> wasmtime::Result<Result<Vec<u8>, CryptoError>> {
-        let key = &self.table.get(&key)?.0;
-        let nonce = match record_nonce(&nonce) {
-            Ok(nonce) => nonce,
-            Err(error) => return Ok(Err(error)),
-        };
-        let mut opened = sealed;
-        Ok(match key.open_in_place(nonce, Aad::from(aad), &mut opened) {
-            Ok(plaintext) => {
-                let len = plaintext.len();
-                opened.truncate(len);
-                Ok(opened)
-            }
-            Err(_) => Err(CryptoError::Rejected("the record does not authenticate".into())),
-        })
-    }
-
-    fn drop(&mut self, key: Resource<RecordProtection>) -> wasmtime::Result<()> {
-        self.table.delete(key)?;
-        Ok(())
+    /// `sealed` (ciphertext and tag) authenticated and decrypted in place.
+    pub fn open(&self, nonce: &[u8], aad: Vec<u8>, mut sealed: Vec<u8>) -> Result<Vec<u8>, CryptoError> {
+        let len = self
+            .0
+            .open_in_place(record_nonce(nonce)?, Aad::from(aad), &mut sealed)
+            .map_err(|_| CryptoError::Rejected("the record does not authenticate".into()))?
+            .len();
+        sealed.truncate(len);
+        Ok(sealed)
     }
 }
 
@@ -302,32 +199,24 @@ fn record_nonce(bytes: &[u8]) -> Result<Nonce, CryptoError> {
     Nonce::try_assume_unique_for_key(bytes).map_err(|_| CryptoError::Rejected(format!("a nonce of {} bytes", bytes.len())))
 }
 
-impl tickets::Host for GuestState {
-    fn seal(&mut self, state: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
-        Ok(self.tickets.seal(&state))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_sealed_opens_once_and_not_with_another_nonce() {
+        let key = RecordProtection::new(AeadAlgorithm::Aes128Gcm, &[7; 16]).unwrap();
+        let sealed = key.seal(&[1; 12], b"aad".to_vec(), b"hello".to_vec()).unwrap();
+        assert_eq!(key.open(&[1; 12], b"aad".to_vec(), sealed.clone()).unwrap(), b"hello");
+        assert!(matches!(key.open(&[2; 12], b"aad".to_vec(), sealed), Err(CryptoError::Rejected(_))));
+        assert!(matches!(RecordProtection::new(AeadAlgorithm::Aes256Gcm, &[7; 16]), Err(CryptoError::Unsupported(_))));
     }
 
-    fn open(&mut self, ticket: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
-        Ok(self.tickets.open(&ticket))
-    }
-
-    fn lifetime_seconds(&mut self) -> wasmtime::Result<u32> {
-        Ok(self.tickets.rotate_every.as_secs().try_into().unwrap_or(u32::MAX))
-    }
-}
-
-impl private_keys::Host for GuestState {
-    fn private_key(&mut self, key: KeyId) -> wasmtime::Result<Option<private_keys::KeyDer>> {
-        if !self.initialising {
-            return Ok(None);
-        }
-        Ok(self.keys.get(key).map(|held| private_keys::KeyDer {
-            der: held.der.clone(),
-            format: match held.format {
-                KeyFormat::Pkcs8 => private_keys::KeyFormat::Pkcs8,
-                KeyFormat::Sec1 => private_keys::KeyFormat::Sec1,
-                KeyFormat::Pkcs1 => private_keys::KeyFormat::Pkcs1,
-            },
-        }))
+    #[test]
+    fn a_key_exchange_completes_once() {
+        let (mut ours, theirs) = (KeyExchange::start(Group::X25519).unwrap(), KeyExchange::start(Group::X25519).unwrap());
+        assert_eq!(ours.complete(&theirs.public_key()).unwrap().len(), 32);
+        assert!(ours.complete(&theirs.public_key()).is_err(), "the private half is used up");
+        assert!(KeyExchange::start(Group::Secp256r1).unwrap().complete(&[4; 65]).is_err(), "off the curve");
     }
 }

@@ -2,7 +2,11 @@
 //! server, as `wasmtime serve` would run it: plain HTTP/1.1, a fresh instance per request, the
 //! Host header picks the response. TLS belongs to whatever stands in front (an edge platform).
 
-use crate::sandbox::{self, Limits};
+use crate::bindings::{Resource, list_resources};
+use crate::engine::{self, Limits};
+use crate::guest_state::empty_wasi;
+use crate::sandbox::SandboxError;
+use crate::server::{StartError, accept_loop, bind};
 use hyper::server::conn::http1;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,6 +29,7 @@ use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView,
 pub struct EdgeSandbox {
     pre: ProxyPre<EdgeState>,
     limits: Limits,
+    component: Component,
 }
 
 /// A request's store: empty WASI (as in `sandbox.rs`), the HTTP context, limits.
@@ -39,7 +44,7 @@ pub struct EdgeState {
 impl EdgeState {
     pub fn new(memory_bytes: usize) -> EdgeState {
         EdgeState {
-            wasi: sandbox::empty_wasi(),
+            wasi: empty_wasi(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new().memory_size(memory_bytes).build(),
@@ -85,14 +90,14 @@ impl WasiHttpHooks for NoOutgoingRequests {
 }
 
 impl EdgeSandbox {
-    pub fn new(component_path: &Path, limits: Limits) -> Result<EdgeSandbox, sandbox::SandboxError> {
-        let not_a_proxy = |source| sandbox::SandboxError::NotAComponent { path: component_path.to_owned(), source };
+    pub fn new(component_path: &Path, limits: Limits) -> Result<EdgeSandbox, SandboxError> {
+        let not_a_proxy = |source| SandboxError::NotAComponent { path: component_path.to_owned(), source };
         let wasm = std::fs::read(component_path)
-            .map_err(|source| sandbox::SandboxError::Unreadable { path: component_path.to_owned(), source })?;
-        let engine = sandbox::engine(&limits)?;
+            .map_err(|source| SandboxError::Unreadable { path: component_path.to_owned(), source })?;
+        let engine = engine::engine(&limits)?;
         let component = Component::new(&engine, &wasm).map_err(not_a_proxy)?;
         let pre = ProxyPre::new(linker(&engine)?.instantiate_pre(&component).map_err(not_a_proxy)?).map_err(not_a_proxy)?;
-        Ok(EdgeSandbox { pre, limits })
+        Ok(EdgeSandbox { pre, limits, component })
     }
 
     /// Serves the requests of one HTTP/1.1 connection, each from a fresh instance, logging each;
@@ -109,8 +114,8 @@ impl EdgeSandbox {
             async move {
                 let response = sandbox.handle(request, local, deadline).await;
                 match &response {
-                    Ok(response) => crate::log(format_args!("{line} {}", response.status().as_u16())),
-                    Err(error) => crate::log(format_args!("{line} failed: {error:#}")),
+                    Ok(response) => crate::access_log::log(format_args!("{line} {}", response.status().as_u16())),
+                    Err(error) => crate::access_log::log(format_args!("{line} failed: {error:#}")),
                 }
                 response
             }
@@ -137,7 +142,7 @@ impl EdgeSandbox {
         }
         let mut store = Store::new(self.pre.engine(), EdgeState::new(self.limits.memory_bytes));
         store.limiter(|state| &mut state.limits);
-        store.set_epoch_deadline(sandbox::ticks(deadline));
+        store.set_epoch_deadline(engine::ticks(deadline));
         store.epoch_deadline_trap();
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let incoming = store.data_mut().http().new_incoming_request(Scheme::Http, request)?;
@@ -163,7 +168,7 @@ impl EdgeSandbox {
 /// A running `serve-http` server, until `shutdown`.
 pub struct EdgeServer {
     addr: SocketAddr,
-    resources: Vec<sandbox::Resource>,
+    resources: Vec<Resource>,
     stop: watch::Sender<bool>,
     listener: tokio::task::JoinHandle<()>,
 }
@@ -175,15 +180,17 @@ impl EdgeServer {
         addr: SocketAddr,
         max_connections: u32,
         deadline: Duration,
-    ) -> Result<EdgeServer, crate::StartError> {
+    ) -> Result<EdgeServer, StartError> {
         let limits = Limits { instances: max_connections + 1, ..Limits::default() };
         let sandbox = Arc::new(EdgeSandbox::new(component, limits)?);
-        let resources = sandbox::Sandbox::inspect(component, Limits::default()).await?;
-        let listener = crate::bind(addr).await?;
-        let addr = listener.local_addr().map_err(|source| crate::StartError::Bind { addr, source })?;
+        let resources = list_resources(linker(sandbox.pre.engine()).map_err(SandboxError::from)?, &sandbox.component, EdgeState::new(sandbox.limits.memory_bytes))
+            .await
+            .map_err(|source| SandboxError::NotAComponent { path: component.to_owned(), source })?;
+        let listener = bind(addr).await?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
         let (stop, stopped) = watch::channel(false);
         let permits = Arc::new(Semaphore::new(max_connections as usize));
-        let listener = tokio::spawn(crate::accept_loop(listener, permits, stopped, move |stream, peer| {
+        let listener = tokio::spawn(accept_loop(listener, permits, stopped, move |stream, peer| {
             let sandbox = sandbox.clone();
             async move {
                 match sandbox.serve_connection(stream, peer, deadline).await {
@@ -199,7 +206,7 @@ impl EdgeServer {
         self.addr
     }
 
-    pub fn resources(&self) -> &[sandbox::Resource] {
+    pub fn resources(&self) -> &[Resource] {
         &self.resources
     }
 

@@ -80,7 +80,7 @@ pub async fn prepare() -> Result<ServeOptions, InitError> {
 
     let mut options = ServeOptions::new(COMPONENT.into(), CERTS.into());
     options.https = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 443));
-    options.http = Some(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 80)));
+    options.http = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 80));
     // A small VM has far less than the default 1 GiB for guest instances, and PID 1 is the one
     // process the kernel cannot kill when memory runs out: it would panic. Half of what is free
     // now goes to instances; the rest is the host's, the sockets' and the kernel's.

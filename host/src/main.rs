@@ -6,7 +6,9 @@ use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use tls_site::sandbox::{Limits, Sandbox};
+use tls_site::engine::Limits;
+use tls_site::inspect::{hosts_default_first, site_resources};
+use tls_site::sandbox::Sandbox;
 use tls_site::{BUILT_COMPONENT, BUILT_EDGE_COMPONENT, ServeOptions, Server, certs, log};
 
 #[derive(Parser)]
@@ -19,56 +21,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the site: HTTPS from the component, and a redirect to it on the HTTP port.
-    Serve {
-        /// The site component [default: the one built from guest/tls]
-        component: Option<PathBuf>,
-        #[arg(long, default_value = "127.0.0.1:8443")]
-        https: SocketAddr,
-        /// The port-80 side, answering 301 to https
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        http: SocketAddr,
-        /// Serve HTTPS only
-        #[arg(long, conflicts_with = "http")]
-        no_http: bool,
-        /// Directory of NAME.chain.pem + NAME.key.pem pairs
-        #[arg(long, default_value = "certs")]
-        certs: PathBuf,
-        /// The HTTPS port clients see, if not the one listened on (for redirects)
-        #[arg(long)]
-        public_https_port: Option<u16>,
-        /// Connections open at once, idle ones included; further ones wait in the listen backlog
-        #[arg(long, default_value_t = 4096)]
-        max_connections: u32,
-        /// Connections served by a guest instance at once; the rest wait without one
-        #[arg(long, default_value_t = 256)]
-        max_instances: u32,
-        /// Seconds a client may take to send its first bytes; until then it holds no instance
-        #[arg(long, default_value_t = 5.0)]
-        hello_timeout: f64,
-        /// Seconds a client may take, from its first bytes, to send its whole ClientHello
-        #[arg(long, default_value_t = 3.0)]
-        handshake_timeout: f64,
-        /// Seconds a client may leave the response untaken before it is cut off
-        #[arg(long, default_value_t = 5.0)]
-        stall_timeout: f64,
-        /// Seconds one connection may take, from its first bytes to close
-        #[arg(long, default_value_t = 10.0)]
-        timeout: f64,
-        /// MiB of linear memory one guest instance may use
-        #[arg(long, default_value_t = 4)]
-        instance_memory: usize,
-        /// MiB of linear memory all guest instances together may use (caps --max-instances)
-        #[arg(long, default_value_t = 1024)]
-        guest_memory: usize,
-        /// Print a line of connection counts every SECONDS
-        #[arg(long, value_name = "SECONDS")]
-        stats: Option<f64>,
-        /// Cap the kernel's send buffer per connection (SO_SNDBUF) [default: the kernel's autotuning]
-        #[arg(long, value_name = "BYTES")]
-        send_buffer: Option<usize>,
-        #[command(flatten)]
-        acme: tls_site::acme::AcmeArgs,
-    },
+    Serve(ServeOptions),
     /// Serve the edge twin (a wasi:http proxy component) over plain HTTP, as `wasmtime serve` does.
     ServeHttp {
         /// The edge component [default: the one built from guest/edge]
@@ -130,25 +83,8 @@ async fn main() -> anyhow::Result<()> {
         tls_site::init::power_off();
     }
     match Cli::parse().command {
-        Command::Serve {
-            component, https, http, no_http, certs, public_https_port, max_connections, max_instances, hello_timeout,
-            handshake_timeout, stall_timeout, timeout, instance_memory, guest_memory, stats, send_buffer, acme,
-        } => {
-            let mut options = ServeOptions::new(component_or_built(component), certs);
-            options.https = https;
-            options.http = (!no_http).then_some(http);
-            options.public_https_port = public_https_port;
-            options.max_connections = max_connections;
-            options.max_instances = max_instances;
-            options.hello_timeout = Duration::try_from_secs_f64(hello_timeout).context("--hello-timeout")?;
-            options.handshake_timeout = Duration::try_from_secs_f64(handshake_timeout).context("--handshake-timeout")?;
-            options.stall_timeout = Duration::try_from_secs_f64(stall_timeout).context("--stall-timeout")?;
-            options.connection_deadline = Duration::try_from_secs_f64(timeout).context("--timeout")?;
-            options.instance_memory = instance_memory << 20;
-            options.guest_memory = guest_memory << 20;
-            options.stats_interval = stats.map(Duration::try_from_secs_f64).transpose().context("--stats")?;
-            options.send_buffer = send_buffer;
-            options.acme = acme.options()?;
+        Command::Serve(mut options) => {
+            options.acme = options.acme_args.options()?;
             serve(options, shutdown_signal()).await
         }
         Command::ServeHttp { component, addr, max_connections, timeout } => {
@@ -214,17 +150,12 @@ async fn shutdown_signal() -> &'static str {
     }
 }
 
-/// A sandbox without certificates cannot serve, but can say what it would serve.
-async fn load_for_inspection(component: &std::path::Path) -> anyhow::Result<Vec<tls_site::sandbox::Resource>> {
-    Ok(Sandbox::inspect(component, Limits::default()).await?)
-}
-
 async fn site_hosts(component: &std::path::Path) -> anyhow::Result<Vec<String>> {
-    Ok(tls_site::hosts_default_first(&load_for_inspection(component).await?))
+    Ok(hosts_default_first(&site_resources(component, Limits::default()).await?))
 }
 
 async fn inspect(component: PathBuf, json: bool) -> anyhow::Result<()> {
-    let resources = load_for_inspection(&component).await?;
+    let resources = site_resources(&component, Limits::default()).await?;
     if json {
         let listing: Vec<serde_json::Value> = resources
             .iter()

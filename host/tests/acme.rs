@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 use tls_site::acme::AcmeOptions;
-use tls_site::{BUILT_COMPONENT, ServeOptions, Server};
+use tls_site::{BUILT_COMPONENT, Event, ServeOptions, Server};
 
 /// How long pebble's certificates live: renewal comes after 100 to 120 s (a third left, with
 /// jitter), leaving 60 s before the old one expires for the new one to be swapped in (on a loaded
@@ -179,7 +179,7 @@ impl Host {
     fn start(http_port: u16, acme: AcmeOptions) -> Host {
         let mut options = ServeOptions::new(BUILT_COMPONENT.into(), PathBuf::from("unused-with-acme"));
         options.https = ([127, 0, 0, 1], 0).into();
-        options.http = Some(([127, 0, 0, 1], http_port).into());
+        options.http = ([127, 0, 0, 1], http_port).into();
         options.acme = Some(acme);
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let server = runtime.block_on(Server::start(&options)).unwrap();
@@ -191,10 +191,10 @@ impl Host {
     }
 
     fn hosts(&self) -> Vec<String> {
-        tls_site::hosts_default_first(self.server().resources())
+        tls_site::inspect::hosts_default_first(self.server().resources())
     }
 
-    fn count(&self, kind: &str) -> u64 {
+    fn count(&self, kind: Event) -> u64 {
         self.server().stats().get(kind)
     }
 
@@ -222,7 +222,7 @@ fn pebble_issues_for_every_name_over_http01_and_renewal_fails_no_client() {
 
     let started = Instant::now();
     let host = Host::start(http_port, options);
-    wait_until("the first certificate", || host.count("acme-installed") >= 1);
+    wait_until("the first certificate", || host.count(Event::AcmeInstalled) >= 1);
     eprintln!("first certificate served {:.1} s after start", started.elapsed().as_secs_f64());
 
     let root = pebble.issuing_root(&dir);
@@ -234,7 +234,7 @@ fn pebble_issues_for_every_name_over_http01_and_renewal_fails_no_client() {
         assert_eq!(fetched.status_line, "HTTP/1.1 200 OK", "{name}");
         assert_eq!(*first_leaf.get_or_insert(fetched.leaf.clone()), fetched.leaf, "one certificate for all names");
     }
-    assert!(host.count("http-acme-challenge") >= hosts.len() as u64, "every name validated over HTTP-01");
+    assert!(host.count(Event::HttpAcmeChallenge) >= hosts.len() as u64, "every name validated over HTTP-01");
 
     let certificate_dir = tls_site::acme::certificate_dir(&state, &pebble.directory);
     let mode = |path: PathBuf| std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
@@ -265,9 +265,9 @@ fn pebble_issues_for_every_name_over_http01_and_renewal_fails_no_client() {
             (leaves, failures, served)
         })
     };
-    wait_until("the renewal", || host.count("acme-installed") >= 2);
-    let served_before_swap = host.count("served");
-    wait_until("clients served by the new certificate", || host.count("served") >= served_before_swap + 20);
+    wait_until("the renewal", || host.count(Event::AcmeInstalled) >= 2);
+    let served_before_swap = host.count(Event::Served);
+    wait_until("clients served by the new certificate", || host.count(Event::Served) >= served_before_swap + 20);
     stop.store(true, Ordering::Relaxed);
     let (leaves, failures, served) = client.join().unwrap();
     eprintln!("renewal: {served} requests during the client loop, {} failed, {} leaves seen", failures.len(), leaves.len());
@@ -280,7 +280,7 @@ fn pebble_issues_for_every_name_over_http01_and_renewal_fails_no_client() {
         let fetched = fetch(https, name, true, config(Trust::Ca(&root), &[])).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(&fetched.leaf, renewed, "{name}: the renewed certificate covers every name");
     }
-    assert_eq!(host.count("acme-failed"), 0);
+    assert_eq!(host.count(Event::AcmeFailed), 0);
     host.stop();
 }
 
@@ -314,8 +314,8 @@ fn certificate_on_disk(state: &Path, directory: &str, hosts: &[String], not_befo
 
 fn site_hosts() -> Vec<String> {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let resources = runtime.block_on(tls_site::sandbox::Sandbox::inspect(Path::new(BUILT_COMPONENT), Default::default())).unwrap();
-    tls_site::hosts_default_first(&resources)
+    let resources = runtime.block_on(tls_site::inspect::site_resources(Path::new(BUILT_COMPONENT), Default::default())).unwrap();
+    tls_site::inspect::hosts_default_first(&resources)
 }
 
 #[test]
@@ -344,13 +344,13 @@ fn a_valid_certificate_on_disk_is_served_without_asking_and_a_failed_renewal_kee
     let mut options = acme_options(&directory, &state);
     options.first_retry_wait = Duration::from_millis(200);
     let host = Host::start(free_port(), options);
-    wait_until("two failed renewals", || host.count("acme-failed") >= 2);
+    wait_until("two failed renewals", || host.count(Event::AcmeFailed) >= 2);
     for name in &hosts {
         let fetched = fetch(host.server().https_addr(), name, true, config(Trust::Ca(&ca), &[])).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(fetched.status_line, "HTTP/1.1 200 OK");
     }
     assert!(connections.load(Ordering::Relaxed) >= 2, "each renewal did try the CA");
-    assert_eq!(host.count("acme-installed"), 0);
+    assert_eq!(host.count(Event::AcmeInstalled), 0);
     host.stop();
 }
 
@@ -361,7 +361,7 @@ fn without_a_certificate_the_placeholder_serves_until_the_ca_answers() {
     let mut options = acme_options(&directory, &dir.join("state"));
     options.first_retry_wait = Duration::from_millis(200);
     let host = Host::start(free_port(), options);
-    wait_until("a failed first order", || host.count("acme-failed") >= 1);
+    wait_until("a failed first order", || host.count(Event::AcmeFailed) >= 1);
     for name in host.hosts() {
         let fetched = fetch(host.server().https_addr(), &name, true, config(Trust::Anyone, &[])).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(fetched.status_line, "HTTP/1.1 200 OK");
@@ -383,7 +383,7 @@ fn acme_without_agreeing_to_the_terms_or_without_port_80_refuses_to_start() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let mut options = ServeOptions::new(BUILT_COMPONENT.into(), dir.clone());
     options.https = ([127, 0, 0, 1], 0).into();
-    options.http = Some(([127, 0, 0, 1], 0).into());
+    options.http = ([127, 0, 0, 1], 0).into();
     let mut acme = acme_options("https://127.0.0.1:9/dir", &dir);
     acme.terms_agreed = false;
     options.acme = Some(acme.clone());
@@ -391,7 +391,7 @@ fn acme_without_agreeing_to_the_terms_or_without_port_80_refuses_to_start() {
     assert!(error.contains("--acme-agree-terms"), "{error}");
     acme.terms_agreed = true;
     options.acme = Some(acme);
-    options.http = None;
+    options.no_http = true;
     let error = runtime.block_on(Server::start(&options)).err().expect("refused").to_string();
     assert!(error.contains("--no-http"), "{error}");
 }

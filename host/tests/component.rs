@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 use tls_site::sandbox::{Outcome, Resource, Sandbox, Timeouts};
-use tls_site::{BUILT_COMPONENT, BUILT_PORTABLE_COMPONENT, ServeOptions, Server, certs};
+use tls_site::{BUILT_COMPONENT, BUILT_PORTABLE_COMPONENT, Event, ServeOptions, Server, certs};
 
 /// One server for the whole file, on its own runtime thread: initialising the component costs
 /// a couple of seconds, serving a connection a few milliseconds.
@@ -55,7 +55,7 @@ fn shared() -> &'static Shared {
 fn options(certs: &Path) -> ServeOptions {
     let mut options = ServeOptions::new(BUILT_COMPONENT.into(), certs.to_owned());
     options.https = ([127, 0, 0, 1], 0).into();
-    options.http = Some(([127, 0, 0, 1], 0).into());
+    options.http = ([127, 0, 0, 1], 0).into();
     options
 }
 
@@ -73,9 +73,9 @@ fn site_hosts() -> Vec<String> {
         .get_or_init(|| {
             let runtime = tokio::runtime::Runtime::new().unwrap();
             let resources = runtime
-                .block_on(tls_site::sandbox::Sandbox::inspect(Path::new(BUILT_COMPONENT), Default::default()))
+                .block_on(tls_site::inspect::site_resources(Path::new(BUILT_COMPONENT), Default::default()))
                 .unwrap();
-            tls_site::hosts_default_first(&resources)
+            tls_site::inspect::hosts_default_first(&resources)
         })
         .clone()
 }
@@ -266,7 +266,7 @@ fn shutdown_stops_accepting_and_returns() {
     let stats = runtime.block_on(async { tokio::time::timeout(Duration::from_secs(30), server.shutdown()).await }).unwrap();
     assert!(TcpStream::connect(addr).is_err(), "the port is closed after shutdown");
     // Every connection is counted by how it ended.
-    assert_eq!((stats.get("served"), stats.get("tls-failed")), (1, 1), "{stats}");
+    assert_eq!((stats.get(Event::Served), stats.get(Event::TlsFailed)), (1, 1), "{stats}");
 }
 
 /// A server of its own, with the development certificates and `configure`d options.
@@ -314,7 +314,7 @@ fn a_client_that_never_sends_a_hello_is_closed() {
     // EOF (0) rather than the 30 s read timeout: the server hung up on us.
     assert_eq!(silent.read(&mut buffer).unwrap(), 0);
     let stats = runtime.block_on(async { tokio::time::timeout(Duration::from_secs(60), server.shutdown()).await }).unwrap();
-    assert_eq!(stats.get("silent"), 1, "{stats}");
+    assert_eq!(stats.get(Event::Silent), 1, "{stats}");
 }
 
 fn stop(runtime: tokio::runtime::Runtime, server: Server) -> std::sync::Arc<tls_site::Stats> {
@@ -333,7 +333,7 @@ fn the_portable_component_serves_the_same_bytes_as_the_keyless_one() {
         assert!(pure.body == keyless.body, "{host}: the bodies differ");
         assert_eq!(pure.handshake, Some(rustls::HandshakeKind::Full));
     }
-    assert_eq!(stop(runtime, portable).get("served"), shared.resources.iter().map(|r| r.hosts.len() as u64).sum::<u64>());
+    assert_eq!(stop(runtime, portable).get(Event::Served), shared.resources.iter().map(|r| r.hosts.len() as u64).sum::<u64>());
 }
 
 /// ECDSA P-256 and P-384, Ed25519 and RSA-PSS: each key stays in the host, which signs.
@@ -386,7 +386,7 @@ fn a_failing_host_crypto_call_is_a_tls_alert_not_a_trap() {
     let fetched = fetch(server.https_addr(), "tls-site.localhost", true, config(Trust::Ca(&ca), &[])).unwrap();
     assert_eq!(fetched.status_line, "HTTP/1.1 200 OK");
     let stats = stop(runtime, server);
-    assert_eq!((stats.get("tls-failed"), stats.get("trapped"), stats.get("served")), (1, 0, 1), "{stats}");
+    assert_eq!((stats.get(Event::TlsFailed), stats.get(Event::Trapped), stats.get(Event::Served)), (1, 0, 1), "{stats}");
 }
 
 #[derive(Debug)]
@@ -425,10 +425,16 @@ impl rustls::crypto::ActiveKeyExchange for OffTheCurve {
 }
 
 /// Tickets are sealed by the host with keys every instance shares, and each connection is a
-/// fresh instance: a second connection resumes on an instance that never saw the first.
+/// fresh instance: a second connection resumes on an instance that never saw the first. The keys
+/// rotate (rustls's `TicketRotator`, here every second): a ticket opens with the current and the
+/// previous key, and not once its key has been rotated out. A key rotates at the first use after
+/// its time is up, so each rotation below is one connection after a wait.
 #[test]
 fn a_returning_client_resumes_until_its_ticket_key_is_rotated_out() {
-    let (runtime, server, ca) = start_with("resume", |_| {});
+    let rotation = Duration::from_secs(1);
+    // Longer than a rotation, whatever part of its second the clock was in.
+    let rotation_due = rotation + Duration::from_millis(1100);
+    let (runtime, server, ca) = start_with("resume", |options| options.ticket_key_rotation = rotation);
     let client = config(Trust::Ca(&ca), &[]);
     let page = sha256_hex(&fetch(server.https_addr(), "tls-site.localhost", true, client.clone()).unwrap().body);
     let handshake = || {
@@ -436,14 +442,20 @@ fn a_returning_client_resumes_until_its_ticket_key_is_rotated_out() {
         assert_eq!(sha256_hex(&fetched.body), page);
         fetched.handshake.unwrap()
     };
+    let rotate = || {
+        std::thread::sleep(rotation_due);
+        // Another client, without a ticket: its connection is the first use of the keys.
+        let stranger = fetch(server.https_addr(), "tls-site.localhost", true, config(Trust::Ca(&ca), &[])).unwrap();
+        assert_eq!(stranger.handshake, Some(rustls::HandshakeKind::Full));
+    };
     assert_eq!(handshake(), rustls::HandshakeKind::Resumed, "the ticket from the first connection");
-    server.sandbox().ticket_keys().rotate();
+    rotate();
     assert_eq!(handshake(), rustls::HandshakeKind::Resumed, "the previous key still opens tickets");
-    server.sandbox().ticket_keys().rotate();
-    server.sandbox().ticket_keys().rotate();
+    rotate();
+    rotate();
     assert_eq!(handshake(), rustls::HandshakeKind::Full, "the key of the client's ticket is gone");
     assert_eq!(handshake(), rustls::HandshakeKind::Resumed, "with the ticket of the full handshake");
-    assert_eq!(stop(runtime, server).get("served"), 5);
+    assert_eq!(stop(runtime, server).get(Event::Served), 8);
 }
 
 /// `tls-site compile`'s file: the same site, loaded instead of compiled; only with the
@@ -459,8 +471,8 @@ fn a_precompiled_component_serves_the_same_bytes_and_only_with_its_certificates(
         .unwrap();
     let file = dir.join("site.cwasm");
     std::fs::write(&file, &precompiled).unwrap();
-    assert!(tls_site::sandbox::is_precompiled(&file).unwrap());
-    let listed = runtime.block_on(Sandbox::inspect(&file, Default::default())).unwrap();
+    assert!(tls_site::precompiled::is_precompiled(&file).unwrap());
+    let listed = runtime.block_on(tls_site::inspect::site_resources(&file, Default::default())).unwrap();
     let summary = |resources: &[Resource]| resources.iter().map(|r| (r.hosts.clone(), r.sha256.clone())).collect::<Vec<_>>();
     assert_eq!(summary(&listed), summary(&shared.resources), "inspect reads the precompiled file too");
 

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tls_site::edge::EdgeServer;
-use tls_site::sandbox::{Resource, Sandbox};
+use tls_site::sandbox::Resource;
 use tls_site::{BUILT_COMPONENT, BUILT_EDGE_COMPONENT};
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -18,7 +18,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// What the TLS component serves: the reference the edge twin must match byte for byte.
 fn tls_resources() -> Vec<Resource> {
-    runtime().block_on(Sandbox::inspect(Path::new(BUILT_COMPONENT), Default::default())).unwrap()
+    runtime().block_on(tls_site::inspect::site_resources(Path::new(BUILT_COMPONENT), Default::default())).unwrap()
 }
 
 struct HttpResponse {

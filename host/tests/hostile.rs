@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 use tls_site::sandbox::Resource;
-use tls_site::{BUILT_COMPONENT, ServeOptions, Server, certs};
+use tls_site::{BUILT_COMPONENT, Event, ServeOptions, Server, certs};
 
 /// Short handshake and stall timeouts, and a connection deadline far beyond them and beyond the
 /// clients' own read timeouts: a test passes only if the short ones did the work.
@@ -38,13 +38,13 @@ fn shared() -> &'static Shared {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
-        let resources = runtime.block_on(tls_site::sandbox::Sandbox::inspect(Path::new(BUILT_COMPONENT), Default::default())).unwrap();
-        certs::dev_certs(&dir, &tls_site::hosts_default_first(&resources)).unwrap();
+        let resources = runtime.block_on(tls_site::inspect::site_resources(Path::new(BUILT_COMPONENT), Default::default())).unwrap();
+        certs::dev_certs(&dir, &tls_site::inspect::hosts_default_first(&resources)).unwrap();
         let (sender, receiver) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut options = ServeOptions::new(BUILT_COMPONENT.into(), dir.clone());
             options.https = ([127, 0, 0, 1], 0).into();
-            options.http = None;
+            options.no_http = true;
             options.handshake_timeout = HANDSHAKE_TIMEOUT;
             options.stall_timeout = STALL_TIMEOUT;
             options.connection_deadline = CONNECTION_DEADLINE;
@@ -73,7 +73,7 @@ fn assert_still_serves(shared: &Shared) {
 
 /// Waits until the server has counted `at_least` connections as `kind` (counting follows the
 /// close by a moment).
-fn wait_for_count(kind: &str, at_least: u64) {
+fn wait_for_count(kind: Event, at_least: u64) {
     let stats = shared().server.stats();
     for _ in 0..600 {
         if stats.get(kind) >= at_least {
@@ -132,7 +132,7 @@ fn malformed_records_get_an_alert_or_a_close_and_nothing_else_breaks() {
         ("a record of zero length", vec![0x16, 0x03, 0x01, 0x00, 0x00], false),
         ("a ClientHello, then a forged encrypted record", hello_then_garbage, false),
     ];
-    let before = shared.server.stats().get("tls-failed") + shared.server.stats().get("io-failed");
+    let before = shared.server.stats().get(Event::TlsFailed) + shared.server.stats().get(Event::IoFailed);
     for (case, bytes, then_close) in &cases {
         let reply = exchange(bytes, *then_close);
         // Nothing, an alert (21), or the start of the server's handshake (22) when the
@@ -146,7 +146,7 @@ fn malformed_records_get_an_alert_or_a_close_and_nothing_else_breaks() {
 fn wait_for_count_of_failures(at_least: u64) {
     let stats = shared().server.stats();
     for _ in 0..600 {
-        if stats.get("tls-failed") + stats.get("io-failed") >= at_least {
+        if stats.get(Event::TlsFailed) + stats.get(Event::IoFailed) >= at_least {
             return;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -162,7 +162,7 @@ fn a_partial_client_hello_is_cut_off_at_the_handshake_timeout() {
     // away, the client waits a minute, so only the handshake timeout can close this in time.
     let reply = exchange(&hello[..20], false);
     assert!(reply.is_empty(), "{reply:?}");
-    wait_for_count("handshake-timeout", 1);
+    wait_for_count(Event::HandshakeTimeout, 1);
     assert_still_serves(shared);
 }
 
@@ -185,7 +185,7 @@ fn a_client_that_stops_reading_is_cut_off_at_the_stall_timeout() {
     socket.write_all(&client_hello(&paper.hosts[0])).unwrap();
     // Read nothing for a while: the response does not fit in the window and the socket buffers.
     std::thread::sleep(STALL_TIMEOUT * 3);
-    wait_for_count("stalled", 1);
+    wait_for_count(Event::Stalled, 1);
     // What was sent before the cut is less than the response: the rest never left.
     let mut reply = Vec::new();
     let _ = socket.read_to_end(&mut reply);
@@ -197,7 +197,7 @@ fn a_client_that_stops_reading_is_cut_off_at_the_stall_timeout() {
 fn a_client_that_resets_mid_response_costs_only_its_connection() {
     let shared = shared();
     let paper = resource(shared, "application/pdf");
-    let before = shared.server.stats().get("io-failed");
+    let before = shared.server.stats().get(Event::IoFailed);
     let mut socket = small_window_client();
     socket.write_all(&client_hello(&paper.hosts[0])).unwrap();
     let mut first = [0u8; 512];
@@ -205,7 +205,7 @@ fn a_client_that_resets_mid_response_costs_only_its_connection() {
     assert_eq!(first[0], 22, "the server's handshake began");
     // A reset, not a close: linger with a zero timeout.
     Socket::from(socket).set_linger(Some(Duration::ZERO)).unwrap();
-    wait_for_count("io-failed", before + 1);
+    wait_for_count(Event::IoFailed, before + 1);
     assert_still_serves(shared);
 }
 

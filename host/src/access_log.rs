@@ -1,0 +1,225 @@
+//! The access log: one line per connection to stderr (time, peer, what was served or why not,
+//! the guest memory it used, how long it took), and the counts of how connections ended, printed
+//! every `--stats` seconds and at shutdown, and read by the tests.
+
+use crate::bindings::Failure;
+use crate::redirect::RedirectOutcome;
+use crate::sandbox::{Outcome, Report, Timeouts};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+/// What the stats count: how each connection ended, and a few events besides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    Served,
+    TlsFailed,
+    IoFailed,
+    NotInitialised,
+    HandshakeTimeout,
+    Stalled,
+    Trapped,
+    TimedOut,
+    NoInstance,
+    /// Closed, or said nothing within `--hello-timeout`: it never got an instance.
+    Silent,
+    /// Not an ending: a connection waited for an instance to be free.
+    WaitedForInstance,
+    HttpRedirected,
+    HttpAcmeChallenge,
+    HttpBadRequest,
+    HttpTimedOut,
+    HttpClosed,
+    /// A certificate from the ACME CA is now served.
+    AcmeInstalled,
+    AcmeFailed,
+}
+
+impl Event {
+    const ALL: [Event; 18] = [
+        Event::Served,
+        Event::TlsFailed,
+        Event::IoFailed,
+        Event::NotInitialised,
+        Event::HandshakeTimeout,
+        Event::Stalled,
+        Event::Trapped,
+        Event::TimedOut,
+        Event::NoInstance,
+        Event::Silent,
+        Event::WaitedForInstance,
+        Event::HttpRedirected,
+        Event::HttpAcmeChallenge,
+        Event::HttpBadRequest,
+        Event::HttpTimedOut,
+        Event::HttpClosed,
+        Event::AcmeInstalled,
+        Event::AcmeFailed,
+    ];
+
+    /// Its name in the stats line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Event::Served => "served",
+            Event::TlsFailed => "tls-failed",
+            Event::IoFailed => "io-failed",
+            Event::NotInitialised => "not-initialised",
+            Event::HandshakeTimeout => "handshake-timeout",
+            Event::Stalled => "stalled",
+            Event::Trapped => "trapped",
+            Event::TimedOut => "timed-out",
+            Event::NoInstance => "no-instance",
+            Event::Silent => "silent",
+            Event::WaitedForInstance => "waited-for-instance",
+            Event::HttpRedirected => "http-redirected",
+            Event::HttpAcmeChallenge => "http-acme-challenge",
+            Event::HttpBadRequest => "http-bad-request",
+            Event::HttpTimedOut => "http-timed-out",
+            Event::HttpClosed => "http-closed",
+            Event::AcmeInstalled => "acme-installed",
+            Event::AcmeFailed => "acme-failed",
+        }
+    }
+}
+
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Connections by how they ended, and the most memory one guest instance used.
+#[derive(Debug, Default)]
+pub struct Stats {
+    counts: [AtomicU64; Event::ALL.len()],
+    memory_peak: AtomicUsize,
+}
+
+impl Stats {
+    pub fn count(&self, event: Event) {
+        self.counts[event as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, event: Event) -> u64 {
+        self.counts[event as usize].load(Ordering::Relaxed)
+    }
+
+    fn note_memory_peak(&self, bytes: usize) {
+        self.memory_peak.fetch_max(bytes, Ordering::Relaxed);
+    }
+
+    /// The most linear memory any one guest instance has used.
+    pub fn memory_peak(&self) -> usize {
+        self.memory_peak.load(Ordering::Relaxed)
+    }
+}
+
+impl std::fmt::Display for Stats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let counted: Vec<String> =
+            Event::ALL.iter().filter(|&&event| self.get(event) > 0).map(|&event| format!("{}={}", event.name(), self.get(event))).collect();
+        if counted.is_empty() {
+            return write!(f, "no connections");
+        }
+        write!(f, "{} guest-memory-peak={}KiB", counted.join(" "), self.memory_peak() >> 10)
+    }
+}
+
+/// One line to stderr, stamped with the UTC time.
+pub fn log(line: std::fmt::Arguments<'_>) {
+    eprintln!("{} {line}", humantime::format_rfc3339_millis(SystemTime::now()));
+}
+
+/// The line for an HTTPS connection that never reached an instance.
+pub fn silent_line(stats: &Stats, peer: SocketAddr, why: &str) -> String {
+    stats.count(Event::Silent);
+    format!("https {peer} {why}")
+}
+
+/// The line for a served (or not) HTTPS connection, counted in `stats` by how it ended.
+pub fn https_line(stats: &Stats, peer: SocketAddr, timeouts: &Timeouts, report: Report) -> String {
+    let Report { outcome, memory_peak } = report;
+    stats.count(match &outcome {
+        Outcome::Served(_) => Event::Served,
+        Outcome::Failed(Failure::Tls(_)) => Event::TlsFailed,
+        Outcome::Failed(Failure::Io(_)) => Event::IoFailed,
+        Outcome::Failed(Failure::NotInitialised) => Event::NotInitialised,
+        Outcome::Failed(Failure::HandshakeTimeout) => Event::HandshakeTimeout,
+        Outcome::Failed(Failure::Stalled) => Event::Stalled,
+        Outcome::Trapped(_) => Event::Trapped,
+        Outcome::TimedOut => Event::TimedOut,
+        Outcome::NoInstance(_) => Event::NoInstance,
+    });
+    stats.note_memory_peak(memory_peak);
+    let seconds = |duration: Duration| duration.as_secs_f64();
+    let line = match outcome {
+        Outcome::Served(served) => format!(
+            "https {peer} sni={} resource={} bytes={} ok{}",
+            served.server_name.as_deref().unwrap_or("-"),
+            served.resource,
+            served.bytes,
+            if served.client_finished { "" } else { " (client did not finish its handshake)" },
+        ),
+        Outcome::Failed(Failure::Tls(why)) => format!("https {peer} failed tls: {why}"),
+        Outcome::Failed(Failure::Io(why)) => format!("https {peer} failed io: {why}"),
+        Outcome::Failed(Failure::NotInitialised) => format!("https {peer} failed: component not initialised"),
+        Outcome::Failed(Failure::HandshakeTimeout) => {
+            format!("https {peer} timed out: no whole ClientHello within {} s (--handshake-timeout)", seconds(timeouts.handshake))
+        }
+        Outcome::Failed(Failure::Stalled) => {
+            format!("https {peer} stalled: the client took none of the response for {} s (--stall-timeout)", seconds(timeouts.stall))
+        }
+        Outcome::Trapped(why) => format!("https {peer} trapped: {}", why.replace('\n', " | ")),
+        Outcome::TimedOut => format!("https {peer} timed out: connection not done within {} s (--timeout)", seconds(timeouts.connection)),
+        Outcome::NoInstance(why) => format!("https {peer} refused: no instance: {why}"),
+    };
+    format!("{line} mem={}KiB", memory_peak >> 10)
+}
+
+/// The line for a port-80 connection, counted in `stats`.
+pub fn http_line(stats: &Stats, peer: SocketAddr, outcome: RedirectOutcome) -> String {
+    stats.count(match &outcome {
+        RedirectOutcome::Redirected(_) => Event::HttpRedirected,
+        RedirectOutcome::AcmeChallenge(_) => Event::HttpAcmeChallenge,
+        RedirectOutcome::BadRequest(_) => Event::HttpBadRequest,
+        RedirectOutcome::TimedOut => Event::HttpTimedOut,
+        RedirectOutcome::Closed => Event::HttpClosed,
+    });
+    match outcome {
+        RedirectOutcome::Redirected(location) => format!("http {peer} 301 {location}"),
+        RedirectOutcome::AcmeChallenge(token) => format!("http {peer} 200 acme-challenge {token}"),
+        RedirectOutcome::BadRequest(why) => format!("http {peer} 400 {why}"),
+        RedirectOutcome::TimedOut => format!("http {peer} timed out"),
+        RedirectOutcome::Closed => format!("http {peer} closed without a request"),
+    }
+}
+
+/// The host process's resident memory, from /proc (Linux).
+pub fn resident_memory() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_event_has_its_own_counter_and_name() {
+        let stats = Stats::default();
+        for (n, &event) in Event::ALL.iter().enumerate() {
+            assert_eq!(event as usize, n, "ALL is in declaration order");
+            for _ in 0..=n {
+                stats.count(event);
+            }
+        }
+        for (n, &event) in Event::ALL.iter().enumerate() {
+            assert_eq!(stats.get(event), n as u64 + 1, "{}", event.name());
+        }
+        let names: std::collections::HashSet<_> = Event::ALL.iter().map(|event| event.name()).collect();
+        assert_eq!(names.len(), Event::ALL.len());
+        assert!(stats.to_string().starts_with("served=1 tls-failed=2 "), "{stats}");
+        assert_eq!(Stats::default().to_string(), "no connections");
+    }
+}

@@ -1,0 +1,59 @@
+//! Admission of an HTTPS connection to a guest instance: a client costs no instance until it has
+//! sent something (`--hello-timeout`), and no more than `--max-instances` (or what
+//! `--guest-memory` affords) are at work at once; the rest wait holding only their socket.
+
+use crate::access_log::{self, Event, Stats, log};
+use crate::sandbox::{Sandbox, Timeouts};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::{Semaphore, watch};
+
+/// What every HTTPS connection is admitted by.
+pub struct Admission {
+    /// The sandbox new connections are served from; an ACME renewal swaps in a new one.
+    pub sandbox: watch::Receiver<Arc<Sandbox>>,
+    pub instances: Arc<Semaphore>,
+    pub max_instances: u32,
+    pub hello_timeout: Duration,
+    pub send_buffer: Option<usize>,
+    pub timeouts: Timeouts,
+    pub stats: Arc<Stats>,
+}
+
+impl Admission {
+    /// Serves one accepted connection, once admitted; returns its access-log line.
+    pub async fn serve(&self, stream: TcpStream, peer: SocketAddr) -> String {
+        if let Some(bytes) = self.send_buffer {
+            let _ = socket2::SockRef::from(&stream).set_send_buffer_size(bytes);
+        }
+        if let Err(why) = first_bytes(&stream, self.hello_timeout).await {
+            return access_log::silent_line(&self.stats, peer, &why);
+        }
+        let _instance = match self.instances.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                self.stats.count(Event::WaitedForInstance);
+                log(format_args!("limit: all {} instances busy (--max-instances, --guest-memory); {peer} waits", self.max_instances));
+                self.instances.clone().acquire_owned().await.expect("the semaphore is never closed")
+            }
+        };
+        // The sandbox current now serves this connection to its end, even if a renewal swaps in
+        // another meanwhile.
+        let sandbox = self.sandbox.borrow().clone();
+        let report = sandbox.serve_connection(stream, self.timeouts).await;
+        access_log::https_line(&self.stats, peer, &self.timeouts, report)
+    }
+}
+
+/// Waits until the client has sent something, so that a connection that stays silent never
+/// costs a guest instance.
+async fn first_bytes(stream: &TcpStream, timeout: Duration) -> Result<(), String> {
+    match tokio::time::timeout(timeout, stream.peek(&mut [0u8; 1])).await {
+        Ok(Ok(0)) => Err("closed before sending anything".into()),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => Err(format!("failed io: {error}")),
+        Err(_) => Err(format!("timed out: nothing sent within {} s (--hello-timeout)", timeout.as_secs_f64())),
+    }
+}

@@ -1,0 +1,121 @@
+//! The wasmtime engine every guest runs in: its settings (pooling allocator, epoch interruption),
+//! the epoch clock that CPU deadlines count in, and the limits each instance lives under.
+
+use std::time::Duration;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter};
+
+/// How often the engine's epoch advances; CPU deadlines are counted in these ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// CPU time the component may take to initialise or to list its resources.
+pub const START_UP_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The memory cap per instance. An instance of the snapshot starts at 1.2 MiB (the site's bytes
+/// and the TLS configuration) and reached at most 1.4 MiB serving a PDF, and the same under tens
+/// of thousands of garbage connections (the access log's `mem=`, the stats' `guest-memory-peak`).
+/// 4 MiB leaves room for rustls's largest buffers (a 64 KiB handshake message, 16 KiB records)
+/// while a guest that runs away is cut off: its allocation fails and it traps, alone.
+pub const DEFAULT_INSTANCE_MEMORY: usize = 4 << 20;
+
+/// Table elements one instance may have: far more than the component's few hundred functions.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+/// Limits every instance lives under.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Instances alive at once: connections in flight, plus one for start-up work.
+    pub instances: u32,
+    /// Linear memory one instance may grow to.
+    pub memory_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { instances: 256, memory_bytes: DEFAULT_INSTANCE_MEMORY }
+    }
+}
+
+/// An engine for `limits`, with its epoch clock running.
+pub fn engine(limits: &Limits) -> wasmtime::Result<Engine> {
+    let engine = Engine::new(&config(limits))?;
+    // The epoch clock: a weak handle, so the thread ends when the engine does.
+    let weak = engine.weak();
+    std::thread::spawn(move || {
+        while let Some(engine) = weak.upgrade() {
+            engine.increment_epoch();
+            drop(engine);
+            std::thread::sleep(EPOCH_TICK);
+        }
+    });
+    Ok(engine)
+}
+
+/// An engine that compiles for the baseline of this architecture (no AVX, BMI, ...), so its code
+/// runs on any CPU of it; `engine` checks that when it loads the code. It runs nothing itself.
+pub fn baseline_compiler(limits: &Limits) -> wasmtime::Result<Engine> {
+    let mut baseline = config(limits);
+    // An explicit target turns off the detection of this CPU's extensions.
+    baseline.target(&format!("{}-unknown-{}", std::env::consts::ARCH, std::env::consts::OS))?;
+    Engine::new(&baseline)
+}
+
+/// The engine's settings; code compiled ahead must be made with the same.
+fn config(limits: &Limits) -> Config {
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(limits.instances)
+        .total_core_instances(limits.instances * 8)
+        .total_memories(limits.instances * 2)
+        .total_tables(limits.instances * 4)
+        .total_stacks(limits.instances)
+        .max_memory_size(limits.memory_bytes);
+    let mut config = Config::new();
+    config
+        .epoch_interruption(true)
+        // 64x64->128-bit multiplies as instructions, for a guest built with `+wide-arithmetic`
+        // (docs/performance.md): without them each is a call to compiler-rt's `__multi3`.
+        .wasm_wide_arithmetic(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    // Hidden, for profiling (docs/performance.md): `/tmp/perf-PID.map` names the guest's compiled
+    // functions for `perf`.
+    if std::env::var_os("TLS_SITE_PERF_MAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
+    config
+}
+
+/// `deadline` in epoch ticks.
+pub fn ticks(deadline: Duration) -> u64 {
+    (deadline.as_millis() / EPOCH_TICK.as_millis()) as u64
+}
+
+/// An instance's memory cap, which also remembers how much the instance used.
+pub struct MemoryCap {
+    limit: usize,
+    peak: usize,
+}
+
+impl MemoryCap {
+    pub fn new(limit: usize) -> MemoryCap {
+        MemoryCap { limit, peak: 0 }
+    }
+
+    /// The most linear memory the instance has had.
+    pub fn peak(&self) -> usize {
+        self.peak
+    }
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.peak = self.peak.max(current);
+        let allowed = desired <= self.limit;
+        if allowed {
+            self.peak = self.peak.max(desired);
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}

@@ -1,0 +1,229 @@
+//! The server's lifecycle: start (certificates, sandbox, listeners; everything that can fail fails
+//! here, before the first client), the accept loops, and a shutdown that lets connections in
+//! flight finish.
+
+use crate::access_log::{self, Stats, log};
+use crate::admission::Admission;
+use crate::bindings::Resource;
+use crate::engine::Limits;
+use crate::redirect::{self, RedirectTable};
+use crate::sandbox::{Sandbox, SandboxError};
+use crate::tickets::TicketKeys;
+use crate::{ServeOptions, acme, certs, precompiled};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Certs(#[from] certs::CertError),
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    #[error(transparent)]
+    Acme(#[from] acme::AcmeError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("{0}: a precompiled component holds the certificates it was made with, so ACME cannot renew them; serve the .wasm")]
+    PrecompiledWithAcme(PathBuf),
+}
+
+/// A running server: both listeners, until `shutdown`.
+pub struct Server {
+    https_addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
+    resources: Vec<Resource>,
+    sandbox: watch::Receiver<Arc<Sandbox>>,
+    stats: Arc<Stats>,
+    stop: watch::Sender<bool>,
+    listeners: JoinSet<()>,
+}
+
+impl Server {
+    /// Loads the certificates, initialises and snapshots the component, binds the ports and
+    /// starts accepting.
+    pub async fn start(options: &ServeOptions) -> Result<Server, StartError> {
+        let max_instances = options.instances();
+        if max_instances < options.max_instances {
+            log(format_args!(
+                "limit: {max_instances} instances at work at once, not {} (--max-instances): {} MiB of guest memory (--guest-memory) at {} MiB each (--instance-memory)",
+                options.max_instances, options.guest_memory >> 20, options.instance_memory >> 20,
+            ));
+        }
+        let limits = Limits { instances: max_instances + 1, memory_bytes: options.instance_memory };
+        let (certificates, renewal) = match &options.acme {
+            None => (certs::load_dir(&options.certs)?, None),
+            Some(_) if is_precompiled(&options.component)? => return Err(StartError::PrecompiledWithAcme(options.component.clone())),
+            Some(acme) => {
+                let (certificates, renewal) = acme::prepare(acme, &options.component, &limits, options.http_side().is_some()).await?;
+                (certificates, Some(renewal))
+            }
+        };
+        let sandbox = Sandbox::new(&options.component, &certificates, limits).await?;
+        let sandbox = Arc::new(sandbox.with_ticket_keys(Arc::new(TicketKeys::new(options.ticket_key_rotation))));
+        let resources = sandbox.resources().await?;
+
+        let (stop, stopped) = watch::channel(false);
+        let mut listeners = JoinSet::new();
+        let stats = Arc::new(Stats::default());
+        let https = bind(options.https).await?;
+        let https_addr = https.local_addr().map_err(|source| StartError::Bind { addr: options.https, source })?;
+        let permits = Arc::new(Semaphore::new(options.max_connections as usize));
+        let (install, sandbox) = watch::channel(sandbox);
+        let admission = Arc::new(Admission {
+            sandbox: sandbox.clone(),
+            instances: Arc::new(Semaphore::new(max_instances as usize)),
+            max_instances,
+            hello_timeout: options.hello_timeout,
+            send_buffer: options.send_buffer,
+            timeouts: options.timeouts(),
+            stats: stats.clone(),
+        });
+        listeners.spawn(accept_loop(https, permits.clone(), stopped.clone(), move |stream, peer| {
+            let admission = admission.clone();
+            async move { admission.serve(stream, peer).await }
+        }));
+
+        let http_addr = match options.http_side() {
+            None => None,
+            Some(addr) => {
+                let http = bind(addr).await?;
+                let http_addr = http.local_addr().map_err(|source| StartError::Bind { addr, source })?;
+                let mut table = redirect_table(&resources, options.public_https_port.unwrap_or(https_addr.port()));
+                if let Some(renewal) = &renewal {
+                    table = table.answering_challenges(renewal.challenges());
+                }
+                let (table, stats, deadline) = (Arc::new(table), stats.clone(), options.connection_deadline);
+                listeners.spawn(accept_loop(http, permits.clone(), stopped.clone(), move |stream, peer| {
+                    let (table, stats) = (table.clone(), stats.clone());
+                    async move { access_log::http_line(&stats, peer, redirect::serve_connection(&table, stream, deadline).await) }
+                }));
+                Some(http_addr)
+            }
+        };
+        if let Some(every) = options.stats_interval {
+            listeners.spawn(print_stats(stats.clone(), every, permits, options.max_connections, stopped.clone()));
+        }
+        if let Some(renewal) = renewal {
+            listeners.spawn(renewal.run(install, stats.clone(), stopped));
+        }
+        Ok(Server { https_addr, http_addr, resources, sandbox, stats, stop, listeners })
+    }
+
+    pub fn https_addr(&self) -> SocketAddr {
+        self.https_addr
+    }
+
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    pub fn resources(&self) -> &[Resource] {
+        &self.resources
+    }
+
+    /// The sandbox new connections are served from now.
+    pub fn sandbox(&self) -> Arc<Sandbox> {
+        self.sandbox.borrow().clone()
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Stops accepting, lets connections in flight finish (each is bounded by its deadline),
+    /// and returns, when all are done, how they all ended.
+    pub async fn shutdown(mut self) -> Arc<Stats> {
+        let _ = self.stop.send(true);
+        while self.listeners.join_next().await.is_some() {}
+        self.stats
+    }
+}
+
+fn is_precompiled(component: &std::path::Path) -> Result<bool, SandboxError> {
+    precompiled::is_precompiled(component).map_err(|source| SandboxError::Unreadable { path: component.to_owned(), source })
+}
+
+fn redirect_table(resources: &[Resource], https_port: u16) -> RedirectTable {
+    let hosts = resources.iter().flat_map(|r| r.hosts.clone()).collect();
+    let default_host = resources.iter().find(|r| r.is_default).map(|r| r.hosts[0].clone()).unwrap_or_default();
+    RedirectTable::new(hosts, default_host, https_port)
+}
+
+pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
+}
+
+/// Accepts connections while fewer than `permits` are in flight (the rest wait in the kernel's
+/// backlog, never in a queue of ours), serves each in its own task, logs the line it returns.
+pub(crate) async fn accept_loop<F, Fut>(listener: TcpListener, permits: Arc<Semaphore>, mut stopped: watch::Receiver<bool>, serve: F)
+where
+    F: Fn(TcpStream, SocketAddr) -> Fut,
+    Fut: Future<Output = String> + Send + 'static,
+{
+    let mut connections = JoinSet::new();
+    let mut full = false;
+    loop {
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(permit) => {
+                full = false;
+                permit
+            }
+            Err(_) => {
+                // Once per episode, not once per connection that waits.
+                if !full {
+                    log(format_args!("limit: the most connections allowed are open (--max-connections); new ones wait in the listen backlog"));
+                    full = true;
+                }
+                tokio::select! {
+                    permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+                    _ = stopped.changed() => break,
+                }
+            }
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stopped.changed() => break,
+        };
+        // Reap finished tasks so the set does not grow with the server's age.
+        while connections.try_join_next().is_some() {}
+        match accepted {
+            Ok((stream, peer)) => {
+                let started = Instant::now();
+                let served = serve(stream, peer);
+                connections.spawn(async move {
+                    let line = served.await;
+                    log(format_args!("{line} ms={:.1}", started.elapsed().as_secs_f64() * 1e3));
+                    drop(permit);
+                });
+            }
+            // Out of file descriptors and the like: the listener itself is fine; back off briefly.
+            Err(error) => {
+                log(format_args!("accept failed: {error}"));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+}
+
+/// Every `every`, one line: how connections ended so far, how many are open, the host's memory.
+async fn print_stats(stats: Arc<Stats>, every: Duration, permits: Arc<Semaphore>, max_connections: u32, mut stopped: watch::Receiver<bool>) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.tick().await;
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stopped.changed() => return,
+        }
+        let open = max_connections as usize - permits.available_permits();
+        let rss = access_log::resident_memory().map(|bytes| format!(" host-rss={:.1}MiB", bytes as f64 / (1 << 20) as f64)).unwrap_or_default();
+        log(format_args!("stats: open={open}{rss} {stats}"));
+    }
+}
