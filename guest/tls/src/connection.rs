@@ -49,7 +49,7 @@ pub struct Served {
 /// the transport's.
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {
-    #[error("the client's bytes are not acceptable TLS ({0}); rustls's alert was sent, nothing to do here")]
+    #[error("the client's bytes are not acceptable TLS: {0}; rustls answered with an alert, there is nothing to fix here")]
     Tls(rustls::Error),
     #[error("the connection ended or broke before the response was written: {0}")]
     Io(String),
