@@ -1,44 +1,23 @@
 //! The component's TLS code run natively, without wasm: a yardstick for what the sandbox costs.
 //!
-//! It compiles the component's own `config.rs`, `connection.rs` and `crypto.rs` for the host and
-//! serves the same site, with the same rustls policy and the same pure-Rust crypto, over
-//! `std::net` sockets instead of the streams the wasmtime host hands the component. There is no
-//! sandbox, no snapshot, no instance per connection and no access log: the difference between this
-//! and `tls-site serve` is what those cost. Used by `host/benches/connections.rs`; not a server to
-//! deploy.
+//! It serves the same site with the same library (`tls_site_guest`: the same SNI table, rustls
+//! policy and pure-Rust crypto as the `portable` component) over `std::net` sockets instead of
+//! the streams the wasmtime host hands the component. There is no sandbox, no snapshot, no
+//! instance per connection and no access log: the difference between this and `tls-site serve`
+//! is what those cost. Used by `host/benches/connections.rs`; not a server to deploy.
 //!
 //!     cargo build --release -p tls-site-guest --example native
 //!     target/release/examples/native certs/dev.chain.pem certs/dev.key.pem 127.0.0.1:8443
 
-// The component's modules, as they are; they name their WIT types through `crate::bindings`,
-// which natively are plain Rust types (imported functions would panic, and none is called here:
-// the key is loaded from its file, and the `portable` provider needs no other import).
-#[allow(dead_code)]
-mod bindings {
-    wit_bindgen::generate!({
-        path: "../../wit",
-        world: "tls-site-portable",
-        generate_all,
-    });
-}
-#[allow(dead_code)]
-#[path = "../src/config.rs"]
-mod config;
-#[allow(dead_code)]
-#[path = "../src/connection.rs"]
-mod connection;
-#[allow(dead_code)]
-#[path = "../src/crypto.rs"]
-mod crypto;
-
-use bindings::exports::tls_site::site::handler::Failure;
-use connection::{READ_CHUNK, Transport};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use site::SITE;
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tls_site_guest::connection::READ_CHUNK;
+use tls_site_guest::{Failure, Identity, SniTable, Transport, portable, serve};
 
 /// Connections served at once, each on its own thread blocked in `accept`.
 const WORKERS: usize = 16;
@@ -54,31 +33,30 @@ fn main() {
     let chain = CertificateDer::pem_file_iter(chain)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .unwrap_or_else(|error| fail(format_args!("{chain}: {error}")));
-    let signing_key = PrivateKeyDer::from_pem_file(key)
+    let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|error| error.to_string())
-        .and_then(crypto::load_private_key)
+        .and_then(|der| portable::load_private_key(der).map_err(|error| error.to_string()))
         .unwrap_or_else(|error| fail(format_args!("{key}: {error}")));
     // The development certificate covers every name of the site (`tls-site dev-certs`); the host
     // reads the names from the certificate, which this yardstick does not need to.
     let names = SITE.responses().iter().flat_map(|r| r.hosts().iter().map(|h| h.to_string())).collect();
-    let identity = config::Identity { chain: chain.iter().map(|c| c.to_vec()).collect(), names, key: signing_key };
-    let default_host = SITE.default_response().hosts()[0];
-    let config = config::make_config(vec![identity], default_host)
-        .unwrap_or_else(|error| fail(format_args!("the certificate: {error:?}")));
+    let table = SniTable::new(&SITE, vec![Identity { chain, names, key }], Arc::new(portable::provider()), None)
+        .unwrap_or_else(|error| fail(format_args!("the certificate: {error}")));
+    let table = Arc::new(table);
 
     let listener = TcpListener::bind(addr).unwrap_or_else(|error| fail(format_args!("cannot listen on {addr}: {error}")));
     eprintln!("native: listening on https://{}", listener.local_addr().unwrap());
     let workers: Vec<_> = (0..WORKERS)
         .map(|_| {
             let listener = listener.try_clone().expect("cloning the listener");
-            let config = config.clone();
+            let table = table.clone();
             std::thread::spawn(move || {
                 for stream in listener.incoming().flatten() {
                     let _ = stream.set_nodelay(true);
                     let _ = stream.set_read_timeout(Some(DEADLINE));
                     let _ = stream.set_write_timeout(Some(DEADLINE));
-                    if let Err(failure) = connection::serve(&config, &SITE, &mut Socket(stream)) {
-                        eprintln!("native: failed: {failure:?}");
+                    if let Err(failure) = serve(&table, &mut Socket(stream)) {
+                        eprintln!("native: failed: {failure}");
                     }
                 }
             })

@@ -1,40 +1,124 @@
-//! TLS policy, all in one function: `make_config`. And the certificate table that SNI selects from.
+//! TLS policy, all in one function (`make_config`), and the SNI table: for every host name of the
+//! site, the certificate that covers it and the response, built once at initialisation.
 
-use crate::bindings::InitError;
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::CertificateDer;
-use rustls::server::{ClientHello, NoServerSessionStorage, ResolvesServerCert};
-use rustls::sign::{CertifiedKey, SigningKey};
+use rustls::server::{NoServerSessionStorage, ProducesTickets};
+use rustls::sign::{CertifiedKey, SigningKey, SingleCertAndKey};
 use rustls::ServerConfig;
+use site::{Response, Site};
 use std::sync::Arc;
 
-/// A certificate chain (DER, leaf first), the names it covers and the key that signs for it.
+/// A certificate chain (leaf first), the DNS names it covers and the key that signs for it.
 pub struct Identity {
-    pub chain: Vec<Vec<u8>>,
+    pub chain: Vec<CertificateDer<'static>>,
+    /// From the leaf's subjectAltName; `*.example` covers exactly one label under `example`.
     pub names: Vec<String>,
     pub key: Arc<dyn SigningKey>,
 }
 
-/// Builds the server configuration from the host's certificates. `default_host` is the site's
-/// default name: the certificate that covers it is also served for no SNI and unknown names.
-pub fn make_config(identities: Vec<Identity>, default_host: &str) -> Result<Arc<ServerConfig>, InitError> {
-    let provider = Arc::new(crate::crypto::provider());
-    let mut by_name = Vec::new();
-    for identity in identities {
-        let chain = identity.chain.into_iter().map(CertificateDer::from).collect();
-        let certified = Arc::new(CertifiedKey::new(chain, identity.key));
-        for name in identity.names {
-            by_name.push((name.to_ascii_lowercase(), certified.clone()));
-        }
-    }
-    let default = CertificateTable::find(&by_name, default_host)
-        .ok_or_else(|| InitError::NoDefaultCertificate(default_host.to_owned()))?;
-    let table = CertificateTable { by_name, default };
+/// Why the site cannot be served with the certificates given.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("the private key of the certificate for {} cannot be used: {why}; give a PKCS#8, SEC1 or PKCS#1 key that matches the chain", names.join(", "))]
+    BadKey { names: Vec<String>, why: String },
+    #[error("no certificate names the site's default host {0}, which also answers clients without SNI; add one that does (for development: `tls-site dev-certs`)")]
+    NoDefaultCertificate(String),
+    #[error("no certificate covers {}: clients would reject the default one; add certificates that name them (for development: `tls-site dev-certs` again)", .0.join(", "))]
+    UncoveredHosts(Vec<String>),
+}
 
+/// What one SNI name gets: its certificate (as a configuration that serves it) and its response.
+#[derive(Clone)]
+pub struct Entry {
+    pub certificate: Arc<CertifiedKey>,
+    pub config: Arc<ServerConfig>,
+    pub response: &'static Response,
+}
+
+/// Every host name of the site with its [`Entry`]; no SNI and unknown names get the default
+/// host's. The one lookup a connection makes decides both its certificate and its response.
+pub struct SniTable {
+    by_host: Vec<(&'static str, Entry)>,
+    /// Index into `by_host` of the site's default host.
+    default: usize,
+}
+
+impl SniTable {
+    /// Matches every host name of `site` with the certificate that covers it (an exact name before
+    /// a wildcard), and makes one configuration per certificate with `provider` and `ticketer`.
+    pub fn new(
+        site: &'static Site,
+        identities: Vec<Identity>,
+        provider: Arc<CryptoProvider>,
+        ticketer: Option<Arc<dyn ProducesTickets>>,
+    ) -> Result<SniTable, ConfigError> {
+        let covering = |host: &str| {
+            let exact = identities.iter().position(|id| id.names.iter().any(|name| name.eq_ignore_ascii_case(host)));
+            exact.or_else(|| identities.iter().position(|id| id.names.iter().any(|name| wildcard_covers(name, host))))
+        };
+        let default_host = site.default_response().hosts()[0];
+        if covering(default_host).is_none() {
+            return Err(ConfigError::NoDefaultCertificate(default_host.to_owned()));
+        }
+        let (mut covered, mut uncovered) = (Vec::new(), Vec::new());
+        for response in site.responses() {
+            for &host in response.hosts() {
+                match covering(host) {
+                    Some(index) => covered.push((host, index, response)),
+                    None => uncovered.push(host.to_owned()),
+                }
+            }
+        }
+        if !uncovered.is_empty() {
+            return Err(ConfigError::UncoveredHosts(uncovered));
+        }
+
+        let served: Vec<(Arc<CertifiedKey>, Arc<ServerConfig>)> = identities
+            .into_iter()
+            .map(|identity| {
+                let certificate = Arc::new(CertifiedKey::new(identity.chain, identity.key));
+                let config = make_config(certificate.clone(), provider.clone(), ticketer.clone());
+                (certificate, config)
+            })
+            .collect();
+        let by_host: Vec<_> = covered
+            .into_iter()
+            .map(|(host, index, response)| {
+                let (certificate, config) = served[index].clone();
+                (host, Entry { certificate, config, response })
+            })
+            .collect();
+        let default = by_host.iter().position(|(host, _)| *host == default_host).expect("the default host is a host");
+        Ok(SniTable { by_host, default })
+    }
+
+    /// The entry for the SNI name a client sent (case-insensitive, a trailing dot ignored).
+    pub fn lookup(&self, server_name: Option<&str>) -> &Entry {
+        let name = server_name.map(|name| name.strip_suffix('.').unwrap_or(name));
+        let named = name.and_then(|name| self.by_host.iter().find(|(host, _)| host.eq_ignore_ascii_case(name)));
+        &named.unwrap_or(&self.by_host[self.default]).1
+    }
+}
+
+/// Whether the certificate name `*.parent` covers `host`: one label, then `parent`.
+fn wildcard_covers(name: &str, host: &str) -> bool {
+    let Some(parent) = name.strip_prefix("*.") else { return false };
+    host.split_once('.').is_some_and(|(label, rest)| !label.is_empty() && rest.eq_ignore_ascii_case(parent))
+}
+
+/// The server configuration for one certificate. Panics if `provider` has no TLS 1.3 suite:
+/// both of this crate's providers have.
+pub fn make_config(
+    certificate: Arc<CertifiedKey>,
+    provider: Arc<CryptoProvider>,
+    ticketer: Option<Arc<dyn ProducesTickets>>,
+) -> Arc<ServerConfig> {
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .expect("the provider has TLS 1.3 suites")
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(table));
+        .with_cert_resolver(Arc::new(SingleCertAndKey::from(certificate)));
     // Never h2: the prebuilt responses are HTTP/1.1 bytes.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     // The response goes out in the server's first flight, right after its Finished: the
@@ -43,7 +127,7 @@ pub fn make_config(identities: Vec<Identity>, default_host: &str) -> Result<Arc<
     // Every connection gets a fresh instance, so a session cache would never be found again:
     // resumption is by stateless tickets only, sealed with keys the host shares between instances.
     config.session_storage = Arc::new(NoServerSessionStorage {});
-    match crate::crypto::ticketer() {
+    match ticketer {
         // One ticket: a browser opens a few connections, each gets its own.
         Some(ticketer) => {
             config.ticketer = ticketer;
@@ -51,28 +135,129 @@ pub fn make_config(identities: Vec<Identity>, default_host: &str) -> Result<Arc<
         }
         None => config.send_tls13_tickets = 0,
     }
-    Ok(Arc::new(config))
+    Arc::new(config)
 }
 
-/// Certificates by DNS name, with the one that answers everything else.
-#[derive(Debug)]
-struct CertificateTable {
-    by_name: Vec<(String, Arc<CertifiedKey>)>,
-    default: Arc<CertifiedKey>,
-}
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::pki_types::pem::PemObject as _;
+    use site::SITE;
 
-impl CertificateTable {
-    fn find(by_name: &[(String, Arc<CertifiedKey>)], name: &str) -> Option<Arc<CertifiedKey>> {
-        by_name
-            .iter()
-            .find(|(candidate, _)| candidate.eq_ignore_ascii_case(name))
-            .map(|(_, key)| key.clone())
+    /// Every host name of the site, the default host first.
+    pub(crate) fn site_hosts() -> Vec<&'static str> {
+        let default = SITE.default_response().hosts()[0];
+        let others = SITE.responses().iter().flat_map(|response| response.hosts().iter().copied());
+        std::iter::once(default).chain(others.filter(|&host| host != default)).collect()
     }
-}
 
-impl ResolvesServerCert for CertificateTable {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let named = hello.server_name().and_then(|name| Self::find(&self.by_name, name));
-        Some(named.unwrap_or_else(|| self.default.clone()))
+    fn dev_key() -> Arc<dyn SigningKey> {
+        let key = PrivateKeyDer::from_pem_slice(include_bytes!("../../../certs/dev.key.pem")).unwrap();
+        crate::portable::load_private_key(key).unwrap()
+    }
+
+    /// The development certificate (certs/dev.chain.pem), which names every host of the site.
+    pub(crate) fn dev_identity() -> Identity {
+        let chain = CertificateDer::pem_slice_iter(include_bytes!("../../../certs/dev.chain.pem"));
+        let names = site_hosts().into_iter().map(str::to_owned).collect();
+        Identity { chain: chain.map(Result::unwrap).collect(), names, key: dev_key() }
+    }
+
+    pub(crate) fn dev_table() -> SniTable {
+        table(vec![dev_identity()]).unwrap()
+    }
+
+    fn table(identities: Vec<Identity>) -> Result<SniTable, ConfigError> {
+        SniTable::new(&SITE, identities, Arc::new(crate::portable::provider()), None)
+    }
+
+    /// A certificate that is recognisable by its (not well-formed) chain, for `names`.
+    fn fake(label: u8, names: &[&str]) -> Identity {
+        let names = names.iter().map(|name| name.to_string()).collect();
+        Identity { chain: vec![CertificateDer::from(vec![label])], names, key: dev_key() }
+    }
+
+    fn chain_of(entry: &Entry) -> u8 {
+        entry.certificate.cert[0].as_ref()[0]
+    }
+
+    #[test]
+    fn each_host_gets_the_certificate_that_names_it_and_its_response() {
+        let [default, others @ ..] = &site_hosts()[..] else { panic!("the site has hosts") };
+        let table = table(vec![fake(1, &[default]), fake(2, others)]).unwrap();
+
+        assert_eq!(chain_of(table.lookup(Some(default))), 1);
+        for host in others {
+            let entry = table.lookup(Some(host));
+            assert_eq!(chain_of(entry), 2, "{host}");
+            assert!(std::ptr::eq(entry.response, SITE.lookup(host).unwrap()), "{host}");
+        }
+        // One configuration per certificate, shared by every name it covers.
+        let (first, second) = (table.lookup(Some(others[0])), table.lookup(Some(others[1])));
+        assert!(Arc::ptr_eq(&first.config, &second.config));
+        assert!(!Arc::ptr_eq(&first.config, &table.lookup(Some(default)).config));
+    }
+
+    #[test]
+    fn no_sni_and_unknown_names_get_the_default_hosts_entry() {
+        let table = dev_table();
+        let default = table.lookup(Some(SITE.default_response().hosts()[0]));
+        for name in [None, Some("unknown.example"), Some("")] {
+            let entry = table.lookup(name);
+            assert!(std::ptr::eq(entry.response, SITE.default_response()), "{name:?}");
+            assert!(Arc::ptr_eq(&entry.config, &default.config), "{name:?}");
+        }
+    }
+
+    #[test]
+    fn lookup_ignores_case_and_a_trailing_dot() {
+        let table = table(vec![dev_identity(), fake(9, &[])]).unwrap();
+        let paper = SITE.responses().iter().find(|response| !response.is_default()).unwrap();
+        let host = paper.hosts()[0];
+        for spelling in [host.to_uppercase(), format!("{host}.")] {
+            assert!(std::ptr::eq(table.lookup(Some(&spelling)).response, paper), "{spelling}");
+        }
+    }
+
+    #[test]
+    fn an_exact_name_wins_over_a_wildcard_which_covers_one_label() {
+        let default = site_hosts()[0];
+        let wildcard = format!("*.{default}");
+        let below: Vec<&str> = site_hosts().into_iter().filter(|host| wildcard_covers(&wildcard, host)).collect();
+        assert!(!below.is_empty(), "the site has hosts one label below {default}");
+        let table = table(vec![fake(1, &[&wildcard]), fake(2, &site_hosts())]).unwrap();
+        for host in &below {
+            assert_eq!(chain_of(table.lookup(Some(host))), 2, "{host}");
+        }
+        let table = self::table(vec![fake(1, &[&wildcard]), fake(2, &[default])]).unwrap();
+        for host in &below {
+            assert_eq!(chain_of(table.lookup(Some(host))), 1, "{host}");
+        }
+
+        assert!(wildcard_covers("*.example", "a.example"));
+        assert!(wildcard_covers("*.example", "A.EXAMPLE"));
+        assert!(!wildcard_covers("*.example", "example"));
+        assert!(!wildcard_covers("*.example", "a.b.example"));
+        assert!(!wildcard_covers("*.example", ".example"));
+        assert!(!wildcard_covers("a.example", "a.example"), "not a wildcard");
+    }
+
+    #[test]
+    fn hosts_no_certificate_covers_fail_naming_them() {
+        let [default, others @ .., last] = &site_hosts()[..] else { panic!("the site has three hosts or more") };
+        let covered: Vec<&str> = std::iter::once(*default).chain(others.iter().copied()).collect();
+        match table(vec![fake(1, &covered)]) {
+            Err(ConfigError::UncoveredHosts(hosts)) => assert_eq!(hosts, [last.to_string()]),
+            other => panic!("{:?}", other.err()),
+        }
+    }
+
+    #[test]
+    fn no_certificate_for_the_default_host_fails_naming_it() {
+        let [default, others @ ..] = &site_hosts()[..] else { panic!("the site has hosts") };
+        let error = table(vec![fake(1, others), fake(2, &["other.example"])]).err().unwrap();
+        assert!(matches!(&error, ConfigError::NoDefaultCertificate(host) if host == default), "{error:?}");
+        assert!(error.to_string().contains(default), "{error}");
     }
 }

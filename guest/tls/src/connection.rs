@@ -1,18 +1,16 @@
-//! One connection: the TLS handshake over the host's streams, the response picked by SNI, close_notify,
-//! and a bounded drain of what the client still sends.
+//! One connection: the TLS handshake over a [`Transport`], the response its SNI name picks,
+//! close_notify, and a bounded drain of what the client still sends.
 //!
-//! The bytes travel through a [`Transport`]: the component's is the pair of `wasi:io` streams the
-//! host hands it ([`WasiStreams`]); `examples/native.rs` gives the same code a `std::net` socket, so
-//! the cost of the sandbox can be measured against the same TLS code run natively.
+//! The component's transport is the pair of `wasi:io` streams the host hands it
+//! (`component.rs`); `examples/native.rs` gives the same code a `std::net` socket, so the cost of
+//! the sandbox can be measured against the same TLS code run natively; the tests script a rustls
+//! client in memory.
 
-use crate::bindings::exports::tls_site::site::handler::{Failure, Served};
-use crate::bindings::wasi::clocks::monotonic_clock;
-use crate::bindings::wasi::io::poll;
-use crate::bindings::wasi::io::streams::{InputStream, OutputStream, StreamError};
-use rustls::{ServerConfig, ServerConnection};
-use site::{Response, Site};
+use crate::config::{Entry, SniTable};
+use rustls::server::{AcceptedAlert, Acceptor};
+use rustls::ServerConnection;
+use site::Response;
 use std::io::{IoSlice, Write as _};
-use std::sync::Arc;
 
 /// How much of the client's trailing bytes (its Finished, request, close_notify) are read and
 /// thrown away before closing, and for how long at most. Enough for any sane request; a client
@@ -34,117 +32,53 @@ pub trait Transport {
     fn drain(&mut self, max_bytes: usize, max_nanos: u64, each: &mut dyn FnMut(&[u8]) -> bool);
 }
 
-/// The component's transport: the two streams of the connection the host accepted, and how long
-/// the client may keep the guest waiting.
-pub struct WasiStreams<'a> {
-    pub input: &'a InputStream,
-    pub output: &'a OutputStream,
-    /// When `read` gives up on the client: the end of its time to send a handshake.
-    pub read_until: monotonic_clock::Instant,
-    /// How long `write_all` waits for the client to take more of the response.
-    pub stall: monotonic_clock::Duration,
+/// What a served connection amounted to, for the access log.
+#[derive(Debug)]
+pub struct Served {
+    /// The SNI name the client sent, if any.
+    pub server_name: Option<String>,
+    /// The first host name of the response that was served.
+    pub resource: &'static str,
+    /// Plaintext bytes of the response written (head and body).
+    pub bytes: u64,
+    /// Whether the client finished its side of the handshake before the connection ended.
+    pub client_finished: bool,
 }
 
-impl Transport for WasiStreams<'_> {
-    fn read(&mut self) -> Result<Option<Vec<u8>>, Failure> {
-        let readable = self.input.subscribe();
-        let timeout = monotonic_clock::subscribe_instant(self.read_until);
-        loop {
-            match self.input.read(READ_CHUNK) {
-                Ok(bytes) if bytes.is_empty() => {}
-                Ok(bytes) => return Ok(Some(bytes)),
-                Err(StreamError::Closed) => return Ok(None),
-                Err(StreamError::LastOperationFailed(error)) => return Err(Failure::Io(error.to_debug_string())),
-            }
-            if !poll::poll(&[&readable, &timeout]).contains(&0) {
-                return Err(Failure::HandshakeTimeout);
-            }
-        }
-    }
-
-    fn write_all(&mut self, mut rest: &[u8]) -> Result<(), Failure> {
-        while !rest.is_empty() {
-            let room = self.output.check_write().map_err(stream_failure)?;
-            if room == 0 {
-                self.wait_until_writable()?;
-                continue;
-            }
-            let (now, later) = rest.split_at(rest.len().min(room as usize));
-            self.output.write(now).map_err(stream_failure)?;
-            rest = later;
-        }
-        // As `blocking-flush`, with the stall bound: the stream is writable again once the bytes
-        // have left.
-        self.output.flush().map_err(stream_failure)?;
-        self.wait_until_writable()?;
-        self.output.check_write().map(|_| ()).map_err(stream_failure)
-    }
-
-    fn drain(&mut self, max_bytes: usize, max_nanos: u64, each: &mut dyn FnMut(&[u8]) -> bool) {
-        let timeout = monotonic_clock::subscribe_duration(max_nanos);
-        let readable = self.input.subscribe();
-        let mut drained = 0;
-        while drained < max_bytes {
-            let ready = poll::poll(&[&readable, &timeout]);
-            if !ready.contains(&0) {
-                break;
-            }
-            match self.input.read(READ_CHUNK) {
-                Ok(bytes) => {
-                    drained += bytes.len();
-                    if !each(&bytes) {
-                        break;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-    }
+/// Why a connection was not served. None of these is the server's fault; the deadlines are
+/// the transport's.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error("the client's bytes are not acceptable TLS: {0}; rustls answered with an alert, there is nothing to fix here")]
+    Tls(rustls::Error),
+    #[error("the connection ended or broke before the response was written: {0}")]
+    Io(String),
+    #[error("the client did not send its whole ClientHello within the handshake deadline; raise it if real clients on slow links hit this")]
+    HandshakeTimeout,
+    #[error("the client stopped taking the response for longer than the stall deadline; raise it if real clients on slow links hit this")]
+    Stalled,
 }
 
-impl WasiStreams<'_> {
-    /// Waits for the client to take bytes, at most `stall`.
-    fn wait_until_writable(&self) -> Result<(), Failure> {
-        let writable = self.output.subscribe();
-        let timeout = monotonic_clock::subscribe_duration(self.stall);
-        match poll::poll(&[&writable, &timeout]).contains(&0) {
-            true => Ok(()),
-            false => Err(Failure::Stalled),
-        }
-    }
-}
-
-pub fn serve(
-    config: &Arc<ServerConfig>,
-    site: &'static Site,
-    transport: &mut dyn Transport,
-) -> Result<Served, Failure> {
-    let mut tls = ServerConnection::new(config.clone()).map_err(tls_failure)?;
+/// Serves one connection: reads the ClientHello, looks its SNI name up in `table` once (which
+/// decides both certificate and response), then handshakes and writes the response.
+pub fn serve(table: &SniTable, transport: &mut dyn Transport) -> Result<Served, Failure> {
     let mut wire = Wire { transport, outgoing: Vec::with_capacity(READ_CHUNK as usize) };
-    let mut pending: Option<Pending> = None;
+    let (mut tls, entry) = wire.accept(table)?;
+    let config = &entry.config;
+    let mut pending = Pending { response: entry.response, written: 0 };
 
     loop {
-        match &mut pending {
-            Some(response) => response.queue(&mut tls),
-            // The ClientHello has been read once rustls has something to say or knows the name.
-            None if tls.wants_write() || tls.server_name().is_some() => {
-                let response = site.response_for(tls.server_name());
-                pending = Some(Pending { response, written: 0 });
-                continue;
-            }
-            None => {}
-        }
+        pending.queue(&mut tls);
         if tls.wants_write() {
             wire.flush(&mut tls)?;
             continue;
         }
-        if pending.as_ref().is_some_and(Pending::done) {
+        if pending.done() {
             break;
         }
         // rustls waits for the client: the rest of its handshake, or room to queue more.
         match wire.read()? {
             Some(bytes) => wire.feed(&mut tls, &bytes)?,
-            None if pending.is_none() => return Err(Failure::Io("closed before a ClientHello".into())),
             None => return Err(Failure::Io("closed before the response was sent".into())),
         }
     }
@@ -161,10 +95,10 @@ pub fn serve(
         Ok(()) => wire.drain(&mut tls),
         Err(_) => !tls.is_handshaking(),
     };
-    let response = pending.expect("the loop ends with a response").response;
+    let response = pending.response;
     Ok(Served {
         server_name: tls.server_name().map(str::to_owned),
-        resource: response.hosts()[0].to_owned(),
+        resource: response.hosts()[0],
         bytes: (response.head().len() + response.body().len()) as u64,
         client_finished,
     })
@@ -211,6 +145,46 @@ struct Wire<'a> {
 }
 
 impl Wire<'_> {
+    /// Reads until the client's ClientHello is whole, and starts the handshake with the entry
+    /// its SNI name selects. On a TLS error the alert rustls queued is still sent.
+    fn accept<'t>(&mut self, table: &'t SniTable) -> Result<(ServerConnection, &'t Entry), Failure> {
+        let mut acceptor = Acceptor::default();
+        loop {
+            let Some(bytes) = self.read()? else { return Err(Failure::Io("closed before a ClientHello".into())) };
+            let mut rest = &bytes[..];
+            while !rest.is_empty() {
+                acceptor.read_tls(&mut rest).map_err(|e| Failure::Io(e.to_string()))?;
+                let accepted = match acceptor.accept() {
+                    Ok(None) => continue,
+                    Ok(Some(accepted)) => accepted,
+                    Err((error, alert)) => return Err(self.alert(error, alert)),
+                };
+                let entry = table.lookup(accepted.client_hello().server_name());
+                let mut tls = match accepted.into_connection(entry.config.clone()) {
+                    Ok(tls) => tls,
+                    Err((error, alert)) => return Err(self.alert(error, alert)),
+                };
+                // What came with the ClientHello (the acceptor's buffer, the rest of this read)
+                // is the connection's now.
+                if let Err(error) = tls.process_new_packets() {
+                    let _ = self.flush(&mut tls);
+                    return Err(Failure::Tls(error));
+                }
+                self.feed(&mut tls, rest)?;
+                return Ok((tls, entry));
+            }
+        }
+    }
+
+    /// Sends the alert rustls chose for `error`, as far as the client takes it.
+    fn alert(&mut self, error: rustls::Error, mut alert: AcceptedAlert) -> Failure {
+        self.outgoing.clear();
+        if alert.write_all(&mut self.outgoing).is_ok() {
+            let _ = self.transport.write_all(&self.outgoing);
+        }
+        Failure::Tls(error)
+    }
+
     /// Blocks for the client's next bytes; `None` when it has closed.
     fn read(&mut self) -> Result<Option<Vec<u8>>, Failure> {
         self.transport.read()
@@ -220,7 +194,7 @@ impl Wire<'_> {
     fn feed(&mut self, tls: &mut ServerConnection, mut bytes: &[u8]) -> Result<(), Failure> {
         while !bytes.is_empty() {
             let fed = tls.read_tls(&mut bytes).map(|_| ()).map_err(|e| Failure::Io(e.to_string()));
-            let processed = fed.and_then(|()| tls.process_new_packets().map(|_| ()).map_err(tls_failure));
+            let processed = fed.and_then(|()| tls.process_new_packets().map(|_| ()).map_err(Failure::Tls));
             if let Err(failure) = processed {
                 let _ = self.flush(tls);
                 return Err(failure);
@@ -272,13 +246,317 @@ impl Wire<'_> {
     }
 }
 
-fn tls_failure(error: rustls::Error) -> Failure {
-    Failure::Tls(error.to_string())
-}
 
-fn stream_failure(error: StreamError) -> Failure {
-    match error {
-        StreamError::Closed => Failure::Io("the client closed the connection".into()),
-        StreamError::LastOperationFailed(error) => Failure::Io(error.to_debug_string()),
+/// A real rustls client in memory against `serve`: every test is one connection, scripted by the
+/// transport, with no sockets and no clocks.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests::{dev_table, site_hosts};
+    use rustls::client::WebPkiServerVerifier;
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme};
+    use site::SITE;
+    use std::io::Read as _;
+    use std::sync::Arc;
+
+    /// Verifies the server's certificate as a browser would, but for `name`: the default host's
+    /// certificate is what a client without SNI, or with an unknown name, must get.
+    #[derive(Debug)]
+    struct CertificateFor {
+        name: ServerName<'static>,
+        webpki: Arc<WebPkiServerVerifier>,
+    }
+
+    impl ServerCertVerifier for CertificateFor {
+        fn verify_server_cert(
+            &self,
+            end_entity: &CertificateDer<'_>,
+            intermediates: &[CertificateDer<'_>],
+            _sni: &ServerName<'_>,
+            ocsp: &[u8],
+            now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            self.webpki.verify_server_cert(end_entity, intermediates, &self.name, ocsp, now)
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            self.webpki.verify_tls12_signature(message, cert, dss)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            self.webpki.verify_tls13_signature(message, cert, dss)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.webpki.supported_verify_schemes()
+        }
+    }
+
+    /// The client's side of the connection, as `serve` sees it through [`Transport`].
+    struct Client {
+        tls: ClientConnection,
+        /// Its TLS bytes not yet read by the server.
+        outgoing: Vec<u8>,
+        /// The plaintext it has received.
+        received: Vec<u8>,
+        got_close_notify: bool,
+        /// What it made of the server's bytes, if it failed.
+        error: Option<rustls::Error>,
+        /// Once its handshake is done it sends application data for ever.
+        keeps_sending: bool,
+        /// It hangs up once it has received this many bytes of plaintext.
+        hang_up_after: Option<usize>,
+        closed: bool,
+        /// The bounds `serve` asked `drain` for, and how many bytes the drain read.
+        drain_asked: Option<(usize, u64)>,
+        drained: usize,
+    }
+
+    impl Client {
+        /// A client that sends `sni` (none if `None`) and accepts only a certificate for
+        /// `certificate_for`, from the development CA (certs/dev-ca.pem).
+        fn new(sni: Option<&str>, certificate_for: &str, alpn: &[&[u8]]) -> Client {
+            let provider = Arc::new(crate::portable::provider());
+            let mut roots = RootCertStore::empty();
+            for ca in CertificateDer::pem_slice_iter(include_bytes!("../../../certs/dev-ca.pem")) {
+                roots.add(ca.unwrap()).unwrap();
+            }
+            let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build().unwrap();
+            let name = ServerName::try_from(certificate_for.to_owned()).unwrap();
+            let mut config = ClientConfig::builder_with_provider(provider)
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .unwrap()
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(CertificateFor { name: name.clone(), webpki }))
+                .with_no_client_auth();
+            config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
+            config.enable_sni = sni.is_some();
+            let sni = sni.map_or(name, |sni| ServerName::try_from(sni.to_owned()).unwrap());
+            Client {
+                tls: ClientConnection::new(Arc::new(config), sni).unwrap(),
+                outgoing: Vec::new(),
+                received: Vec::new(),
+                got_close_notify: false,
+                error: None,
+                keeps_sending: false,
+                hang_up_after: None,
+                closed: false,
+                drain_asked: None,
+                drained: 0,
+            }
+        }
+    }
+
+    impl Transport for Client {
+        fn read(&mut self) -> Result<Option<Vec<u8>>, Failure> {
+            if self.closed {
+                return Ok(None);
+            }
+            if self.keeps_sending && !self.tls.is_handshaking() {
+                let _ = self.tls.writer().write(&[b'x'; READ_CHUNK as usize]);
+            }
+            while self.tls.wants_write() {
+                self.tls.write_tls(&mut self.outgoing).unwrap();
+            }
+            // All it had to say is said: from the server's side, it has closed.
+            if self.outgoing.is_empty() {
+                return Ok(None);
+            }
+            let now = self.outgoing.len().min(READ_CHUNK as usize);
+            Ok(Some(self.outgoing.drain(..now).collect()))
+        }
+
+        fn write_all(&mut self, mut bytes: &[u8]) -> Result<(), Failure> {
+            if self.closed {
+                return Err(Failure::Io("the client hung up".into()));
+            }
+            while !bytes.is_empty() && self.error.is_none() {
+                self.tls.read_tls(&mut bytes).unwrap();
+                if let Err(error) = self.tls.process_new_packets() {
+                    self.error = Some(error);
+                }
+            }
+            let mut plaintext = [0; 4096];
+            loop {
+                match self.tls.reader().read(&mut plaintext) {
+                    Ok(0) => break self.got_close_notify = true,
+                    Ok(n) => self.received.extend_from_slice(&plaintext[..n]),
+                    Err(_) => break,
+                }
+            }
+            self.closed = self.hang_up_after.is_some_and(|bytes| self.received.len() >= bytes);
+            Ok(())
+        }
+
+        fn drain(&mut self, max_bytes: usize, max_nanos: u64, each: &mut dyn FnMut(&[u8]) -> bool) {
+            // As the component's and the native transports do, with no clock: the client never
+            // makes us wait.
+            self.drain_asked = Some((max_bytes, max_nanos));
+            while self.drained < max_bytes {
+                match self.read() {
+                    Ok(Some(bytes)) => {
+                        self.drained += bytes.len();
+                        if !each(&bytes) {
+                            break;
+                        }
+                    }
+                    _ => break,
+                }
+            }
+        }
+    }
+
+    /// A peer that sends `script`, one read at a time, and keeps what it is sent.
+    struct Raw {
+        script: Vec<Vec<u8>>,
+        written: Vec<u8>,
+    }
+
+    impl Transport for Raw {
+        fn read(&mut self) -> Result<Option<Vec<u8>>, Failure> {
+            Ok((!self.script.is_empty()).then(|| self.script.remove(0)))
+        }
+
+        fn write_all(&mut self, bytes: &[u8]) -> Result<(), Failure> {
+            self.written.extend_from_slice(bytes);
+            Ok(())
+        }
+
+        fn drain(&mut self, _: usize, _: u64, _: &mut dyn FnMut(&[u8]) -> bool) {}
+    }
+
+    fn response_bytes(response: &Response) -> Vec<u8> {
+        [response.head(), response.body()].concat()
+    }
+
+    const HTTP_1_1: &[&[u8]] = &[b"http/1.1"];
+
+    #[test]
+    fn one_connection_gets_the_response_for_its_sni() {
+        let table = dev_table();
+        let paper = SITE.responses().iter().find(|response| !response.is_default()).unwrap();
+        let host = paper.hosts()[0];
+        let mut client = Client::new(Some(host), host, HTTP_1_1);
+
+        let served = serve(&table, &mut client).unwrap();
+
+        assert_eq!(client.error, None);
+        assert!(client.received == response_bytes(paper), "the client got other bytes than {host}'s response");
+        assert!(client.got_close_notify);
+        assert_eq!(served.server_name.as_deref(), Some(host));
+        assert_eq!(served.resource, host);
+        assert_eq!(served.bytes, response_bytes(paper).len() as u64);
+        assert!(served.client_finished);
+    }
+
+    #[test]
+    fn every_host_name_gets_its_response() {
+        let table = dev_table();
+        for host in site_hosts() {
+            let mut client = Client::new(Some(host), host, HTTP_1_1);
+            let served = serve(&table, &mut client).unwrap();
+            let response = SITE.lookup(host).unwrap();
+            assert!(client.received == response_bytes(response), "{host} got other bytes than its response");
+            assert_eq!(served.resource, response.hosts()[0], "{host}");
+        }
+    }
+
+    #[test]
+    fn no_sni_and_unknown_names_get_the_default_certificate_and_response() {
+        let table = dev_table();
+        let default = SITE.default_response();
+        for sni in [None, Some("unknown.example")] {
+            let mut client = Client::new(sni, default.hosts()[0], HTTP_1_1);
+            let served = serve(&table, &mut client).unwrap();
+            assert_eq!(client.error, None, "{sni:?}");
+            assert!(client.received == response_bytes(default), "{sni:?} got other bytes than the default response");
+            assert_eq!(served.server_name.as_deref(), sni);
+            assert_eq!(served.resource, default.hosts()[0]);
+        }
+    }
+
+    #[test]
+    fn a_client_that_keeps_sending_is_cut_off_at_the_drain_bound() {
+        let table = dev_table();
+        let host = site_hosts()[0];
+        let mut client = Client::new(Some(host), host, HTTP_1_1);
+        client.keeps_sending = true;
+
+        let served = serve(&table, &mut client).unwrap();
+
+        assert_eq!(client.drain_asked, Some((DRAIN_BYTES, DRAIN_NANOS)));
+        assert_eq!(DRAIN_BYTES, 64 * 1024);
+        assert!(client.drained >= DRAIN_BYTES, "drained only {} bytes", client.drained);
+        assert!(client.drained < DRAIN_BYTES + READ_CHUNK as usize, "drained {} bytes", client.drained);
+        assert!(client.received == response_bytes(SITE.lookup(host).unwrap()));
+        assert!(served.client_finished);
+    }
+
+    #[test]
+    fn a_client_that_hangs_up_right_after_the_body_was_served() {
+        let table = dev_table();
+        let host = site_hosts()[0];
+        let response = response_bytes(SITE.lookup(host).unwrap());
+        let mut client = Client::new(Some(host), host, HTTP_1_1);
+        client.hang_up_after = Some(response.len());
+
+        let served = serve(&table, &mut client).unwrap();
+
+        assert!(client.received == response);
+        assert!(!client.got_close_notify, "it hung up before our close_notify");
+        assert_eq!(served.bytes, response.len() as u64);
+        assert_eq!(client.drain_asked, None, "nothing is drained from a closed connection");
+    }
+
+    #[test]
+    fn garbage_is_a_tls_failure_and_is_answered_with_an_alert() {
+        let table = dev_table();
+        let mut peer = Raw { script: vec![b"GET / HTTP/1.1\r\nHost: tls-site.localhost\r\n\r\n".to_vec()], written: Vec::new() };
+
+        let failure = serve(&table, &mut peer).unwrap_err();
+
+        assert!(matches!(failure, Failure::Tls(_)), "{failure:?}");
+        // One TLS alert record (content type 21), fatal (level 2).
+        assert_eq!(peer.written.len(), 7, "{:?}", peer.written);
+        assert_eq!((peer.written[0], peer.written[5]), (21, 2), "{:?}", peer.written);
+    }
+
+    #[test]
+    fn a_client_hello_the_policy_refuses_is_a_tls_failure_and_the_client_gets_the_alert() {
+        let table = dev_table();
+        let host = site_hosts()[0];
+        // The site speaks only HTTP/1.1: rustls refuses a client that offers only h2.
+        let mut client = Client::new(Some(host), host, &[b"h2"]);
+
+        let failure = serve(&table, &mut client).unwrap_err();
+
+        assert!(matches!(failure, Failure::Tls(rustls::Error::NoApplicationProtocol)), "{failure:?}");
+        assert_eq!(
+            client.error,
+            Some(rustls::Error::AlertReceived(rustls::AlertDescription::NoApplicationProtocol))
+        );
+        assert!(client.received.is_empty());
+    }
+
+    #[test]
+    fn a_client_that_closes_before_its_client_hello_is_an_io_failure() {
+        let table = dev_table();
+        let mut peer = Raw { script: vec![vec![22, 3, 1]], written: Vec::new() };
+        let failure = serve(&table, &mut peer).unwrap_err();
+        assert!(matches!(&failure, Failure::Io(why) if why.contains("before a ClientHello")), "{failure:?}");
+        assert!(peer.written.is_empty());
     }
 }

@@ -3,9 +3,9 @@
 //! tickets all run natively in the host; the component keeps the TLS state machine, the
 //! transcript hash and the key schedule (pure Rust, cheap).
 
-use crate::bindings::tls_site::site::crypto::{self as host, Aead, CryptoError, KeyExchange, RecordKey};
-use crate::bindings::tls_site::site::identity::KeyId;
-use crate::bindings::tls_site::site::tickets;
+use crate::component::bindings::tls_site::site::crypto::{self as host, Aead, CryptoError, KeyExchange, RecordKey};
+use crate::component::bindings::tls_site::site::identity::KeyId;
+use crate::component::bindings::tls_site::site::tickets;
 use rustls::crypto::cipher::{
     AeadKey, InboundOpaqueMessage, InboundPlainMessage, Iv, MessageDecrypter, MessageEncrypter, Nonce,
     OutboundOpaqueMessage, OutboundPlainMessage, PrefixedPayload, Tls13AeadAlgorithm, UnsupportedOperationError,

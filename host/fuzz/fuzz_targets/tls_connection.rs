@@ -1,5 +1,5 @@
-//! Fuzz target: arbitrary bytes from a client into the guest's connection code (guest/tls), compiled
-//! natively with the component's own `config.rs`, `connection.rs` and `crypto.rs`.
+//! Fuzz target: arbitrary bytes from a client into the guest's connection code (the `tls_site_guest`
+//! library, compiled natively with its pure-Rust provider, as the `portable` component uses it).
 //!
 //! The input is what the client sends. Its first byte picks the size of the pieces it arrives in,
 //! so that records split across reads are explored too. Whatever the bytes, `serve` must return
@@ -8,45 +8,24 @@
 
 #![no_main]
 
-#[allow(dead_code)]
-mod bindings {
-    wit_bindgen::generate!({
-        path: "../../wit",
-        world: "tls-site-portable",
-        generate_all,
-    });
-}
-#[allow(dead_code)]
-#[path = "../../../guest/tls/src/config.rs"]
-mod config;
-#[allow(dead_code)]
-#[path = "../../../guest/tls/src/connection.rs"]
-mod connection;
-#[allow(dead_code)]
-#[path = "../../../guest/tls/src/crypto.rs"]
-mod crypto;
-
-use bindings::exports::tls_site::site::handler::Failure;
-use connection::Transport;
 use libfuzzer_sys::fuzz_target;
-use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use site::SITE;
 use std::sync::{Arc, LazyLock};
+use tls_site_guest::{Failure, Identity, SniTable, Transport, portable, serve};
 
-/// The development certificate (certs/), which covers every name of the site, with the
-/// pure-Rust provider (the `portable` build: its key is parsed here, as the portable component
-/// does; the default build's provider is the host's, across an import).
-static CONFIG: LazyLock<Arc<ServerConfig>> = LazyLock::new(|| {
+/// The SNI table for the development certificate (certs/), which covers every name of the site,
+/// with the pure-Rust provider (the default component's provider is the host's, across an import).
+static TABLE: LazyLock<SniTable> = LazyLock::new(|| {
     let chain = CertificateDer::pem_slice_iter(include_bytes!("../../../certs/dev.chain.pem"))
-        .map(|certificate| certificate.expect("certs/dev.chain.pem").to_vec())
+        .map(|certificate| certificate.expect("certs/dev.chain.pem"))
         .collect();
     let key = PrivateKeyDer::from_pem_slice(include_bytes!("../../../certs/dev.key.pem")).expect("certs/dev.key.pem");
-    let key = crypto::load_private_key(key).expect("certs/dev.key.pem");
+    let key = portable::load_private_key(key).expect("certs/dev.key.pem");
     let names = SITE.responses().iter().flat_map(|r| r.hosts().iter().map(|h| h.to_string())).collect();
-    let identity = config::Identity { chain, names, key };
-    config::make_config(vec![identity], SITE.default_response().hosts()[0]).expect("the development certificate")
+    SniTable::new(&SITE, vec![Identity { chain, names, key }], Arc::new(portable::provider()), None)
+        .expect("the development certificate")
 });
 
 /// The client's bytes, handed out in pieces of at most `piece` bytes.
@@ -92,7 +71,7 @@ fuzz_target!(|input: &[u8]| {
     let piece = [1, 5, 64, 517, 4096, 16 * 1024][split as usize % 6];
     let mut client = Scripted { rest: client_bytes, piece, written: 0 };
     let largest_response = SITE.responses().iter().map(|r| r.head().len() + r.body().len()).max().unwrap_or(0);
-    match connection::serve(&CONFIG, &SITE, &mut client) {
+    match serve(&TABLE, &mut client) {
         // A response needs a whole handshake from the client; whatever it was, what went out is
         // one response plus TLS framing, never more.
         Ok(served) => assert!(served.bytes as usize <= largest_response),
