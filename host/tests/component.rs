@@ -252,6 +252,21 @@ fn a_certificate_directory_without_the_default_host_fails_at_start_naming_it() {
     assert!(message.contains("no-default-certificate") && message.contains("tls-site.localhost"), "{message}");
 }
 
+/// One table from SNI name to certificate and response is built at initialisation: a host name
+/// of the site that no certificate covers fails the start, by name, not the first client.
+#[test]
+fn a_host_name_no_certificate_covers_fails_at_start_naming_it() {
+    let dir = temp_dir("uncovered");
+    let mut hosts = site_hosts();
+    let uncovered = hosts.pop().unwrap();
+    certs::dev_certs(&dir, &hosts).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let error = runtime.block_on(Server::start(&options(&dir))).err().expect("start must fail");
+    let message = error.to_string();
+    assert!(message.contains("uncovered-hosts") && message.contains(&uncovered), "{message}");
+    assert!(!hosts.iter().any(|covered| message.contains(&format!(" {covered}"))), "only the uncovered name: {message}");
+}
+
 #[test]
 fn shutdown_stops_accepting_and_returns() {
     let dir = temp_dir("shutdown");
