@@ -17,6 +17,7 @@ pub mod guest_state;
 #[cfg(target_os = "linux")]
 pub mod init;
 pub mod inspect;
+pub mod listener;
 pub mod options;
 pub mod precompiled;
 pub mod redirect;

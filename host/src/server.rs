@@ -4,18 +4,17 @@
 
 use crate::access_log::{self, Stats, log};
 use crate::admission::Admission;
+use crate::listener::{ListenError, accept_loop, bind};
 use crate::bindings::Resource;
 use crate::engine::Limits;
 use crate::redirect::{self, RedirectTable};
 use crate::sandbox::{Sandbox, SandboxError};
 use crate::tickets::TicketKeys;
 use crate::{ServeOptions, acme, certs, precompiled};
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::net::{TcpListener, TcpStream};
+use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
@@ -27,8 +26,8 @@ pub enum StartError {
     Sandbox(#[from] SandboxError),
     #[error(transparent)]
     Acme(#[from] acme::AcmeError),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Listen(#[from] ListenError),
     #[error("{0}: a precompiled component holds the certificates it was made with, so ACME cannot renew them; serve the .wasm")]
     PrecompiledWithAcme(PathBuf),
 }
@@ -72,7 +71,7 @@ impl Server {
         let mut listeners = JoinSet::new();
         let stats = Arc::new(Stats::default());
         let https = bind(options.https).await?;
-        let https_addr = https.local_addr().map_err(|source| StartError::Bind { addr: options.https, source })?;
+        let https_addr = https.local_addr().map_err(|source| ListenError { addr: options.https, source })?;
         let permits = Arc::new(Semaphore::new(options.max_connections as usize));
         let (install, sandbox) = watch::channel(sandbox);
         let admission = Arc::new(Admission {
@@ -93,7 +92,7 @@ impl Server {
             None => None,
             Some(addr) => {
                 let http = bind(addr).await?;
-                let http_addr = http.local_addr().map_err(|source| StartError::Bind { addr, source })?;
+                let http_addr = http.local_addr().map_err(|source| ListenError { addr, source })?;
                 let mut table = redirect_table(&resources, options.public_https_port.unwrap_or(https_addr.port()));
                 if let Some(renewal) = &renewal {
                     table = table.answering_challenges(renewal.challenges());
@@ -153,64 +152,6 @@ fn redirect_table(resources: &[Resource], https_port: u16) -> RedirectTable {
     let hosts = resources.iter().flat_map(|r| r.hosts.clone()).collect();
     let default_host = resources.iter().find(|r| r.is_default).map(|r| r.hosts[0].clone()).unwrap_or_default();
     RedirectTable::new(hosts, default_host, https_port)
-}
-
-pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
-}
-
-/// Accepts connections while fewer than `permits` are in flight (the rest wait in the kernel's
-/// backlog, never in a queue of ours), serves each in its own task, logs the line it returns.
-pub(crate) async fn accept_loop<F, Fut>(listener: TcpListener, permits: Arc<Semaphore>, mut stopped: watch::Receiver<bool>, serve: F)
-where
-    F: Fn(TcpStream, SocketAddr) -> Fut,
-    Fut: Future<Output = String> + Send + 'static,
-{
-    let mut connections = JoinSet::new();
-    let mut full = false;
-    loop {
-        let permit = match permits.clone().try_acquire_owned() {
-            Ok(permit) => {
-                full = false;
-                permit
-            }
-            Err(_) => {
-                // Once per episode, not once per connection that waits.
-                if !full {
-                    log(format_args!("limit: the most connections allowed are open (--max-connections); new ones wait in the listen backlog"));
-                    full = true;
-                }
-                tokio::select! {
-                    permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-                    _ = stopped.changed() => break,
-                }
-            }
-        };
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = stopped.changed() => break,
-        };
-        // Reap finished tasks so the set does not grow with the server's age.
-        while connections.try_join_next().is_some() {}
-        match accepted {
-            Ok((stream, peer)) => {
-                let started = Instant::now();
-                let served = serve(stream, peer);
-                connections.spawn(async move {
-                    let line = served.await;
-                    log(format_args!("{line} ms={:.1}", started.elapsed().as_secs_f64() * 1e3));
-                    drop(permit);
-                });
-            }
-            // Out of file descriptors and the like: the listener itself is fine; back off briefly.
-            Err(error) => {
-                log(format_args!("accept failed: {error}"));
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-    drop(listener);
-    while connections.join_next().await.is_some() {}
 }
 
 /// Every `every`, one line: how connections ended so far, how many are open, the host's memory.
