@@ -6,11 +6,13 @@
 //! does the handshake and writes the response guest/site/src/lib.rs prebuilt.
 
 pub mod access_log;
+#[cfg(feature = "acme")]
 pub mod acme;
 pub mod admission;
 pub mod bindings;
 pub mod certs;
 pub mod crypto;
+#[cfg(feature = "edge")]
 pub mod edge;
 pub mod engine;
 pub mod guest_state;
@@ -23,6 +25,7 @@ pub mod precompiled;
 pub mod redirect;
 pub mod sandbox;
 pub mod server;
+#[cfg(feature = "compiler")]
 pub mod snapshot;
 pub mod tickets;
 

@@ -1,15 +1,12 @@
 //! `tls-site`: serve the site component over HTTPS, show what a component serves, or make
 //! development certificates.
 
-use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tls_site::engine::Limits;
 use tls_site::inspect::{hosts_default_first, site_resources};
-use tls_site::sandbox::Sandbox;
-use tls_site::{BUILT_COMPONENT, BUILT_EDGE_COMPONENT, ServeOptions, Server, certs, log};
+use tls_site::{BUILT_COMPONENT, ServeOptions, Server, certs, log};
 
 #[derive(Parser)]
 #[command(version, about = "A website served over HTTPS by a sandboxed WebAssembly component")]
@@ -23,11 +20,12 @@ enum Command {
     /// Serve the site: HTTPS from the component, and a redirect to it on the HTTP port.
     Serve(ServeOptions),
     /// Serve the edge twin (a wasi:http proxy component) over plain HTTP, as `wasmtime serve` does.
+    #[cfg(feature = "edge")]
     ServeHttp {
         /// The edge component [default: the one built from guest/edge]
         component: Option<PathBuf>,
         #[arg(long, default_value = "127.0.0.1:8080")]
-        addr: SocketAddr,
+        addr: std::net::SocketAddr,
         #[arg(long, default_value_t = 256)]
         max_connections: u32,
         /// Seconds one connection may take, from accept to close
@@ -45,6 +43,7 @@ enum Command {
     /// `serve` to load in milliseconds (where compiling at start-up is slow: a small VM, a
     /// microVM in software emulation). Runs on any CPU of this architecture; the private keys
     /// are read to check them but are not in the file.
+    #[cfg(feature = "compiler")]
     Compile {
         /// The site component [default: the one built from guest/tls]
         component: Option<PathBuf>,
@@ -83,13 +82,15 @@ async fn main() -> anyhow::Result<()> {
         tls_site::init::power_off();
     }
     match Cli::parse().command {
-        Command::Serve(mut options) => {
-            options.acme = options.acme_args.options()?;
+        Command::Serve(options) => {
+            #[cfg(feature = "acme")]
+            let options = ServeOptions { acme: options.acme_args.options()?, ..options };
             serve(options, shutdown_signal()).await
         }
+        #[cfg(feature = "edge")]
         Command::ServeHttp { component, addr, max_connections, timeout } => {
-            let component = component.unwrap_or_else(|| PathBuf::from(BUILT_EDGE_COMPONENT));
-            let deadline = Duration::try_from_secs_f64(timeout).context("--timeout")?;
+            let component = component.unwrap_or_else(|| PathBuf::from(tls_site::BUILT_EDGE_COMPONENT));
+            let deadline = std::time::Duration::try_from_secs_f64(timeout).map_err(|error| anyhow::anyhow!("--timeout: {error}"))?;
             let server = tls_site::edge::EdgeServer::start(&component, addr, max_connections, deadline).await?;
             log(format_args!("serving {} over HTTP on http://{} (edge twin; TLS is the platform's job)", component.display(), server.addr()));
             shutdown_signal().await;
@@ -98,11 +99,12 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Inspect { component, json } => inspect(component_or_built(component), json).await,
+        #[cfg(feature = "compiler")]
         Command::Compile { component, certs, out } => {
             let started = Instant::now();
             let certificates = certs::load_dir(&certs)?;
-            let precompiled = Sandbox::precompile(&component_or_built(component), &certificates).await?;
-            std::fs::write(&out, &precompiled).with_context(|| format!("writing {}", out.display()))?;
+            let precompiled = tls_site::sandbox::Sandbox::precompile(&component_or_built(component), &certificates).await?;
+            std::fs::write(&out, &precompiled).map_err(|error| anyhow::anyhow!("writing {}: {error}", out.display()))?;
             log(format_args!("wrote {} ({} bytes) in {} ms", out.display(), precompiled.len(), started.elapsed().as_millis()));
             Ok(())
         }

@@ -10,7 +10,9 @@ use crate::engine::Limits;
 use crate::redirect::{self, RedirectTable};
 use crate::sandbox::{Sandbox, SandboxError};
 use crate::tickets::TicketKeys;
-use crate::{ServeOptions, acme, certs, precompiled};
+#[cfg(feature = "acme")]
+use crate::acme;
+use crate::{ServeOptions, certs};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,6 +26,7 @@ pub enum StartError {
     Certs(#[from] certs::CertError),
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
+    #[cfg(feature = "acme")]
     #[error(transparent)]
     Acme(#[from] acme::AcmeError),
     #[error(transparent)]
@@ -55,6 +58,9 @@ impl Server {
             ));
         }
         let limits = Limits { instances: max_instances + 1, memory_bytes: options.instance_memory };
+        #[cfg(not(feature = "acme"))]
+        let (certificates, renewal) = (certs::load_dir(&options.certs)?, None::<Renewal>);
+        #[cfg(feature = "acme")]
         let (certificates, renewal) = match &options.acme {
             None => (certs::load_dir(&options.certs)?, None),
             Some(_) if is_precompiled(&options.component)? => return Err(StartError::PrecompiledWithAcme(options.component.clone())),
@@ -144,8 +150,24 @@ impl Server {
     }
 }
 
+/// Without ACME there is nothing to renew: no value of this type exists.
+#[cfg(not(feature = "acme"))]
+enum Renewal {}
+
+#[cfg(not(feature = "acme"))]
+impl Renewal {
+    fn challenges(&self) -> redirect::Challenges {
+        match *self {}
+    }
+
+    async fn run(self, _: watch::Sender<Arc<Sandbox>>, _: Arc<Stats>, _: watch::Receiver<bool>) {
+        match self {}
+    }
+}
+
+#[cfg(feature = "acme")]
 fn is_precompiled(component: &std::path::Path) -> Result<bool, SandboxError> {
-    precompiled::is_precompiled(component).map_err(|source| SandboxError::Unreadable { path: component.to_owned(), source })
+    crate::precompiled::is_precompiled(component).map_err(|source| SandboxError::Unreadable { path: component.to_owned(), source })
 }
 
 fn redirect_table(resources: &[Resource], https_port: u16) -> RedirectTable {
