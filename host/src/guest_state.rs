@@ -11,6 +11,7 @@ use crate::crypto::{AeadAlgorithm, CryptoError, Group, KeyExchange, Keys, Record
 use crate::engine::MemoryCap;
 use crate::tickets::TicketKeys;
 use std::sync::Arc;
+use wasmtime::Store;
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -49,6 +50,16 @@ impl GuestState {
             .collect();
         GuestState { certificates, initialising: true, ..GuestState::serving(memory_bytes, keys, tickets) }
     }
+}
+
+/// A store for one instance, its memory capped, with the start-up CPU deadline; connections set
+/// their own.
+pub fn new_store(engine: &wasmtime::Engine, state: GuestState) -> Store<GuestState> {
+    let mut store = Store::new(engine, state);
+    store.limiter(|state| &mut state.memory);
+    store.set_epoch_deadline(crate::engine::ticks(crate::engine::START_UP_DEADLINE));
+    store.epoch_deadline_trap();
+    store
 }
 
 /// WASI as the guest gets it: no preopened directories, no environment, no arguments, no

@@ -1,5 +1,5 @@
-//! The host as PID 1 of a microVM (see host/vm/): mount /proc, /sys and /dev, load the kernel
-//! modules the image carries, configure the network from the kernel command line, and, once
+//! The host as PID 1 of a microVM (see host/vm/): mount /proc, /sys and /dev, check that the
+//! kernel's randomness is ready, configure the network from the kernel command line, and, once
 //! serving is over, power the machine off. Runs only when asked (`tls-site init`, or the binary
 //! named `/init`) and only as process 1. Also what any PID 1 owes, a container's too: reaping.
 
@@ -7,14 +7,12 @@ use crate::{ServeOptions, log};
 use rustix::system::RebootCommand;
 use std::io::Read as _;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-/// Where `host/vm/build-image` puts the component (precompiled: `tls-site compile`), the
-/// certificates and the modules.
+/// Where `host/vm/build-image` puts the component (precompiled: `tls-site compile`) and the
+/// certificates. There are no kernel modules: every driver is built into the image's kernel.
 pub const COMPONENT: &str = "/tls-site/site.cwasm";
 pub const CERTS: &str = "/tls-site/certs";
-/// Loaded in file-name order; build-image numbers them so dependencies come first.
-pub const MODULES: &str = "/lib/modules";
 /// The one network interface: virtio-net, named by the kernel (there is no udev to rename it).
 const INTERFACE: &str = "eth0";
 
@@ -22,8 +20,8 @@ const INTERFACE: &str = "eth0";
 pub enum InitError {
     #[error("cannot mount {what} on {target}: {source}")]
     Mount { what: &'static str, target: &'static str, source: std::io::Error },
-    #[error("{file}: cannot load the kernel module: {source}")]
-    Module { file: PathBuf, source: std::io::Error },
+    #[error("randomness: {0}")]
+    Randomness(String),
     #[error("kernel command line: {0}")]
     CommandLine(String),
     #[error("network: {0}")]
@@ -71,8 +69,7 @@ pub async fn prepare() -> Result<ServeOptions, InitError> {
     mount_filesystems()?;
     // Ctrl-Alt-Del then sends us SIGINT, a clean shutdown, instead of an immediate reboot.
     let _ = rustix::system::reboot(RebootCommand::CadOff);
-    let modules = load_modules(Path::new(MODULES))?;
-    log(format_args!("init: loaded kernel modules {}", modules.join(" ")));
+    log(format_args!("init: {}", randomness_ready()?));
     let command_line = std::fs::read_to_string("/proc/cmdline").map_err(|e| InitError::CommandLine(e.to_string()))?;
     let network = NetworkConfig::from_command_line(&command_line)?;
     configure_network(&network).await?;
@@ -156,25 +153,17 @@ fn mount_filesystems() -> Result<(), InitError> {
     Ok(())
 }
 
-/// Loads every module in `dir`, in file-name order; one built into the kernel already is fine.
-fn load_modules(dir: &Path) -> Result<Vec<String>, InitError> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|source| InitError::Module { file: dir.to_owned(), source })?
-        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-        .filter(|path| path.extension().is_some_and(|extension| extension == "ko"))
-        .collect();
-    files.sort();
-    let mut loaded = Vec::new();
-    for file in files {
-        let failed = |source: std::io::Error| InitError::Module { file: file.clone(), source };
-        let module = std::fs::File::open(&file).map_err(failed)?;
-        match rustix::system::finit_module(&module, c"", 0) {
-            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-            Err(errno) => return Err(failed(errno.into())),
+/// The first handshake needs random numbers at once: the kernel's generator must be seeded before
+/// the first client, by virtio-rng or the CPU's RDRAND, never by waiting. Says which it was.
+fn randomness_ready() -> Result<String, InitError> {
+    match rustix::rand::getrandom(&mut [0u8; 16], rustix::rand::GetRandomFlags::NONBLOCK) {
+        Ok(_) => {
+            let source = std::fs::read_to_string("/sys/devices/virtual/misc/hw_random/rng_current").unwrap_or_default();
+            Ok(format!("randomness ready (hardware RNG: {})", source.trim()))
         }
-        loaded.push(file.file_stem().unwrap_or_default().to_string_lossy().into_owned());
+        Err(rustix::io::Errno::AGAIN) => Err(InitError::Randomness("the kernel's random generator is not seeded: give the VM a virtio-rng device (qemu -device virtio-rng-pci or virtio-rng-device) or a CPU with RDRAND".into())),
+        Err(errno) => Err(InitError::Randomness(format!("getrandom: {errno}"))),
     }
-    Ok(loaded)
 }
 
 async fn configure_network(config: &NetworkConfig) -> Result<(), InitError> {

@@ -7,7 +7,7 @@ pub use crate::bindings::{Failure, Resource, Served};
 use crate::certs::Certificate;
 use crate::crypto::{Keys, UnusableKey};
 use crate::engine::{self, Limits};
-use crate::guest_state::GuestState;
+use crate::guest_state::{GuestState, new_store};
 use crate::precompiled::{self, PrecompiledError};
 #[cfg(feature = "compiler")]
 use crate::snapshot::{self, SnapshotError};
@@ -194,16 +194,6 @@ async fn serve_in(pre: &TlsSitePre<GuestState>, store: &mut Store<GuestState>, s
         Ok(Err(trap)) => Outcome::Trapped(format!("{trap:#}")),
         Err(_elapsed) => Outcome::TimedOut,
     }
-}
-
-/// A store for one instance, its memory capped, with the start-up CPU deadline; connections set
-/// their own.
-pub(crate) fn new_store(engine: &wasmtime::Engine, state: GuestState) -> Store<GuestState> {
-    let mut store = Store::new(engine, state);
-    store.limiter(|state| &mut state.memory);
-    store.set_epoch_deadline(engine::ticks(engine::START_UP_DEADLINE));
-    store.epoch_deadline_trap();
-    store
 }
 
 pub(crate) fn read_component(path: &Path) -> Result<Vec<u8>, SandboxError> {

@@ -22,7 +22,7 @@ pub enum SnapshotError {
 /// Instantiates `wasm` with `state`, calls its `initialise` and returns the initialised instance
 /// as a component.
 pub async fn snapshot(linker: &Linker<GuestState>, wasm: &[u8], state: GuestState) -> Result<Vec<u8>, SnapshotError> {
-    let mut store = crate::sandbox::new_store(linker.engine(), state);
+    let mut store = crate::guest_state::new_store(linker.engine(), state);
     let instantiate = async |store: &mut Store<GuestState>, component: &Component| linker.instantiate_async(store, component).await;
     let (snapshot, returned) = wasmtime_wizer::Wizer::new()
         .init_func(INIT_CALL)

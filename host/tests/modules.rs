@@ -25,7 +25,8 @@ fn module_graph() -> BTreeMap<String, BTreeSet<String>> {
     let mut graph = BTreeMap::new();
     for module in &modules {
         let text = std::fs::read_to_string(src.join(format!("{module}.rs"))).unwrap();
-        let code = text.split("#[cfg(test)]").next().unwrap();
+        // Up to the first item compiled for tests only.
+        let code = ["#[cfg(test)]", "#[cfg(all(test"].iter().filter_map(|mark| text.find(mark)).min().map_or(&text[..], |at| &text[..at]);
         let mut named = BTreeSet::new();
         for (at, _) in code.match_indices("crate::") {
             let rest = &code[at + "crate::".len()..];

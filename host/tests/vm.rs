@@ -1,5 +1,6 @@
-//! The microVM (host/vm/): build the image with its documented command, boot it with
-//! host/vm/boot in qemu (TCG) both ways, kernel + initramfs and the UEFI disk image, fetch every
+//! The microVM (host/vm/): build the image with its documented command (our kernel, the host
+//! without a compiler as /init), boot it with host/vm/boot in qemu (TCG) three ways, kernel +
+//! initramfs on q35 and on microvm, and the UEFI disk image on q35, fetch every
 //! host name's bytes over HTTPS through qemu's port forward, see the 301 on port 80, press the
 //! ACPI power button over QMP, and check that the host as PID 1 powered the machine off cleanly.
 
@@ -17,8 +18,8 @@ use std::time::{Duration, Instant};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_tls-site");
 /// Failure bounds, not expectations (host/vm/boot-time measures): under TCG on two cores the
-/// first response came 5.5 s after qemu started (kernel + initramfs) and 12 s (UEFI disk). The
-/// component comes precompiled; compiling it in the emulated CPU took 144 s.
+/// first response came about a second after qemu started (kernel + initramfs) and 6 s (UEFI
+/// disk). The component comes precompiled; compiling it in the emulated CPU took 144 s.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 const POWER_OFF_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -26,8 +27,9 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
 }
 
-/// `host/vm/build-image`: the static host (in target/musl, as cargo holds target/ while tests
-/// run), Debian's kernel (fetched once), the initramfs with the development certificates.
+/// `host/vm/build-image`: the static hosts (in target/musl and target/musl-runtime, as cargo
+/// holds target/ while tests run), our kernel (built once), the initramfs with the development
+/// certificates.
 fn build_image(out: &Path) {
     let mut build = Command::new(workspace().join("host/vm/build-image"));
     build.arg("--out").arg(out);
@@ -66,8 +68,14 @@ struct Vm {
 impl Vm {
     fn boot(image: &Path, boot: Boot, https: u16, http: u16, qmp: &Path) -> Vm {
         let mut command = Command::new(workspace().join("host/vm/boot"));
-        if let Boot::Disk = boot {
-            command.arg("--disk");
+        match boot {
+            Boot::Kernel => {}
+            Boot::Microvm => {
+                command.args(["--machine", "microvm"]);
+            }
+            Boot::Disk => {
+                command.arg("--disk");
+            }
         }
         let mut qemu = command
             // TCG: a /dev/kvm may exist and still not work (as on the machine this was written on).
@@ -155,10 +163,12 @@ fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// How qemu starts the image: handed the kernel and initramfs, or from disk.img through UEFI.
+/// How qemu starts the image: q35 handed the kernel and initramfs, microvm handed the same
+/// (the kernel's PVH entry), or q35 from disk.img through UEFI.
 #[derive(Clone, Copy, Debug)]
 enum Boot {
     Kernel,
+    Microvm,
     Disk,
 }
 
@@ -168,9 +178,28 @@ fn the_image_boots_serves_every_host_and_powers_off_on_the_acpi_button() {
     let image = Path::new(env!("TLS_SITE_TARGET_DIR")).join("vm/test-image");
     build_image(&image);
     let resources = inspect();
-    for boot in [Boot::Kernel, Boot::Disk] {
+    for boot in [Boot::Kernel, Boot::Microvm, Boot::Disk] {
         boot_serve_and_power_off(&image, boot, &resources);
     }
+    the_image_host_refuses_a_wasm_and_says_to_compile_it();
+}
+
+/// The image's /init is the host built without a compiler (`--no-default-features`): it loads
+/// only what `tls-site compile` made, and says so for a `.wasm` rather than failing obscurely.
+fn the_image_host_refuses_a_wasm_and_says_to_compile_it() {
+    let runtime_only = Path::new(env!("TLS_SITE_TARGET_DIR")).join("musl-runtime/x86_64-unknown-linux-musl/release/tls-site");
+    let output = Command::new(&runtime_only)
+        .args(["serve", env!("TLS_SITE_COMPONENT"), "--https", "127.0.0.1:0", "--no-http", "--certs"])
+        .arg(workspace().join("certs"))
+        .output()
+        .expect("running the image's host natively");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "the runtime-only host served a .wasm: {stderr}");
+    assert!(stderr.contains("without a compiler") && stderr.contains("tls-site compile"), "{stderr}");
+    let full = Path::new(env!("TLS_SITE_TARGET_DIR")).join("musl/x86_64-unknown-linux-musl/release/tls-site");
+    let (small, large) = (std::fs::metadata(&runtime_only).unwrap().len(), std::fs::metadata(&full).unwrap().len());
+    eprintln!("--- the host without a compiler: {} KiB (with: {} KiB), unstripped", small >> 10, large >> 10);
+    assert!(small < large, "the runtime-only host is the smaller");
 }
 
 fn boot_serve_and_power_off(image: &Path, boot: Boot, resources: &[serde_json::Value]) {
@@ -181,6 +210,8 @@ fn boot_serve_and_power_off(image: &Path, boot: Boot, resources: &[serde_json::V
 
     let booted = Instant::now();
     let mut vm = Vm::boot(image, boot, https, http, &qmp_socket);
+    let randomness = vm.wait_for("init: randomness", BOOT_TIMEOUT);
+    assert!(randomness.contains("randomness ready"), "{boot:?}: {randomness}");
     vm.wait_for("listening on https://", BOOT_TIMEOUT);
 
     let https_addr = SocketAddr::from(([127, 0, 0, 1], https));
