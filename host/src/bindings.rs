@@ -27,7 +27,7 @@ pub mod portable {
     });
 }
 
-pub use exports::tls_site::site::handler::{Deadlines, Failure, Served};
+pub use exports::tls_site::site::handler::{Deadlines, Ending, Failure, Served};
 pub use exports::tls_site::site::site::Resource;
 
 /// Calls `site.resources` on a fresh instance of `component`: the one export every site component

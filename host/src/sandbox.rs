@@ -3,7 +3,7 @@
 //! that connection's two streams and the host's crypto (`guest_state.rs`), within its deadlines.
 
 use crate::bindings::{Deadlines, TlsSitePre, portable, tls_site};
-pub use crate::bindings::{Failure, Resource, Served};
+pub use crate::bindings::{Ending, Failure, Resource, Served};
 use crate::certs::Certificate;
 use crate::crypto::{Keys, UnusableKey};
 use crate::engine::{self, Limits};
@@ -174,6 +174,9 @@ async fn serve_in(pre: &TlsSitePre<GuestState>, store: &mut Store<GuestState>, s
     store.set_epoch_deadline(engine::ticks(timeouts.connection));
     let table = &mut store.data_mut().table;
     let input: DynInputStream = Box::new(AsyncReadStream::new(reader));
+    // When the guest drops `output` (wit/tls-site.wit, `handle`: it is done writing), the stream's
+    // writer task is ended and drops `writer`, and tokio's OwnedWriteHalf shuts the socket's
+    // write side down as it is dropped: the client gets its FIN at once, while the guest drains.
     let output: DynOutputStream = Box::new(AsyncWriteStream::new(WRITE_BUDGET, writer));
     let (Ok(input), Ok(output)) = (table.push(input), table.push(output)) else {
         return Outcome::NoInstance("resource table full".into());

@@ -11,7 +11,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
-use tls_site::sandbox::{Outcome, Resource, Sandbox, Timeouts};
+use tls_site::sandbox::{Ending, Outcome, Resource, Sandbox, Timeouts};
 use tls_site::{BUILT_COMPONENT, BUILT_PORTABLE_COMPONENT, Event, ServeOptions, Server, certs};
 
 /// One server for the whole file, on its own runtime thread: initialising the component costs
@@ -211,6 +211,8 @@ fn a_guest_trap_costs_only_its_own_connection() {
                     resource: f.status_line,
                     bytes: f.body.len() as u64,
                     client_finished: true,
+                    key_exchange: None,
+                    ending: tls_site::sandbox::Ending::Clean,
                 }),
                 Err(e) => Outcome::Trapped(format!("client: {e}")),
             });
@@ -537,4 +539,152 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
         }
     }
+}
+
+/// Serves one connection on a listener of its own with the shared server's sandbox (generous
+/// deadlines), while `client` runs against it on a thread. Returns the outcome, when the guest
+/// returned, and what the client returned.
+fn serve_one<T: Send + 'static>(client: impl FnOnce(SocketAddr) -> T + Send + 'static) -> (Outcome, std::time::Instant, T) {
+    let shared = shared();
+    let sandbox = shared.server.sandbox();
+    shared.runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = std::thread::spawn(move || client(addr));
+        let (stream, _) = listener.accept().await.unwrap();
+        let timeouts = Timeouts { handshake: Duration::from_secs(20), stall: Duration::from_secs(20), connection: Duration::from_secs(60) };
+        let outcome = sandbox.serve_connection(stream, timeouts).await.outcome;
+        let returned = std::time::Instant::now();
+        let client = tokio::task::spawn_blocking(move || client.join().unwrap()).await.unwrap();
+        (outcome, returned, client)
+    })
+}
+
+/// A TLS connection to `addr` for the default host, with the request sent; the client's
+/// provider is ring's with `groups`.
+fn connect(addr: SocketAddr, groups: Vec<&'static dyn rustls::crypto::SupportedKxGroup>) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let shared = shared();
+    let config = std::sync::Arc::new(client::config_for_groups(Trust::Ca(&shared.ca), groups));
+    let name = rustls::pki_types::ServerName::try_from("tls-site.localhost").unwrap();
+    let socket = TcpStream::connect(addr).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut tls = rustls::StreamOwned::new(rustls::ClientConnection::new(config, name).unwrap(), socket);
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: tls-site.localhost\r\n\r\n").unwrap();
+    tls
+}
+
+/// A key-exchange group no server knows (a code point from the private-use range): a client
+/// whose first key share is for it gets a HelloRetryRequest for another.
+#[derive(Debug)]
+struct UnknownGroup;
+
+impl rustls::crypto::SupportedKxGroup for UnknownGroup {
+    fn start(&self) -> Result<Box<dyn rustls::crypto::ActiveKeyExchange>, rustls::Error> {
+        Ok(Box::new(UnknownGroup))
+    }
+
+    fn name(&self) -> rustls::NamedGroup {
+        rustls::NamedGroup::Unknown(0xfe00)
+    }
+}
+
+impl rustls::crypto::ActiveKeyExchange for UnknownGroup {
+    fn complete(self: Box<Self>, _: &[u8]) -> Result<rustls::crypto::SharedSecret, rustls::Error> {
+        Err(rustls::Error::General("a server chose the unknown group".into()))
+    }
+
+    fn pub_key(&self) -> &[u8] {
+        &[1; 32]
+    }
+
+    fn group(&self) -> rustls::NamedGroup {
+        rustls::NamedGroup::Unknown(0xfe00)
+    }
+}
+
+/// A HelloRetryRequest costs the client one round trip, not a stall: the server's flight leaves
+/// as soon as the second ClientHello is in, and the client's Finished is read and checked (it
+/// gets its session ticket, which rustls sends only then).
+#[test]
+fn a_hello_retry_request_costs_a_round_trip_not_a_second() {
+    use rustls::client::ClientSessionStore as _;
+    let tickets = std::sync::Arc::new(rustls::client::ClientSessionMemoryCache::new(4));
+    let client_tickets = tickets.clone();
+    let (outcome, _, fetched) = serve_one(move |addr| {
+        let shared = shared();
+        let started = std::time::Instant::now();
+        let mut config = client::config_for_groups(Trust::Ca(&shared.ca), vec![&UnknownGroup, rustls::crypto::ring::kx_group::X25519]);
+        config.resumption = rustls::client::Resumption::store(client_tickets);
+        let fetched = fetch(addr, "tls-site.localhost", true, config);
+        (fetched, started.elapsed())
+    });
+    let (fetched, took) = fetched;
+    let fetched = fetched.unwrap();
+    assert!(matches!(&outcome, Outcome::Served(served) if served.client_finished), "{outcome:?}");
+    assert_eq!(fetched.handshake, Some(rustls::HandshakeKind::FullWithHelloRetryRequest));
+    assert_eq!(fetched.key_exchange, Some(rustls::NamedGroup::X25519));
+    assert_eq!(sha256_hex(&fetched.body), default_resource(shared()).sha256);
+    assert!(took < Duration::from_millis(500), "the retried handshake took {took:?}");
+    let name = rustls::pki_types::ServerName::try_from("tls-site.localhost").unwrap();
+    assert!(tickets.take_tls13_ticket(&name).is_some(), "the client got no session ticket");
+}
+
+/// After its close_notify the server half-closes at once (the client sees the end of the stream
+/// while its own side is still open), and it stops draining at the client's close_notify.
+#[test]
+fn the_server_half_closes_then_stops_draining_at_the_clients_close_notify() {
+    let (outcome, returned, (eof_after, close_notify_sent, _socket)) = serve_one(|addr| {
+        let mut tls = connect(addr, vec![rustls::crypto::ring::kx_group::X25519]);
+        let mut response = Vec::new();
+        tls.read_to_end(&mut response).unwrap();
+        let got_close_notify = std::time::Instant::now();
+        let mut rest = [0u8; 64];
+        assert_eq!(tls.sock.read(&mut rest).unwrap(), 0, "the server's end of stream, after its close_notify");
+        let eof_after = got_close_notify.elapsed();
+        // Our close_notify, and the socket kept open: only the close_notify can end the drain.
+        tls.conn.send_close_notify();
+        tls.conn.write_tls(&mut tls.sock).unwrap();
+        (eof_after, std::time::Instant::now(), tls.sock)
+    });
+    assert!(matches!(&outcome, Outcome::Served(served) if served.client_finished), "{outcome:?}");
+    assert!(eof_after < Duration::from_millis(500), "the server's FIN came {eof_after:?} after its close_notify");
+    let drained_for = returned.saturating_duration_since(close_notify_sent);
+    assert!(drained_for < Duration::from_millis(500), "the guest drained for {drained_for:?} after the client's close_notify");
+}
+
+/// What a client sends after the response, up to the drain's bound, is read: the client gets a
+/// clean close, not a reset.
+#[test]
+fn up_to_the_drain_bound_a_client_gets_a_clean_close() {
+    let (outcome, _, end) = serve_one(|addr| {
+        let mut tls = connect(addr, vec![rustls::crypto::ring::kx_group::X25519]);
+        let mut response = Vec::new();
+        tls.read_to_end(&mut response).unwrap();
+        // Fifteen full records (240 KiB and their headers), then its close_notify and its end of
+        // stream: more than the host reads ahead of the guest (up to 192 KiB, wasmtime-wasi's
+        // buffers), so a guest that stops reading early leaves bytes unread, which is a reset.
+        for _ in 0..15 {
+            tls.write_all(&[b'x'; 16 * 1024]).unwrap();
+        }
+        tls.conn.send_close_notify();
+        tls.flush().unwrap();
+        tls.sock.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        tls.sock.read_to_end(&mut rest).map(|_| rest.len())
+    });
+    assert!(matches!(&outcome, Outcome::Served(served) if served.ending == Ending::Clean), "{outcome:?}");
+    assert!(matches!(end, Ok(0)), "the client's close ended in {end:?}");
+
+    // Beyond the bound the client is cut off, and the outcome (so the access log) says so.
+    let (outcome, _, ()) = serve_one(|addr| {
+        let mut tls = connect(addr, vec![rustls::crypto::ring::kx_group::X25519]);
+        let mut response = Vec::new();
+        tls.read_to_end(&mut response).unwrap();
+        for _ in 0..64 {
+            if tls.write_all(&[b'x'; 16 * 1024]).is_err() {
+                break;
+            }
+        }
+    });
+    assert!(matches!(&outcome, Outcome::Served(served) if served.ending == Ending::CutOff), "{outcome:?}");
 }
