@@ -211,8 +211,11 @@ impl Wire<'_> {
     /// its SNI name selects. On a TLS error the alert rustls queued is still sent.
     fn accept<'t>(&mut self, table: &'t SniTable) -> Result<(ServerConnection, &'t Entry), Failure> {
         let mut acceptor = Acceptor::default();
+        // What rustls is fed until the ClientHello is whole, to read its key shares from.
+        let mut hello = Vec::new();
         loop {
             let Some(bytes) = self.read()? else { return Err(Failure::Io("closed before a ClientHello".into())) };
+            hello.extend_from_slice(&bytes);
             let mut rest = &bytes[..];
             while !rest.is_empty() {
                 acceptor.read_tls(&mut rest).map_err(|e| Failure::Io(e.to_string()))?;
@@ -222,7 +225,8 @@ impl Wire<'_> {
                     Err((error, alert)) => return Err(self.alert(error, alert)),
                 };
                 let entry = table.lookup(accepted.client_hello().server_name());
-                let mut tls = match accepted.into_connection(entry.config.clone()) {
+                let config = entry.config_for(&key_share_groups(&hello));
+                let mut tls = match accepted.into_connection(config.clone()) {
                     Ok(tls) => tls,
                     Err((error, alert)) => return Err(self.alert(error, alert)),
                 };
@@ -323,6 +327,83 @@ impl Wire<'_> {
             Drained::TimeBound => Ending::TimedOut,
             Drained::BytesBound => Ending::CutOff,
         }
+    }
+}
+
+/// The groups of the key shares in the ClientHello that `records` begin with. rustls has parsed
+/// and accepted it already, but does not say which shares came (`Entry::config_for` needs them);
+/// anything malformed reads as no shares.
+fn key_share_groups(records: &[u8]) -> Vec<NamedGroup> {
+    // The handshake records' payloads, joined: a ClientHello may span records.
+    let (mut handshake, mut rest) = (Vec::new(), Bytes(records));
+    while let (Some(typ), Some(_version), Some(len)) = (rest.u8(), rest.u16(), rest.u16()) {
+        match rest.take(len) {
+            Some(payload) if typ == 22 => handshake.extend_from_slice(payload),
+            Some(_) => {}
+            None => break,
+        }
+    }
+    client_hello_shares(Bytes(&handshake)).unwrap_or_default()
+}
+
+/// RFC 8446, 4.1.2 and 4.2.8: the groups of a ClientHello's `key_share` extension.
+fn client_hello_shares(mut message: Bytes<'_>) -> Option<Vec<NamedGroup>> {
+    const CLIENT_HELLO: u8 = 1;
+    const KEY_SHARE: u16 = 51;
+    if message.u8()? != CLIENT_HELLO {
+        return None;
+    }
+    let length = message.u24()?;
+    let mut hello = Bytes(message.take(length)?);
+    hello.take(2usize + 32)?; // legacy_version, random
+    let skip = hello.u8()?; // legacy_session_id
+    hello.take(skip)?;
+    let skip = hello.u16()?; // cipher_suites
+    hello.take(skip)?;
+    let skip = hello.u8()?; // legacy_compression_methods
+    hello.take(skip)?;
+    let length = hello.u16()?;
+    let mut extensions = Bytes(hello.take(length)?);
+    while let Some(typ) = extensions.u16() {
+        let length = extensions.u16()?;
+        let data = extensions.take(length)?;
+        if typ == KEY_SHARE {
+            let mut data = Bytes(data);
+            let length = data.u16()?;
+            let mut shares = Bytes(data.take(length)?);
+            let mut groups = Vec::new();
+            while let Some(group) = shares.u16() {
+                let length = shares.u16()?;
+                shares.take(length)?;
+                groups.push(NamedGroup::from(group));
+            }
+            return Some(groups);
+        }
+    }
+    Some(Vec::new())
+}
+
+/// Big-endian fields read off the front of a byte string.
+struct Bytes<'a>(&'a [u8]);
+
+impl<'a> Bytes<'a> {
+    fn take(&mut self, n: impl Into<usize>) -> Option<&'a [u8]> {
+        let n = n.into();
+        let (taken, rest) = (self.0.get(..n)?, self.0.get(n..)?);
+        self.0 = rest;
+        Some(taken)
+    }
+
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1usize).map(|b| b[0])
+    }
+
+    fn u16(&mut self) -> Option<u16> {
+        self.take(2usize).map(|b| u16::from_be_bytes([b[0], b[1]]))
+    }
+
+    fn u24(&mut self) -> Option<usize> {
+        self.take(3usize).map(|b| usize::from(b[0]) << 16 | usize::from(b[1]) << 8 | usize::from(b[2]))
     }
 }
 
@@ -775,5 +856,57 @@ mod tests {
             assert_eq!(client.error, Some(rustls::Error::AlertReceived(rustls::AlertDescription::BadRecordMac)), "retried {retried}");
             assert!(!client.got_close_notify, "retried {retried}");
         }
+    }
+
+    /// The first flight of `client`: its ClientHello.
+    fn client_hello(mut client: Client) -> Vec<u8> {
+        let mut hello = Vec::new();
+        while client.tls.wants_write() {
+            client.tls.write_tls(&mut hello).unwrap();
+        }
+        hello
+    }
+
+    /// The random of a HelloRetryRequest (RFC 8446, 4.1.3): SHA-256 of "HelloRetryRequest".
+    const RETRY_RANDOM: [u8; 32] = [
+        0xcf, 0x21, 0xad, 0x74, 0xe5, 0x9a, 0x61, 0x11, 0xbe, 0x1d, 0x8c, 0x02, 0x1e, 0x65, 0xb8, 0x91, 0xc2, 0xa2, 0x11, 0x16,
+        0x7a, 0xbb, 0x8c, 0x5e, 0x07, 0x9e, 0x09, 0xe2, 0xc8, 0xa8, 0x33, 0x9c,
+    ];
+
+    #[test]
+    fn the_key_shares_of_a_client_hello_are_read_and_anything_else_is_none() {
+        let host = site_hosts()[0];
+        let hello = client_hello(Client::new(Some(host), host, HTTP_1_1));
+        assert_eq!(key_share_groups(&hello), [NamedGroup::X25519]);
+        let retried = client_hello(Client::retried(Some(host), host));
+        assert_eq!(key_share_groups(&retried), [NamedGroup::Unknown(0xfe00)]);
+        // Split over two records.
+        let (body, split) = (&hello[5..], 100);
+        let two_records = [&[22, 3, 1, 0, split as u8][..], &body[..split], &[22, 3, 1], &((body.len() - split) as u16).to_be_bytes(), &body[split..]].concat();
+        assert_eq!(key_share_groups(&two_records), [NamedGroup::X25519]);
+        for cut in [0, 5, 40, hello.len() / 2, hello.len() - 1] {
+            assert_eq!(key_share_groups(&hello[..cut]), [], "cut at {cut}");
+        }
+        assert_eq!(key_share_groups(b"GET / HTTP/1.1\r\n\r\n"), []);
+    }
+
+    /// rustls would take the client's first supported group, P-256, for which it sent no share,
+    /// and ask for a retry; the server takes the X25519 share it has.
+    #[test]
+    fn a_client_whose_share_is_not_for_its_first_group_gets_no_retry() {
+        let table = dev_table();
+        let host = site_hosts()[0];
+        let mut hello = client_hello(Client::new(Some(host), host, HTTP_1_1));
+        // supported_groups (10): x25519 (0x001d) first, then secp256r1 (0x0017): swapped.
+        let groups = [0x00, 0x1d, 0x00, 0x17];
+        let at = hello.windows(4).position(|w| w == groups).expect("supported_groups lists x25519, secp256r1");
+        hello[at..at + 4].copy_from_slice(&[0x00, 0x17, 0x00, 0x1d]);
+        let mut peer = Raw { script: vec![hello], written: Vec::new() };
+
+        let _ = serve(&table, &mut peer);
+
+        // A ServerHello record: type 22, handshake type 2, then version and random.
+        assert_eq!((peer.written[0], peer.written[5]), (22, 2), "{:?}", &peer.written[..16]);
+        assert_ne!(peer.written[11..43], RETRY_RANDOM, "the server asked for a retry");
     }
 }
