@@ -9,7 +9,6 @@ wasmtime::component::bindgen!({
     exports: { default: async },
     with: {
         "wasi": wasmtime_wasi::p2::bindings,
-        "tls-site:site/crypto.key-exchange": crate::crypto::KeyExchange,
         "tls-site:site/crypto.record-key": crate::crypto::RecordProtection,
     },
 });

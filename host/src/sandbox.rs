@@ -223,7 +223,7 @@ mod client;
 mod tests {
     use super::*;
     use crate::bindings::TlsSite;
-    use client::{Trust, config, fetch};
+    use client::{Trust, config_for_groups, fetch};
     use wasmtime_wizer::{WasmtimeWizerComponent, Wizer};
 
     /// The component's memory (as a snapshot component) after serving `connections`, and the
@@ -257,7 +257,9 @@ mod tests {
         let ca = dir.join(crate::certs::DEV_CA_FILE);
         for _ in 0..connections {
             let ca = ca.clone();
-            let client = std::thread::spawn(move || fetch(addr, "tls-site.localhost", true, config(Trust::Ca(&ca), &[])));
+            // The hybrid group first, as browsers offer it: its secrets pass through the guest too.
+            let groups = vec![client::X25519MLKEM768, rustls::crypto::ring::kx_group::X25519];
+            let client = std::thread::spawn(move || fetch(addr, "tls-site.localhost", true, config_for_groups(Trust::Ca(&ca), groups)));
             let (stream, _) = listener.accept().await.unwrap();
             let (reader, writer) = stream.into_split();
             let input: DynInputStream = Box::new(AsyncReadStream::new(reader));

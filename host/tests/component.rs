@@ -383,7 +383,7 @@ fn the_host_signs_with_each_kind_of_key() {
 fn the_host_does_each_key_exchange_group() {
     use rustls::crypto::ring::kx_group;
     let shared = shared();
-    for group in [kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1] {
+    for group in [client::X25519MLKEM768, kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1] {
         let client = client::config_for_groups(Trust::Ca(&shared.ca), vec![group]);
         let fetched = fetch(shared.https, "tls-site.localhost", true, client).unwrap_or_else(|e| panic!("{group:?}: {e}"));
         assert_eq!(fetched.key_exchange, Some(group.name()));
@@ -688,3 +688,61 @@ fn up_to_the_drain_bound_a_client_gets_a_clean_close() {
     });
     assert!(matches!(&outcome, Outcome::Served(served) if served.ending == Ending::CutOff), "{outcome:?}");
 }
+
+/// A client that offers the hybrid group first, as current browsers do, gets it: every host name,
+/// its own bytes, and the group in the access log's record.
+#[test]
+fn the_hybrid_post_quantum_group_is_negotiated_when_offered() {
+    let shared = shared();
+    let groups = || vec![client::X25519MLKEM768, rustls::crypto::ring::kx_group::X25519];
+    for resource in &shared.resources {
+        for host in &resource.hosts {
+            let fetched = fetch(shared.https, host, true, client::config_for_groups(Trust::Ca(&shared.ca), groups())).unwrap();
+            assert_eq!(fetched.key_exchange, Some(rustls::NamedGroup::X25519MLKEM768), "{host}");
+            assert_eq!(fetched.handshake, Some(rustls::HandshakeKind::Full), "{host}");
+            assert_eq!(sha256_hex(&fetched.body), resource.sha256, "{host}");
+        }
+    }
+    let (outcome, _, fetched) = serve_one(move |addr| {
+        let shared = shared();
+        fetch(addr, "tls-site.localhost", true, client::config_for_groups(Trust::Ca(&shared.ca), groups()))
+    });
+    fetched.unwrap();
+    assert!(matches!(&outcome, Outcome::Served(served) if served.key_exchange.as_deref() == Some("X25519MLKEM768")), "{outcome:?}");
+}
+
+/// A client that lists the hybrid group first in supported_groups but sends only an X25519 share
+/// gets a ServerHello for X25519, not a HelloRetryRequest for the hybrid group.
+#[test]
+fn a_client_offering_the_hybrid_group_without_a_share_for_it_gets_no_retry() {
+    let shared = shared();
+    // A real ClientHello with supported_groups x25519 (0x001d), X25519MLKEM768 (0x11ec) and an
+    // X25519 share; the two groups swapped.
+    let config = client::config_for_groups(Trust::Ca(&shared.ca), vec![rustls::crypto::ring::kx_group::X25519, client::X25519MLKEM768]);
+    let name = rustls::pki_types::ServerName::try_from("tls-site.localhost").unwrap();
+    let mut connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let mut hello = Vec::new();
+    while connection.wants_write() {
+        connection.write_tls(&mut hello).unwrap();
+    }
+    let at = hello.windows(4).position(|w| w == [0x00, 0x1d, 0x11, 0xec]).expect("supported_groups: x25519, X25519MLKEM768");
+    hello[at..at + 4].copy_from_slice(&[0x11, 0xec, 0x00, 0x1d]);
+
+    let mut socket = TcpStream::connect(shared.https).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    socket.write_all(&hello).unwrap();
+    let mut reply = vec![0; 5 + 4 + 2 + 32];
+    socket.read_exact(&mut reply).unwrap();
+    const RETRY_RANDOM: [u8; 32] = [
+        0xcf, 0x21, 0xad, 0x74, 0xe5, 0x9a, 0x61, 0x11, 0xbe, 0x1d, 0x8c, 0x02, 0x1e, 0x65, 0xb8, 0x91, 0xc2, 0xa2, 0x11, 0x16,
+        0x7a, 0xbb, 0x8c, 0x5e, 0x07, 0x9e, 0x09, 0xe2, 0xc8, 0xa8, 0x33, 0x9c,
+    ];
+    assert_eq!((reply[0], reply[5]), (22, 2), "a ServerHello: {reply:?}");
+    assert_ne!(reply[11..43], RETRY_RANDOM, "the server asked for a retry");
+    let length = u16::from_be_bytes([reply[3], reply[4]]) as usize;
+    let mut rest = vec![0; length + 5 - reply.len()];
+    socket.read_exact(&mut rest).unwrap();
+    // Its key_share extension (51): 36 bytes, group x25519.
+    assert!(rest.windows(6).any(|w| w == [0x00, 0x33, 0x00, 0x24, 0x00, 0x1d]), "the ServerHello's share is not X25519: {rest:?}");
+}
+
