@@ -703,10 +703,9 @@ fn the_hybrid_post_quantum_group_is_negotiated_when_offered() {
             assert_eq!(sha256_hex(&fetched.body), resource.sha256, "{host}");
         }
     }
-    let (outcome, _, fetched) = serve_one(move |addr| {
-        let shared = shared();
-        fetch(addr, "tls-site.localhost", true, client::config_for_groups(Trust::Ca(&shared.ca), groups()))
-    });
+    let ca = shared.ca.clone();
+    let (outcome, _, fetched) =
+        serve_one(move |addr| fetch(addr, "tls-site.localhost", true, client::config_for_groups(Trust::Ca(&ca), groups())));
     fetched.unwrap();
     assert!(matches!(&outcome, Outcome::Served(served) if served.key_exchange.as_deref() == Some("X25519MLKEM768")), "{outcome:?}");
 }
