@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 use tls_site::sandbox::{Ending, Outcome, Resource, Timeouts};
 use tls_site::{BUILT_COMPONENT, ServeOptions, Server, certs};
@@ -28,7 +28,15 @@ struct Site {
     outcomes: Arc<Mutex<Vec<Outcome>>>,
 }
 
-fn site() -> &'static Site {
+/// The site, and the suite's turn: one client program at a time, so that the connections recorded
+/// while a test holds it are its client's.
+fn site() -> (&'static Site, MutexGuard<'static, ()>) {
+    static TURN: Mutex<()> = Mutex::new(());
+    let turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    (shared_site(), turn)
+}
+
+fn shared_site() -> &'static Site {
     static SITE: OnceLock<Site> = OnceLock::new();
     SITE.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("tls-site-interop-{}", std::process::id()));
@@ -115,7 +123,7 @@ fn request(host: &str) -> Vec<u8> {
 #[test]
 #[ignore = "outside programs: curl"]
 fn curl_gets_every_host_names_bytes() {
-    let (site, curl) = (site(), program("curl", "curl"));
+    let ((site, _turn), curl) = (site(), program("curl", "curl"));
     for (host, resource) in site.hosts() {
         let output = run(
             Command::new(&curl)
@@ -134,7 +142,7 @@ fn curl_gets_every_host_names_bytes() {
 #[test]
 #[ignore = "outside programs: openssl"]
 fn openssl_s_client_gets_every_host_names_bytes() {
-    let (site, openssl) = (site(), program("openssl", "openssl"));
+    let ((site, _turn), openssl) = (site(), program("openssl", "openssl"));
     for (host, resource) in site.hosts() {
         let started = Instant::now();
         let output = run(
@@ -171,7 +179,7 @@ sys.stdout.buffer.write(response)
 #[test]
 #[ignore = "outside programs: python3"]
 fn python_ssl_gets_every_host_names_bytes() {
-    let (site, python) = (site(), program("python3", "python3"));
+    let ((site, _turn), python) = (site(), program("python3", "python3"));
     for (host, resource) in site.hosts() {
         let output = run(
             Command::new(&python).args(["-c", PYTHON_CLIENT, host, &site.addr.port().to_string()]).arg(&site.ca),
@@ -186,7 +194,7 @@ fn python_ssl_gets_every_host_names_bytes() {
 #[test]
 #[ignore = "outside programs: none, but part of the suite"]
 fn rustls_gets_every_host_names_bytes_with_the_hybrid_group_and_without() {
-    let site = site();
+    let (site, _turn) = site();
     let x25519 = rustls::crypto::ring::kx_group::X25519;
     for (host, resource) in site.hosts() {
         for (groups, expected) in [
@@ -206,7 +214,7 @@ fn rustls_gets_every_host_names_bytes_with_the_hybrid_group_and_without() {
 #[test]
 #[ignore = "outside programs: chromium, certutil"]
 fn chromium_negotiates_the_hybrid_group_for_every_host_name() {
-    let (site, chromium, certutil) = (site(), program("chromium", "chromium"), program("certutil", "libnss3-tools"));
+    let ((site, _turn), chromium, certutil) = (site(), program("chromium", "chromium"), program("certutil", "libnss3-tools"));
     let home = std::env::temp_dir().join(format!("tls-site-interop-chromium-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&home);
     let nssdb = home.join(".pki/nssdb");
