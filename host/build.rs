@@ -1,7 +1,7 @@
 //! Builds the site components for wasm32-wasip2 — the TLS component (guest/tls) in both its worlds
 //! and its edge twin (guest/edge) — so that `cargo run` and `cargo test` always serve the site as it
-//! is in the tree. Their paths are `TLS_SITE_COMPONENT` (keyless, host crypto),
-//! `TLS_SITE_PORTABLE_COMPONENT` (pure-Rust crypto) and `TLS_SITE_EDGE_COMPONENT`.
+//! is in the tree, into `<target>/guest`. Their paths are `TLS_SITE_COMPONENT` (keyless, host
+//! crypto), `TLS_SITE_PORTABLE_COMPONENT` (pure-Rust crypto) and `TLS_SITE_EDGE_COMPONENT`.
 
 use std::path::Path;
 use std::process::Command;
@@ -13,8 +13,14 @@ fn main() {
     for input in ["guest", "wit", "assets", "Cargo.toml", "Cargo.lock"] {
         println!("cargo::rerun-if-changed={}", workspace.join(input).display());
     }
+    // Where cargo builds: CARGO_TARGET_DIR if set (CI keeps it outside the checkout, as a cache
+    // that outlives the clone; a relative one is taken from the workspace), else target/. Exported
+    // as TLS_SITE_TARGET_DIR for the tests that build beside it (the microVM, the container).
+    println!("cargo::rerun-if-env-changed=CARGO_TARGET_DIR");
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace.join("target"), |dir| workspace.join(dir));
+    println!("cargo::rustc-env=TLS_SITE_TARGET_DIR={}", target.display());
     // A target directory of its own: the outer cargo holds the lock on the main one.
-    let target_dir = workspace.join("target").join("guest");
+    let target_dir = target.join("guest");
     // One cargo run each: the edge twin builds wit-bindgen without `std`, the TLS component with;
     // the two TLS variants differ by a feature and land on the same file name, so each is copied
     // to a name of its own once built.

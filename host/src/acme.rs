@@ -20,7 +20,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
@@ -383,9 +383,16 @@ impl Renewal {
         self.challenges.clone()
     }
 
-    /// Until `stopped`: waits until the certificate is due, orders a new one, and installs a
-    /// sandbox made from it. A failure keeps what is served and retries after a doubling wait.
-    pub(crate) async fn run(mut self, install: watch::Sender<Arc<Sandbox>>, stats: Arc<Stats>, mut stopped: watch::Receiver<bool>) {
+    /// Until `stopped`: waits until the certificate is due (or `renew_now` is notified), orders a
+    /// new one, and installs a sandbox made from it. A failure keeps what is served and retries
+    /// after a doubling wait.
+    pub(crate) async fn run(
+        mut self,
+        install: watch::Sender<Arc<Sandbox>>,
+        stats: Arc<Stats>,
+        renew_now: Arc<Notify>,
+        mut stopped: watch::Receiver<bool>,
+    ) {
         let mut account = None;
         let mut failures = 0;
         loop {
@@ -400,6 +407,7 @@ impl Renewal {
             };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
+                _ = renew_now.notified() => log(format_args!("acme: renewal asked for now")),
                 _ = stopped.changed() => return,
             }
             let renewed = tokio::select! {

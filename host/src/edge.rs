@@ -6,7 +6,7 @@ use crate::bindings::{Resource, list_resources};
 use crate::engine::{self, Limits};
 use crate::guest_state::empty_wasi;
 use crate::sandbox::SandboxError;
-use crate::server::{StartError, accept_loop, bind};
+use crate::listener::{ListenError, accept_loop, bind};
 use hyper::server::conn::http1;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -165,6 +165,14 @@ impl EdgeSandbox {
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeStartError {
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+}
+
 /// A running `serve-http` server, until `shutdown`.
 pub struct EdgeServer {
     addr: SocketAddr,
@@ -180,14 +188,14 @@ impl EdgeServer {
         addr: SocketAddr,
         max_connections: u32,
         deadline: Duration,
-    ) -> Result<EdgeServer, StartError> {
+    ) -> Result<EdgeServer, EdgeStartError> {
         let limits = Limits { instances: max_connections + 1, ..Limits::default() };
         let sandbox = Arc::new(EdgeSandbox::new(component, limits)?);
         let resources = list_resources(linker(sandbox.pre.engine()).map_err(SandboxError::from)?, &sandbox.component, EdgeState::new(sandbox.limits.memory_bytes))
             .await
             .map_err(|source| SandboxError::NotAComponent { path: component.to_owned(), source })?;
         let listener = bind(addr).await?;
-        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
+        let addr = listener.local_addr().map_err(|source| ListenError { addr, source })?;
         let (stop, stopped) = watch::channel(false);
         let permits = Arc::new(Semaphore::new(max_connections as usize));
         let listener = tokio::spawn(accept_loop(listener, permits, stopped, move |stream, peer| {

@@ -52,6 +52,7 @@ pub fn engine(limits: &Limits) -> wasmtime::Result<Engine> {
 
 /// An engine that compiles for the baseline of this architecture (no AVX, BMI, ...), so its code
 /// runs on any CPU of it; `engine` checks that when it loads the code. It runs nothing itself.
+#[cfg(feature = "compiler")]
 pub fn baseline_compiler(limits: &Limits) -> wasmtime::Result<Engine> {
     let mut baseline = config(limits);
     // An explicit target turns off the detection of this CPU's extensions.

@@ -1,6 +1,7 @@
 //! The host as PID 1 of a microVM (see host/vm/): mount /proc, /sys and /dev, load the kernel
 //! modules the image carries, configure the network from the kernel command line, and, once
-//! serving is over, power the machine off. Nothing here runs unless the host is process 1.
+//! serving is over, power the machine off. Runs only when asked (`tls-site init`, or the binary
+//! named `/init`) and only as process 1. Also what any PID 1 owes, a container's too: reaping.
 
 use crate::{ServeOptions, log};
 use rustix::system::RebootCommand;
@@ -99,17 +100,35 @@ fn memory_available(meminfo: &str) -> Option<usize> {
 }
 
 /// Resolves when the machine is asked to stop: SIGTERM, Ctrl-Alt-Del (SIGINT) or the ACPI power
-/// button (qemu's `system_powerdown`, a cloud provider's "stop"). Says which.
-pub async fn stop_requested() -> &'static str {
+/// button (qemu's `system_powerdown`, a cloud provider's "stop"). Says which. The handlers are
+/// installed at the call, not at the first poll: PID 1 ignores signals it has no handler for.
+pub fn stop_requested() -> std::io::Result<impl Future<Output = &'static str>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    let mut interrupt = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
     let mut power_button = watch_power_button();
-    tokio::select! {
-        _ = terminate.recv() => "SIGTERM",
-        _ = interrupt.recv() => "Ctrl-Alt-Del",
-        Some(()) = power_button.recv() => "the ACPI power button",
-    }
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "Ctrl-Alt-Del",
+            Some(()) = power_button.recv() => "the ACPI power button",
+        }
+    })
+}
+
+/// Waits for every child that exits, in the background. Orphans in a PID namespace are handed to
+/// its PID 1, and a zombie holds its process id until PID 1 waits for it. The host starts no
+/// children of its own, so no one else waits for these.
+pub fn reap_children() -> std::io::Result<()> {
+    use rustix::process::{WaitOptions, waitpid};
+    let mut exited = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())?;
+    tokio::spawn(async move {
+        while exited.recv().await.is_some() {
+            // One SIGCHLD may stand for several children.
+            while let Ok(Some(_)) = waitpid(None, WaitOptions::NOHANG) {}
+        }
+    });
+    Ok(())
 }
 
 /// Flushes what the kernel holds and turns the machine off. PID 1 must never exit: the kernel

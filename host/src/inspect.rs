@@ -7,10 +7,9 @@ use crate::engine::{self, Limits};
 use crate::guest_state::GuestState;
 use crate::sandbox::{SandboxError, read_component};
 use crate::tickets::{TICKET_KEY_ROTATION, TicketKeys};
-use crate::{edge, precompiled};
+use crate::precompiled;
 use std::path::Path;
 use std::sync::Arc;
-use wasmtime::component::Component;
 
 /// What the component at `component_path` serves. Works for any component that exports
 /// `tls-site:site/site`: the TLS component and the edge twin.
@@ -21,12 +20,17 @@ pub async fn site_resources(component_path: &Path, limits: Limits) -> Result<Vec
     let component = match precompiled::body(&file) {
         Some(body) => precompiled::load(&engine, body, None)
             .map_err(|source| SandboxError::Precompiled { path: component_path.to_owned(), source })?,
-        None => Component::new(&engine, &file).map_err(not_a_site)?,
+        #[cfg(feature = "compiler")]
+        None => wasmtime::component::Component::new(&engine, &file).map_err(not_a_site)?,
+        #[cfg(not(feature = "compiler"))]
+        None => return Err(SandboxError::NeedsCompiling { path: component_path.to_owned() }),
     };
-    let imports_http = component.component_type().imports(&engine).any(|(name, _)| name.starts_with("wasi:http/"));
-    let listed = if imports_http {
-        list_resources(edge::linker(&engine)?, &component, edge::EdgeState::new(limits.memory_bytes)).await
-    } else {
+    #[cfg(feature = "edge")]
+    if component.component_type().imports(&engine).any(|(name, _)| name.starts_with("wasi:http/")) {
+        let listed = list_resources(crate::edge::linker(&engine)?, &component, crate::edge::EdgeState::new(limits.memory_bytes)).await;
+        return listed.map_err(not_a_site);
+    }
+    let listed = {
         let state = GuestState::serving(limits.memory_bytes, Default::default(), Arc::new(TicketKeys::new(TICKET_KEY_ROTATION)));
         list_resources(crate::sandbox::linker(&engine)?, &component, state).await
     };

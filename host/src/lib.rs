@@ -6,22 +6,26 @@
 //! does the handshake and writes the response guest/site/src/lib.rs prebuilt.
 
 pub mod access_log;
+#[cfg(feature = "acme")]
 pub mod acme;
 pub mod admission;
 pub mod bindings;
 pub mod certs;
 pub mod crypto;
+#[cfg(feature = "edge")]
 pub mod edge;
 pub mod engine;
 pub mod guest_state;
 #[cfg(target_os = "linux")]
 pub mod init;
 pub mod inspect;
+pub mod listener;
 pub mod options;
 pub mod precompiled;
 pub mod redirect;
 pub mod sandbox;
 pub mod server;
+#[cfg(feature = "compiler")]
 pub mod snapshot;
 pub mod tickets;
 

@@ -1,15 +1,12 @@
 //! `tls-site`: serve the site component over HTTPS, show what a component serves, or make
-//! development certificates.
+//! development certificates; and, as `/init` or `tls-site init`, be the whole userland of a microVM.
 
-use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tls_site::engine::Limits;
 use tls_site::inspect::{hosts_default_first, site_resources};
-use tls_site::sandbox::Sandbox;
-use tls_site::{BUILT_COMPONENT, BUILT_EDGE_COMPONENT, ServeOptions, Server, certs, log};
+use tls_site::{BUILT_COMPONENT, ServeOptions, Server, certs, log};
 
 #[derive(Parser)]
 #[command(version, about = "A website served over HTTPS by a sandboxed WebAssembly component")]
@@ -23,11 +20,12 @@ enum Command {
     /// Serve the site: HTTPS from the component, and a redirect to it on the HTTP port.
     Serve(ServeOptions),
     /// Serve the edge twin (a wasi:http proxy component) over plain HTTP, as `wasmtime serve` does.
+    #[cfg(feature = "edge")]
     ServeHttp {
         /// The edge component [default: the one built from guest/edge]
         component: Option<PathBuf>,
         #[arg(long, default_value = "127.0.0.1:8080")]
-        addr: SocketAddr,
+        addr: std::net::SocketAddr,
         #[arg(long, default_value_t = 256)]
         max_connections: u32,
         /// Seconds one connection may take, from accept to close
@@ -45,6 +43,7 @@ enum Command {
     /// `serve` to load in milliseconds (where compiling at start-up is slow: a small VM, a
     /// microVM in software emulation). Runs on any CPU of this architecture; the private keys
     /// are read to check them but are not in the file.
+    #[cfg(feature = "compiler")]
     Compile {
         /// The site component [default: the one built from guest/tls]
         component: Option<PathBuf>,
@@ -62,6 +61,11 @@ enum Command {
         #[arg(long, default_value = "certs")]
         out: PathBuf,
     },
+    /// Be PID 1 of the microVM (host/vm/): mount, load modules, configure eth0, serve on 443 and
+    /// 80, power off when done. The image runs this binary as `/init`, which means the same.
+    #[cfg(target_os = "linux")]
+    #[command(hide = true)]
+    Init,
 }
 
 fn component_or_built(component: Option<PathBuf>) -> PathBuf {
@@ -70,39 +74,47 @@ fn component_or_built(component: Option<PathBuf>) -> PathBuf {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // As PID 1 of a microVM (host/vm/) the host is the whole userland: see init.rs.
     #[cfg(target_os = "linux")]
     if std::process::id() == 1 {
-        let served = match tls_site::init::prepare().await {
-            Ok(options) => serve(options, tls_site::init::stop_requested()).await,
-            Err(error) => Err(error.into()),
-        };
-        if let Err(error) = served {
-            log(format_args!("error: {error:#}"));
-        }
-        tls_site::init::power_off();
+        // Whatever else runs in our PID namespace (`podman exec`) becomes our child when orphaned.
+        tls_site::init::reap_children()?;
+    }
+    // The microVM's kernel starts this binary as /init; by name, so that no argument is needed.
+    // Never by process id: `serve` is PID 1 in a container started without an init too.
+    #[cfg(target_os = "linux")]
+    if std::env::args_os().next().is_some_and(|arg0| std::path::Path::new(&arg0).file_name() == Some("init".as_ref())) {
+        run_init().await;
     }
     match Cli::parse().command {
-        Command::Serve(mut options) => {
-            options.acme = options.acme_args.options()?;
-            serve(options, shutdown_signal()).await
+        #[cfg(target_os = "linux")]
+        Command::Init => run_init().await,
+        Command::Serve(options) => {
+            #[cfg(feature = "acme")]
+            let options = ServeOptions { acme: options.acme_args.options()?, ..options };
+            // Installed before the slow start: PID 1 ignores a signal it has no handler for, so a
+            // SIGTERM during start-up would otherwise be lost (`podman stop` would wait and kill).
+            let stop = shutdown_signal()?;
+            serve(options, stop).await
         }
+        #[cfg(feature = "edge")]
         Command::ServeHttp { component, addr, max_connections, timeout } => {
-            let component = component.unwrap_or_else(|| PathBuf::from(BUILT_EDGE_COMPONENT));
-            let deadline = Duration::try_from_secs_f64(timeout).context("--timeout")?;
+            let component = component.unwrap_or_else(|| PathBuf::from(tls_site::BUILT_EDGE_COMPONENT));
+            let deadline = std::time::Duration::try_from_secs_f64(timeout).map_err(|error| anyhow::anyhow!("--timeout: {error}"))?;
+            let stop = shutdown_signal()?;
             let server = tls_site::edge::EdgeServer::start(&component, addr, max_connections, deadline).await?;
             log(format_args!("serving {} over HTTP on http://{} (edge twin; TLS is the platform's job)", component.display(), server.addr()));
-            shutdown_signal().await;
+            stop.await;
             server.shutdown().await;
             log(format_args!("stopped"));
             Ok(())
         }
         Command::Inspect { component, json } => inspect(component_or_built(component), json).await,
+        #[cfg(feature = "compiler")]
         Command::Compile { component, certs, out } => {
             let started = Instant::now();
             let certificates = certs::load_dir(&certs)?;
-            let precompiled = Sandbox::precompile(&component_or_built(component), &certificates).await?;
-            std::fs::write(&out, &precompiled).with_context(|| format!("writing {}", out.display()))?;
+            let precompiled = tls_site::sandbox::Sandbox::precompile(&component_or_built(component), &certificates).await?;
+            std::fs::write(&out, &precompiled).map_err(|error| anyhow::anyhow!("writing {}: {error}", out.display()))?;
             log(format_args!("wrote {} ({} bytes) in {} ms", out.display(), precompiled.len(), started.elapsed().as_millis()));
             Ok(())
         }
@@ -141,13 +153,39 @@ async fn serve(options: ServeOptions, stop: impl Future<Output = &'static str>) 
     Ok(())
 }
 
-async fn shutdown_signal() -> &'static str {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => "SIGINT",
-        _ = terminate.recv() => "SIGTERM",
+/// The microVM's PID 1: serve as init.rs prepares, then power off. Never returns: PID 1 must not
+/// exit (the kernel would panic).
+#[cfg(target_os = "linux")]
+async fn run_init() -> ! {
+    if std::process::id() != 1 {
+        // It mounts filesystems and powers the machine off: never on a machine it does not own.
+        log(format_args!("error: `tls-site init` (or a binary named init) is the microVM's PID 1 and runs only as process 1; to serve, run `tls-site serve`"));
+        std::process::exit(2);
     }
+    let served = match tls_site::init::prepare().await {
+        Ok(options) => match tls_site::init::stop_requested() {
+            Ok(stop) => serve(options, stop).await,
+            Err(error) => Err(error.into()),
+        },
+        Err(error) => Err(error.into()),
+    };
+    if let Err(error) = served {
+        log(format_args!("error: {error:#}"));
+    }
+    tls_site::init::power_off();
+}
+
+/// Installs the SIGINT and SIGTERM handlers now; the future resolves on either, naming it.
+fn shutdown_signal() -> std::io::Result<impl Future<Output = &'static str>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => "SIGINT",
+            _ = terminate.recv() => "SIGTERM",
+        }
+    })
 }
 
 async fn site_hosts(component: &std::path::Path) -> anyhow::Result<Vec<String>> {

@@ -9,13 +9,14 @@ use crate::crypto::{Keys, UnusableKey};
 use crate::engine::{self, Limits};
 use crate::guest_state::GuestState;
 use crate::precompiled::{self, PrecompiledError};
-use crate::snapshot::{self, SnapshotError, new_store};
+#[cfg(feature = "compiler")]
+use crate::snapshot::{self, SnapshotError};
 use crate::tickets::{TICKET_KEY_ROTATION, TicketKeys};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::p2::pipe::{AsyncReadStream, AsyncWriteStream};
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
@@ -32,8 +33,11 @@ pub enum SandboxError {
     NotAComponent { path: PathBuf, source: wasmtime::Error },
     #[error("{path}: {source}")]
     Precompiled { path: PathBuf, source: PrecompiledError },
+    #[cfg(feature = "compiler")]
     #[error("{path}: {source}")]
     Snapshot { path: PathBuf, source: SnapshotError },
+    #[error("{path}: this tls-site is built without a compiler (the microVM's, `--no-default-features`) and loads only what `tls-site compile` made; compile the component first, with a full build: `tls-site compile --certs DIR --out site.cwasm`")]
+    NeedsCompiling { path: PathBuf },
     #[error(transparent)]
     UnusableKey(#[from] UnusableKey),
     #[error("wasmtime: {0:#}")]
@@ -95,12 +99,15 @@ impl Sandbox {
         let component = match precompiled::body(&file) {
             Some(body) => precompiled::load(&engine, body, Some(certificates))
                 .map_err(|source| SandboxError::Precompiled { path: component_path.to_owned(), source })?,
+            #[cfg(not(feature = "compiler"))]
+            None => return Err(SandboxError::NeedsCompiling { path: component_path.to_owned() }),
+            #[cfg(feature = "compiler")]
             None => {
                 let state = GuestState::initialising(limits.memory_bytes, certificates, keys.clone(), tickets.clone());
                 let snapshot = snapshot::snapshot(&linker, &file, state)
                     .await
                     .map_err(|source| SandboxError::Snapshot { path: component_path.to_owned(), source })?;
-                Component::new(&engine, &snapshot)
+                wasmtime::component::Component::new(&engine, &snapshot)
                     .map_err(|source| SandboxError::NotAComponent { path: component_path.to_owned(), source })?
             }
         };
@@ -112,6 +119,7 @@ impl Sandbox {
     /// code for the baseline of this architecture, as the bytes of a file that `new` then only has
     /// to load: no Cranelift, no snapshot, which matters where start-up is slow (a microVM in
     /// software emulation). The certificates' chains are in it (their keys are not).
+    #[cfg(feature = "compiler")]
     pub async fn precompile(component_path: &Path, certificates: &[Certificate]) -> Result<Vec<u8>, SandboxError> {
         let wasm = read_component(component_path)?;
         if precompiled::body(&wasm).is_some() {
@@ -191,6 +199,16 @@ async fn serve_in(pre: &TlsSitePre<GuestState>, store: &mut Store<GuestState>, s
     }
 }
 
+/// A store for one instance, its memory capped, with the start-up CPU deadline; connections set
+/// their own.
+pub(crate) fn new_store(engine: &wasmtime::Engine, state: GuestState) -> Store<GuestState> {
+    let mut store = Store::new(engine, state);
+    store.limiter(|state| &mut state.memory);
+    store.set_epoch_deadline(engine::ticks(engine::START_UP_DEADLINE));
+    store.epoch_deadline_trap();
+    store
+}
+
 pub(crate) fn read_component(path: &Path) -> Result<Vec<u8>, SandboxError> {
     std::fs::read(path).map_err(|source| SandboxError::Unreadable { path: path.to_owned(), source })
 }
@@ -210,7 +228,7 @@ pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<GuestState>> {
     Ok(linker)
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "compiler"))]
 #[path = "../../tests/client.rs"]
 mod client;
 
@@ -219,11 +237,12 @@ mod client;
 /// instruments the (already initialised) component with exports that return each memory's
 /// contents, the instrumented instance serves real connections, and wizer's snapshot of it then
 /// holds that memory as data segments, which are searched for the key.
-#[cfg(test)]
+#[cfg(all(test, feature = "compiler"))]
 mod tests {
     use super::*;
     use crate::bindings::TlsSite;
     use client::{Trust, config_for_groups, fetch};
+    use wasmtime::component::Component;
     use wasmtime_wizer::{WasmtimeWizerComponent, Wizer};
 
     /// The component's memory (as a snapshot component) after serving `connections`, and the

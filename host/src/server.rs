@@ -4,19 +4,20 @@
 
 use crate::access_log::{self, Stats, log};
 use crate::admission::Admission;
+use crate::listener::{ListenError, accept_loop, bind};
 use crate::bindings::Resource;
 use crate::engine::Limits;
 use crate::redirect::{self, RedirectTable};
 use crate::sandbox::{Sandbox, SandboxError};
 use crate::tickets::TicketKeys;
-use crate::{ServeOptions, acme, certs, precompiled};
-use std::future::Future;
+#[cfg(feature = "acme")]
+use crate::acme;
+use crate::{ServeOptions, certs};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use std::time::Duration;
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 
 #[derive(Debug, thiserror::Error)]
@@ -25,10 +26,11 @@ pub enum StartError {
     Certs(#[from] certs::CertError),
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
+    #[cfg(feature = "acme")]
     #[error(transparent)]
     Acme(#[from] acme::AcmeError),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Listen(#[from] ListenError),
     #[error("{0}: a precompiled component holds the certificates it was made with, so ACME cannot renew them; serve the .wasm")]
     PrecompiledWithAcme(PathBuf),
 }
@@ -41,6 +43,8 @@ pub struct Server {
     sandbox: watch::Receiver<Arc<Sandbox>>,
     stats: Arc<Stats>,
     stop: watch::Sender<bool>,
+    /// With ACME: wakes the renewal before its certificate is due (`renew_certificate_now`).
+    renew_now: Option<Arc<Notify>>,
     listeners: JoinSet<()>,
 }
 
@@ -56,6 +60,9 @@ impl Server {
             ));
         }
         let limits = Limits { instances: max_instances + 1, memory_bytes: options.instance_memory };
+        #[cfg(not(feature = "acme"))]
+        let (certificates, renewal) = (certs::load_dir(&options.certs)?, None::<Renewal>);
+        #[cfg(feature = "acme")]
         let (certificates, renewal) = match &options.acme {
             None => (certs::load_dir(&options.certs)?, None),
             Some(_) if is_precompiled(&options.component)? => return Err(StartError::PrecompiledWithAcme(options.component.clone())),
@@ -72,7 +79,7 @@ impl Server {
         let mut listeners = JoinSet::new();
         let stats = Arc::new(Stats::default());
         let https = bind(options.https).await?;
-        let https_addr = https.local_addr().map_err(|source| StartError::Bind { addr: options.https, source })?;
+        let https_addr = https.local_addr().map_err(|source| ListenError { addr: options.https, source })?;
         let permits = Arc::new(Semaphore::new(options.max_connections as usize));
         let (install, sandbox) = watch::channel(sandbox);
         let admission = Arc::new(Admission {
@@ -93,7 +100,7 @@ impl Server {
             None => None,
             Some(addr) => {
                 let http = bind(addr).await?;
-                let http_addr = http.local_addr().map_err(|source| StartError::Bind { addr, source })?;
+                let http_addr = http.local_addr().map_err(|source| ListenError { addr, source })?;
                 let mut table = redirect_table(&resources, options.public_https_port.unwrap_or(https_addr.port()));
                 if let Some(renewal) = &renewal {
                     table = table.answering_challenges(renewal.challenges());
@@ -109,10 +116,12 @@ impl Server {
         if let Some(every) = options.stats_interval {
             listeners.spawn(print_stats(stats.clone(), every, permits, options.max_connections, stopped.clone()));
         }
-        if let Some(renewal) = renewal {
-            listeners.spawn(renewal.run(install, stats.clone(), stopped));
-        }
-        Ok(Server { https_addr, http_addr, resources, sandbox, stats, stop, listeners })
+        let renew_now = renewal.map(|renewal| {
+            let renew_now = Arc::new(Notify::new());
+            listeners.spawn(renewal.run(install, stats.clone(), renew_now.clone(), stopped));
+            renew_now
+        });
+        Ok(Server { https_addr, http_addr, resources, sandbox, stats, stop, renew_now, listeners })
     }
 
     pub fn https_addr(&self) -> SocketAddr {
@@ -136,6 +145,13 @@ impl Server {
         &self.stats
     }
 
+    /// With ACME: orders a new certificate now instead of when the one served is due, as if its
+    /// time had come (a request made while an order runs is kept for after it). The tests use it
+    /// so as not to wait for a certificate to age. False without ACME.
+    pub fn renew_certificate_now(&self) -> bool {
+        self.renew_now.as_ref().inspect(|renew_now| renew_now.notify_one()).is_some()
+    }
+
     /// Stops accepting, lets connections in flight finish (each is bounded by its deadline),
     /// and returns, when all are done, how they all ended.
     pub async fn shutdown(mut self) -> Arc<Stats> {
@@ -145,72 +161,30 @@ impl Server {
     }
 }
 
+/// Without ACME there is nothing to renew: no value of this type exists.
+#[cfg(not(feature = "acme"))]
+enum Renewal {}
+
+#[cfg(not(feature = "acme"))]
+impl Renewal {
+    fn challenges(&self) -> redirect::Challenges {
+        match *self {}
+    }
+
+    async fn run(self, _: watch::Sender<Arc<Sandbox>>, _: Arc<Stats>, _: Arc<Notify>, _: watch::Receiver<bool>) {
+        match self {}
+    }
+}
+
+#[cfg(feature = "acme")]
 fn is_precompiled(component: &std::path::Path) -> Result<bool, SandboxError> {
-    precompiled::is_precompiled(component).map_err(|source| SandboxError::Unreadable { path: component.to_owned(), source })
+    crate::precompiled::is_precompiled(component).map_err(|source| SandboxError::Unreadable { path: component.to_owned(), source })
 }
 
 fn redirect_table(resources: &[Resource], https_port: u16) -> RedirectTable {
     let hosts = resources.iter().flat_map(|r| r.hosts.clone()).collect();
     let default_host = resources.iter().find(|r| r.is_default).map(|r| r.hosts[0].clone()).unwrap_or_default();
     RedirectTable::new(hosts, default_host, https_port)
-}
-
-pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
-}
-
-/// Accepts connections while fewer than `permits` are in flight (the rest wait in the kernel's
-/// backlog, never in a queue of ours), serves each in its own task, logs the line it returns.
-pub(crate) async fn accept_loop<F, Fut>(listener: TcpListener, permits: Arc<Semaphore>, mut stopped: watch::Receiver<bool>, serve: F)
-where
-    F: Fn(TcpStream, SocketAddr) -> Fut,
-    Fut: Future<Output = String> + Send + 'static,
-{
-    let mut connections = JoinSet::new();
-    let mut full = false;
-    loop {
-        let permit = match permits.clone().try_acquire_owned() {
-            Ok(permit) => {
-                full = false;
-                permit
-            }
-            Err(_) => {
-                // Once per episode, not once per connection that waits.
-                if !full {
-                    log(format_args!("limit: the most connections allowed are open (--max-connections); new ones wait in the listen backlog"));
-                    full = true;
-                }
-                tokio::select! {
-                    permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-                    _ = stopped.changed() => break,
-                }
-            }
-        };
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = stopped.changed() => break,
-        };
-        // Reap finished tasks so the set does not grow with the server's age.
-        while connections.try_join_next().is_some() {}
-        match accepted {
-            Ok((stream, peer)) => {
-                let started = Instant::now();
-                let served = serve(stream, peer);
-                connections.spawn(async move {
-                    let line = served.await;
-                    log(format_args!("{line} ms={:.1}", started.elapsed().as_secs_f64() * 1e3));
-                    drop(permit);
-                });
-            }
-            // Out of file descriptors and the like: the listener itself is fine; back off briefly.
-            Err(error) => {
-                log(format_args!("accept failed: {error}"));
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-    drop(listener);
-    while connections.join_next().await.is_some() {}
 }
 
 /// Every `every`, one line: how connections ended so far, how many are open, the host's memory.

@@ -3,7 +3,6 @@
 //! initialised instance saved by wizer as a component that starts in that state.
 
 use crate::guest_state::GuestState;
-use crate::engine::MemoryCap;
 use wasmtime::Store;
 use wasmtime::component::{Component, Linker, Val};
 
@@ -23,7 +22,7 @@ pub enum SnapshotError {
 /// Instantiates `wasm` with `state`, calls its `initialise` and returns the initialised instance
 /// as a component.
 pub async fn snapshot(linker: &Linker<GuestState>, wasm: &[u8], state: GuestState) -> Result<Vec<u8>, SnapshotError> {
-    let mut store = new_store(linker.engine(), state);
+    let mut store = crate::sandbox::new_store(linker.engine(), state);
     let instantiate = async |store: &mut Store<GuestState>, component: &Component| linker.instantiate_async(store, component).await;
     let (snapshot, returned) = wasmtime_wizer::Wizer::new()
         .init_func(INIT_CALL)
@@ -34,16 +33,6 @@ pub async fn snapshot(linker: &Linker<GuestState>, wasm: &[u8], state: GuestStat
         return Err(SnapshotError::Refused(describe(error.as_deref())));
     }
     Ok(snapshot)
-}
-
-/// A store for one instance, its memory capped, with the start-up CPU deadline; connections set
-/// their own.
-pub fn new_store(engine: &wasmtime::Engine, state: GuestState) -> Store<GuestState> {
-    let mut store = Store::new(engine, state);
-    store.limiter(|state| &mut state.memory as &mut MemoryCap);
-    store.set_epoch_deadline(crate::engine::ticks(crate::engine::START_UP_DEADLINE));
-    store.epoch_deadline_trap();
-    store
 }
 
 /// Wizer compiles and instantiates the component: its errors are those of a bad file, a

