@@ -163,3 +163,64 @@ pub fn client_hello(name: &str) -> Vec<u8> {
     }
     hello
 }
+
+/// X25519MLKEM768 as a client does it (draft-ietf-tls-ecdhe-mlkem): an ML-KEM-768 key pair and an
+/// X25519 one, the ciphertext decapsulated, ML-KEM's secret first. Over aws-lc-rs, which the host
+/// uses for the server's side: rustls's own `aws_lc_rs` provider feature would leave rustls with
+/// two providers and no process default, which instant-acme's client needs (host/Cargo.toml).
+#[derive(Debug)]
+pub struct X25519MlKem768;
+
+pub static X25519MLKEM768: &dyn rustls::crypto::SupportedKxGroup = &X25519MlKem768;
+
+impl rustls::crypto::SupportedKxGroup for X25519MlKem768 {
+    fn start(&self) -> Result<Box<dyn rustls::crypto::ActiveKeyExchange>, rustls::Error> {
+        use aws_lc_rs::{agreement, kem};
+        let failed = |_| rustls::Error::General("aws-lc-rs: no key".into());
+        let mlkem = kem::DecapsulationKey::generate(&kem::ML_KEM_768).map_err(failed)?;
+        let x25519 = agreement::PrivateKey::generate(&agreement::X25519).map_err(failed)?;
+        let encapsulation_key = mlkem.encapsulation_key().map_err(failed)?.key_bytes().map_err(failed)?;
+        let share = [encapsulation_key.as_ref(), x25519.compute_public_key().map_err(failed)?.as_ref()].concat();
+        Ok(Box::new(HybridClientShare { mlkem, x25519, share }))
+    }
+
+    fn name(&self) -> rustls::NamedGroup {
+        rustls::NamedGroup::X25519MLKEM768
+    }
+
+    fn usable_for_version(&self, version: rustls::ProtocolVersion) -> bool {
+        version == rustls::ProtocolVersion::TLSv1_3
+    }
+}
+
+struct HybridClientShare {
+    mlkem: aws_lc_rs::kem::DecapsulationKey<aws_lc_rs::kem::AlgorithmId>,
+    x25519: aws_lc_rs::agreement::PrivateKey,
+    share: Vec<u8>,
+}
+
+impl rustls::crypto::ActiveKeyExchange for HybridClientShare {
+    fn complete(self: Box<Self>, server_share: &[u8]) -> Result<rustls::crypto::SharedSecret, rustls::Error> {
+        use aws_lc_rs::{agreement, kem};
+        const CIPHERTEXT: usize = 1088;
+        if server_share.len() != CIPHERTEXT + 32 {
+            return Err(rustls::PeerMisbehaved::InvalidKeyShare.into());
+        }
+        let (ciphertext, x25519) = server_share.split_at(CIPHERTEXT);
+        let invalid = |_| rustls::Error::from(rustls::PeerMisbehaved::InvalidKeyShare);
+        let mlkem = self.mlkem.decapsulate(kem::Ciphertext::from(ciphertext)).map_err(invalid)?;
+        let x25519 = agreement::agree(&self.x25519, agreement::UnparsedPublicKey::new(&agreement::X25519, x25519), (), |secret| {
+            Ok(secret.to_vec())
+        })
+        .map_err(|()| rustls::Error::from(rustls::PeerMisbehaved::InvalidKeyShare))?;
+        Ok(rustls::crypto::SharedSecret::from([mlkem.as_ref(), &x25519[..]].concat()))
+    }
+
+    fn pub_key(&self) -> &[u8] {
+        &self.share
+    }
+
+    fn group(&self) -> rustls::NamedGroup {
+        rustls::NamedGroup::X25519MLKEM768
+    }
+}

@@ -18,11 +18,18 @@
 //!
 //!     cargo bench -p tls-site --bench connections -- [--smoke] [--seconds 5] [--threads 8]
 //!         [--sequential 100] [--rounds 3] [--no-nginx] [--no-native] [--component PATH] [--full-only]
+//!         [--hybrid]
 //!
 //! `--component` has tls-site serve that component (e.g. the portable build, which issues no
 //! tickets: add `--full-only`) instead of its own; `--full-only` leaves out the resumed rows.
+//! `--hybrid` has the client offer X25519MLKEM768 first, as browsers do (tls-site negotiates it;
+//! nginx 1.22 and the native server lack it and would answer with a retry: add `--no-nginx
+//! --no-native`).
 //!
 //! `--smoke` makes a few connections per server and host and checks them, nothing more.
+
+#[path = "../../tests/client.rs"]
+mod client;
 
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -49,6 +56,7 @@ struct Options {
     native: bool,
     component: Option<PathBuf>,
     full_only: bool,
+    hybrid: bool,
 }
 
 /// What a host name must answer: `tls-site inspect --json`'s view of one resource.
@@ -108,8 +116,8 @@ fn main() {
         eprintln!("one CPU only: servers and client share it");
     }
     let expected = expected_resources(&tls_site);
-    let client = Arc::new(client_config(&root.join("certs/dev-ca.pem")));
-    let mut resuming = client_config(&root.join("certs/dev-ca.pem"));
+    let client = Arc::new(client_config(&root.join("certs/dev-ca.pem"), options.hybrid));
+    let mut resuming = client_config(&root.join("certs/dev-ca.pem"), options.hybrid);
     resuming.resumption = rustls::client::Resumption::in_memory_sessions(256);
     let resuming = Arc::new(resuming);
     let work = std::env::temp_dir().join(format!("tls-site-bench-{}", std::process::id()));
@@ -169,7 +177,7 @@ fn main() {
 }
 
 fn parse_options() -> Options {
-    let mut options = Options { smoke: false, seconds: 5.0, threads: 8, sequential: 100, rounds: 3, nginx: true, native: true, component: None, full_only: false };
+    let mut options = Options { smoke: false, seconds: 5.0, threads: 8, sequential: 100, rounds: 3, nginx: true, native: true, component: None, full_only: false, hybrid: false };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().and_then(|v| v.parse::<f64>().ok()).unwrap_or_else(|| die(&format!("{name} needs a number")));
@@ -182,6 +190,7 @@ fn parse_options() -> Options {
             "--no-nginx" => options.nginx = false,
             "--no-native" => options.native = false,
             "--full-only" => options.full_only = true,
+            "--hybrid" => options.hybrid = true,
             "--component" => options.component = Some(args.next().unwrap_or_else(|| die("--component needs a path")).into()),
             "--bench" => {} // what `cargo bench` passes to every bench target
             other => die(&format!("unknown option {other}; see the //! doc of host/benches/connections.rs")),
@@ -228,10 +237,14 @@ fn expected_resources(tls_site: &Path) -> Vec<Expected> {
     vec![pick("page", &|r| r["default"] == true), pick("PDF", &|r| r["content_type"] == "application/pdf")]
 }
 
-fn client_config(ca: &Path) -> ClientConfig {
+fn client_config(ca: &Path, hybrid: bool) -> ClientConfig {
     let mut roots = RootCertStore::empty();
     roots.add(CertificateDer::from_pem_file(ca).unwrap_or_else(|e| die(&format!("{}: {e}", ca.display())))).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut provider = rustls::crypto::ring::default_provider();
+    if hybrid {
+        provider.kx_groups.insert(0, client::X25519MLKEM768);
+    }
+    let provider = Arc::new(provider);
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .unwrap()

@@ -2,7 +2,7 @@
 //! the guest memory it used, how long it took), and the counts of how connections ended, printed
 //! every `--stats` seconds and at shutdown, and read by the tests.
 
-use crate::bindings::Failure;
+use crate::bindings::{Ending, Failure};
 use crate::redirect::RedirectOutcome;
 use crate::sandbox::{Outcome, Report, Timeouts};
 use std::net::SocketAddr;
@@ -154,11 +154,17 @@ pub fn https_line(stats: &Stats, peer: SocketAddr, timeouts: &Timeouts, report: 
     let seconds = |duration: Duration| duration.as_secs_f64();
     let line = match outcome {
         Outcome::Served(served) => format!(
-            "https {peer} sni={} resource={} bytes={} ok{}",
+            "https {peer} sni={} resource={} bytes={} kx={} ok{}{}",
             served.server_name.as_deref().unwrap_or("-"),
             served.resource,
             served.bytes,
+            served.key_exchange.as_deref().unwrap_or("-"),
             if served.client_finished { "" } else { " (client did not finish its handshake)" },
+            match served.ending {
+                Ending::Clean => "",
+                Ending::TimedOut => " (client did not close within the drain's second)",
+                Ending::CutOff => " (client cut off: it sent more than the drain's 256 KiB after the response, and got a reset)",
+            },
         ),
         Outcome::Failed(Failure::Tls(why)) => format!("https {peer} failed tls: {why}"),
         Outcome::Failed(Failure::Io(why)) => format!("https {peer} failed io: {why}"),
@@ -204,6 +210,29 @@ pub fn resident_memory() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bindings::Served;
+
+    #[test]
+    fn a_served_line_names_the_key_exchange_and_a_client_that_was_cut_off() {
+        let served = |ending| {
+            let served = Served {
+                server_name: Some("tls-site.localhost".into()),
+                resource: "tls-site.localhost".into(),
+                bytes: 3119,
+                client_finished: true,
+                key_exchange: Some("X25519MLKEM768".into()),
+                ending,
+            };
+            Report { outcome: Outcome::Served(served), memory_peak: 1 << 20 }
+        };
+        let (stats, peer) = (Stats::default(), SocketAddr::from(([127, 0, 0, 1], 5000)));
+        let timeouts = Timeouts { handshake: Duration::from_secs(3), stall: Duration::from_secs(5), connection: Duration::from_secs(10) };
+        let clean = https_line(&stats, peer, &timeouts, served(Ending::Clean));
+        assert_eq!(clean, "https 127.0.0.1:5000 sni=tls-site.localhost resource=tls-site.localhost bytes=3119 kx=X25519MLKEM768 ok mem=1024KiB");
+        let cut_off = https_line(&stats, peer, &timeouts, served(Ending::CutOff));
+        assert!(cut_off.contains(" ok (client cut off: "), "{cut_off}");
+        assert_eq!(stats.get(Event::Served), 2);
+    }
 
     #[test]
     fn every_event_has_its_own_counter_and_name() {

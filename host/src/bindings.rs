@@ -9,7 +9,6 @@ wasmtime::component::bindgen!({
     exports: { default: async },
     with: {
         "wasi": wasmtime_wasi::p2::bindings,
-        "tls-site:site/crypto.key-exchange": crate::crypto::KeyExchange,
         "tls-site:site/crypto.record-key": crate::crypto::RecordProtection,
     },
 });
@@ -27,7 +26,7 @@ pub mod portable {
     });
 }
 
-pub use exports::tls_site::site::handler::{Deadlines, Failure, Served};
+pub use exports::tls_site::site::handler::{Deadlines, Ending, Failure, Served};
 pub use exports::tls_site::site::site::Resource;
 
 /// Calls `site.resources` on a fresh instance of `component`: the one export every site component

@@ -1,11 +1,13 @@
 //! The host's crypto, natively: the private keys (held here, named to the guest by index), and
 //! the signatures, ephemeral key exchanges and record protection the guest asks for, done with
-//! rustls's ring provider and ring. No WIT here: `guest_state.rs` answers the guest's imports with it.
+//! rustls's ring provider and ring, and the hybrid post-quantum group with aws-lc-rs. No WIT
+//! here: `guest_state.rs` answers the guest's imports with it.
 
 use crate::certs::{Certificate, KeyFormat};
 use ring::aead::{AES_128_GCM, AES_256_GCM, Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 use rustls::SignatureScheme;
-use rustls::crypto::ActiveKeyExchange;
+use aws_lc_rs::agreement::{self, PrivateKey, UnparsedPublicKey};
+use aws_lc_rs::kem::{EncapsulationKey, ML_KEM_768};
 use rustls::crypto::ring::{kx_group, sign::any_supported_type};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer};
 use rustls::sign::SigningKey;
@@ -116,40 +118,58 @@ impl HeldKey {
 /// Key-exchange groups the host does, preferred first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Group {
+    /// ML-KEM-768 with X25519 (draft-ietf-tls-ecdhe-mlkem): what current browsers offer first.
+    X25519MlKem768,
     X25519,
     Secp256r1,
     Secp384r1,
 }
 
-pub const GROUPS: [Group; 3] = [Group::X25519, Group::Secp256r1, Group::Secp384r1];
+pub const GROUPS: [Group; 4] = [Group::X25519MlKem768, Group::X25519, Group::Secp256r1, Group::Secp384r1];
 
-/// An ephemeral key exchange in progress: the private half stays here until `complete` uses it up.
-pub struct KeyExchange(Option<Box<dyn ActiveKeyExchange>>);
+/// A server's answer to a client's key share: our share, and the shared secret.
+#[derive(Debug)]
+pub struct Encapsulated {
+    pub share: Vec<u8>,
+    pub shared_secret: Vec<u8>,
+}
 
-impl KeyExchange {
-    pub fn start(group: Group) -> Result<KeyExchange, CryptoError> {
-        let group = match group {
-            Group::X25519 => kx_group::X25519,
-            Group::Secp256r1 => kx_group::SECP256R1,
-            Group::Secp384r1 => kx_group::SECP384R1,
-        };
-        let active = group.start().map_err(|error| CryptoError::Unsupported(error.to_string()))?;
-        Ok(KeyExchange(Some(active)))
+/// The server's side of a TLS 1.3 key exchange for `group`, in one step: every ephemeral private
+/// key is made, used and dropped here.
+pub fn encapsulate(group: Group, client_share: &[u8]) -> Result<Encapsulated, CryptoError> {
+    let group = match group {
+        Group::X25519MlKem768 => return x25519_mlkem768(client_share),
+        Group::X25519 => kx_group::X25519,
+        Group::Secp256r1 => kx_group::SECP256R1,
+        Group::Secp384r1 => kx_group::SECP384R1,
+    };
+    let completed = group.start_and_complete(client_share).map_err(|error| CryptoError::Rejected(error.to_string()))?;
+    Ok(Encapsulated { share: completed.pub_key, shared_secret: completed.secret.secret_bytes().to_vec() })
+}
+
+/// Lengths in X25519MLKEM768 (draft-ietf-tls-ecdhe-mlkem, 4): ML-KEM-768 comes first in the
+/// shares and in the secret, X25519 second.
+const MLKEM768_ENCAPSULATION_KEY: usize = 1184;
+const X25519_PUBLIC_KEY: usize = 32;
+
+/// X25519MLKEM768: the client's share is an ML-KEM-768 encapsulation key and an X25519 public
+/// key; ours the ML-KEM ciphertext and our X25519 public key; the secret ML-KEM's then X25519's.
+fn x25519_mlkem768(client_share: &[u8]) -> Result<Encapsulated, CryptoError> {
+    if client_share.len() != MLKEM768_ENCAPSULATION_KEY + X25519_PUBLIC_KEY {
+        return Err(CryptoError::Rejected(format!("an X25519MLKEM768 share of {} bytes", client_share.len())));
     }
-
-    /// The public key to send the peer; empty once completed.
-    pub fn public_key(&self) -> Vec<u8> {
-        self.0.as_ref().map(|active| active.pub_key().to_vec()).unwrap_or_default()
-    }
-
-    /// The shared secret with `peer_public_key`; a second call fails.
-    pub fn complete(&mut self, peer_public_key: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        let active = self.0.take().ok_or_else(|| CryptoError::Unsupported("this key exchange has already been completed".into()))?;
-        active
-            .complete(peer_public_key)
-            .map(|secret| secret.secret_bytes().to_vec())
-            .map_err(|error| CryptoError::Rejected(error.to_string()))
-    }
+    let (mlkem, x25519) = client_share.split_at(MLKEM768_ENCAPSULATION_KEY);
+    let failed = |what: &str| CryptoError::Rejected(format!("X25519MLKEM768: {what}"));
+    let (ciphertext, mlkem_secret) = EncapsulationKey::new(&ML_KEM_768, mlkem)
+        .map_err(|_| failed("the client's ML-KEM-768 key is malformed"))?
+        .encapsulate()
+        .map_err(|_| failed("ML-KEM-768 encapsulation failed"))?;
+    let ours = PrivateKey::generate(&agreement::X25519).map_err(|_| failed("no X25519 key"))?;
+    let our_public = ours.compute_public_key().map_err(|_| failed("no X25519 public key"))?;
+    let secret = agreement::agree(&ours, UnparsedPublicKey::new(&agreement::X25519, x25519), failed("the client's X25519 key is rejected"), |x25519_secret| {
+        Ok([mlkem_secret.as_ref(), x25519_secret].concat())
+    })?;
+    Ok(Encapsulated { share: [ciphertext.as_ref(), our_public.as_ref()].concat(), shared_secret: secret })
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -213,10 +233,40 @@ mod tests {
     }
 
     #[test]
-    fn a_key_exchange_completes_once() {
-        let (mut ours, theirs) = (KeyExchange::start(Group::X25519).unwrap(), KeyExchange::start(Group::X25519).unwrap());
-        assert_eq!(ours.complete(&theirs.public_key()).unwrap().len(), 32);
-        assert!(ours.complete(&theirs.public_key()).is_err(), "the private half is used up");
-        assert!(KeyExchange::start(Group::Secp256r1).unwrap().complete(&[4; 65]).is_err(), "off the curve");
+    fn every_group_answers_a_clients_share_with_the_secret_the_client_computes() {
+        for (group, client) in [
+            (Group::X25519, kx_group::X25519),
+            (Group::Secp256r1, kx_group::SECP256R1),
+            (Group::Secp384r1, kx_group::SECP384R1),
+        ] {
+            let client = client.start().unwrap();
+            let ours = encapsulate(group, client.pub_key()).unwrap();
+            assert_eq!(client.complete(&ours.share).unwrap().secret_bytes(), ours.shared_secret, "{group:?}");
+        }
+        assert!(matches!(encapsulate(Group::Secp256r1, &[4; 65]), Err(CryptoError::Rejected(_))), "off the curve");
+    }
+
+    /// As a client does it (what rustls's aws-lc-rs provider does): decapsulate the ciphertext,
+    /// X25519 with our public key, ML-KEM's secret first.
+    #[test]
+    fn the_hybrid_group_answers_a_clients_share_with_the_secret_the_client_computes() {
+        use aws_lc_rs::kem::{Ciphertext, DecapsulationKey};
+        let mlkem = DecapsulationKey::generate(&ML_KEM_768).unwrap();
+        let x25519 = PrivateKey::generate(&agreement::X25519).unwrap();
+        let share = [mlkem.encapsulation_key().unwrap().key_bytes().unwrap().as_ref(), x25519.compute_public_key().unwrap().as_ref()].concat();
+        assert_eq!(share.len(), 1216);
+
+        let ours = encapsulate(Group::X25519MlKem768, &share).unwrap();
+
+        assert_eq!((ours.share.len(), ours.shared_secret.len()), (1088 + 32, 64));
+        let (ciphertext, their_x25519) = ours.share.split_at(1088);
+        let mlkem_secret = mlkem.decapsulate(Ciphertext::from(ciphertext)).unwrap();
+        let x25519_secret =
+            agreement::agree(&x25519, UnparsedPublicKey::new(&agreement::X25519, their_x25519), (), |secret| Ok(secret.to_vec())).unwrap();
+        assert_eq!(ours.shared_secret, [mlkem_secret.as_ref(), &x25519_secret].concat());
+
+        for bad in [&share[..1215], &[0xff; 1216][..]] {
+            assert!(matches!(encapsulate(Group::X25519MlKem768, bad), Err(CryptoError::Rejected(_))), "{} bytes", bad.len());
+        }
     }
 }

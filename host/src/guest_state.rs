@@ -7,7 +7,7 @@ use crate::bindings::portable::tls_site::site::private_keys;
 use crate::bindings::tls_site::site::crypto::{self as wit, Aead, KeyId, NamedGroup};
 use crate::bindings::tls_site::site::{identity, tickets};
 use crate::certs::{Certificate, KeyFormat};
-use crate::crypto::{AeadAlgorithm, CryptoError, Group, KeyExchange, Keys, RecordProtection};
+use crate::crypto::{AeadAlgorithm, CryptoError, Group, Keys, RecordProtection};
 use crate::engine::MemoryCap;
 use crate::tickets::TicketKeys;
 use std::sync::Arc;
@@ -109,38 +109,24 @@ impl wit::Host for GuestState {
         Ok(crate::crypto::GROUPS
             .iter()
             .map(|group| match group {
+                Group::X25519MlKem768 => NamedGroup::X25519Mlkem768,
                 Group::X25519 => NamedGroup::X25519,
                 Group::Secp256r1 => NamedGroup::Secp256r1,
                 Group::Secp384r1 => NamedGroup::Secp384r1,
             })
             .collect())
     }
-}
 
-impl wit::HostKeyExchange for GuestState {
-    fn start(&mut self, group: NamedGroup) -> wasmtime::Result<Result<Resource<KeyExchange>, wit::CryptoError>> {
+    fn encapsulate(&mut self, group: NamedGroup, client_share: Vec<u8>) -> wasmtime::Result<Result<wit::Encapsulated, wit::CryptoError>> {
         let group = match group {
+            NamedGroup::X25519Mlkem768 => Group::X25519MlKem768,
             NamedGroup::X25519 => Group::X25519,
             NamedGroup::Secp256r1 => Group::Secp256r1,
             NamedGroup::Secp384r1 => Group::Secp384r1,
         };
-        match KeyExchange::start(group) {
-            Ok(exchange) => Ok(Ok(self.table.push(exchange)?)),
-            Err(error) => Ok(Err(error.into())),
-        }
-    }
-
-    fn public_key(&mut self, exchange: Resource<KeyExchange>) -> wasmtime::Result<Vec<u8>> {
-        Ok(self.table.get(&exchange)?.public_key())
-    }
-
-    fn complete(&mut self, exchange: Resource<KeyExchange>, peer_public_key: Vec<u8>) -> wasmtime::Result<Result<Vec<u8>, wit::CryptoError>> {
-        Ok(self.table.get_mut(&exchange)?.complete(&peer_public_key).map_err(Into::into))
-    }
-
-    fn drop(&mut self, exchange: Resource<KeyExchange>) -> wasmtime::Result<()> {
-        self.table.delete(exchange)?;
-        Ok(())
+        Ok(crate::crypto::encapsulate(group, &client_share)
+            .map(|done| wit::Encapsulated { share: done.share, shared_secret: done.shared_secret })
+            .map_err(Into::into))
     }
 }
 

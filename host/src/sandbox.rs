@@ -3,7 +3,7 @@
 //! that connection's two streams and the host's crypto (`guest_state.rs`), within its deadlines.
 
 use crate::bindings::{Deadlines, TlsSitePre, portable, tls_site};
-pub use crate::bindings::{Failure, Resource, Served};
+pub use crate::bindings::{Ending, Failure, Resource, Served};
 use crate::certs::Certificate;
 use crate::crypto::{Keys, UnusableKey};
 use crate::engine::{self, Limits};
@@ -182,6 +182,9 @@ async fn serve_in(pre: &TlsSitePre<GuestState>, store: &mut Store<GuestState>, s
     store.set_epoch_deadline(engine::ticks(timeouts.connection));
     let table = &mut store.data_mut().table;
     let input: DynInputStream = Box::new(AsyncReadStream::new(reader));
+    // When the guest drops `output` (wit/tls-site.wit, `handle`: it is done writing), the stream's
+    // writer task is ended and drops `writer`, and tokio's OwnedWriteHalf shuts the socket's
+    // write side down as it is dropped: the client gets its FIN at once, while the guest drains.
     let output: DynOutputStream = Box::new(AsyncWriteStream::new(WRITE_BUDGET, writer));
     let (Ok(input), Ok(output)) = (table.push(input), table.push(output)) else {
         return Outcome::NoInstance("resource table full".into());
@@ -228,7 +231,7 @@ mod client;
 mod tests {
     use super::*;
     use crate::bindings::TlsSite;
-    use client::{Trust, config, fetch};
+    use client::{Trust, config_for_groups, fetch};
     use wasmtime::component::Component;
     use wasmtime_wizer::{WasmtimeWizerComponent, Wizer};
 
@@ -263,7 +266,9 @@ mod tests {
         let ca = dir.join(crate::certs::DEV_CA_FILE);
         for _ in 0..connections {
             let ca = ca.clone();
-            let client = std::thread::spawn(move || fetch(addr, "tls-site.localhost", true, config(Trust::Ca(&ca), &[])));
+            // The hybrid group first, as browsers offer it: its secrets pass through the guest too.
+            let groups = vec![client::X25519MLKEM768, rustls::crypto::ring::kx_group::X25519];
+            let client = std::thread::spawn(move || fetch(addr, "tls-site.localhost", true, config_for_groups(Trust::Ca(&ca), groups)));
             let (stream, _) = listener.accept().await.unwrap();
             let (reader, writer) = stream.into_split();
             let input: DynInputStream = Box::new(AsyncReadStream::new(reader));

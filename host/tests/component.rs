@@ -11,7 +11,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
-use tls_site::sandbox::{Outcome, Resource, Sandbox, Timeouts};
+use tls_site::sandbox::{Ending, Outcome, Resource, Sandbox, Timeouts};
 use tls_site::{BUILT_COMPONENT, BUILT_PORTABLE_COMPONENT, Event, ServeOptions, Server, certs};
 
 /// One server for the whole file, on its own runtime thread: initialising the component costs
@@ -211,6 +211,8 @@ fn a_guest_trap_costs_only_its_own_connection() {
                     resource: f.status_line,
                     bytes: f.body.len() as u64,
                     client_finished: true,
+                    key_exchange: None,
+                    ending: tls_site::sandbox::Ending::Clean,
                 }),
                 Err(e) => Outcome::Trapped(format!("client: {e}")),
             });
@@ -381,7 +383,7 @@ fn the_host_signs_with_each_kind_of_key() {
 fn the_host_does_each_key_exchange_group() {
     use rustls::crypto::ring::kx_group;
     let shared = shared();
-    for group in [kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1] {
+    for group in [client::X25519MLKEM768, kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1] {
         let client = client::config_for_groups(Trust::Ca(&shared.ca), vec![group]);
         let fetched = fetch(shared.https, "tls-site.localhost", true, client).unwrap_or_else(|e| panic!("{group:?}: {e}"));
         assert_eq!(fetched.key_exchange, Some(group.name()));
@@ -538,3 +540,208 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Serves one connection on a listener of its own with the shared server's sandbox (generous
+/// deadlines), while `client` runs against it on a thread. Returns the outcome, when the guest
+/// returned, and what the client returned.
+fn serve_one<T: Send + 'static>(client: impl FnOnce(SocketAddr) -> T + Send + 'static) -> (Outcome, std::time::Instant, T) {
+    let shared = shared();
+    let sandbox = shared.server.sandbox();
+    shared.runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = std::thread::spawn(move || client(addr));
+        let (stream, _) = listener.accept().await.unwrap();
+        let timeouts = Timeouts { handshake: Duration::from_secs(20), stall: Duration::from_secs(20), connection: Duration::from_secs(60) };
+        let outcome = sandbox.serve_connection(stream, timeouts).await.outcome;
+        let returned = std::time::Instant::now();
+        let client = tokio::task::spawn_blocking(move || client.join().unwrap()).await.unwrap();
+        (outcome, returned, client)
+    })
+}
+
+/// A TLS connection to `addr` for the default host, with the request sent; the client's
+/// provider is ring's with `groups`.
+fn connect(addr: SocketAddr, groups: Vec<&'static dyn rustls::crypto::SupportedKxGroup>) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let shared = shared();
+    let config = std::sync::Arc::new(client::config_for_groups(Trust::Ca(&shared.ca), groups));
+    let name = rustls::pki_types::ServerName::try_from("tls-site.localhost").unwrap();
+    let socket = TcpStream::connect(addr).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut tls = rustls::StreamOwned::new(rustls::ClientConnection::new(config, name).unwrap(), socket);
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: tls-site.localhost\r\n\r\n").unwrap();
+    tls
+}
+
+/// A key-exchange group no server knows (a code point from the private-use range): a client
+/// whose first key share is for it gets a HelloRetryRequest for another.
+#[derive(Debug)]
+struct UnknownGroup;
+
+impl rustls::crypto::SupportedKxGroup for UnknownGroup {
+    fn start(&self) -> Result<Box<dyn rustls::crypto::ActiveKeyExchange>, rustls::Error> {
+        Ok(Box::new(UnknownGroup))
+    }
+
+    fn name(&self) -> rustls::NamedGroup {
+        rustls::NamedGroup::Unknown(0xfe00)
+    }
+}
+
+impl rustls::crypto::ActiveKeyExchange for UnknownGroup {
+    fn complete(self: Box<Self>, _: &[u8]) -> Result<rustls::crypto::SharedSecret, rustls::Error> {
+        Err(rustls::Error::General("a server chose the unknown group".into()))
+    }
+
+    fn pub_key(&self) -> &[u8] {
+        &[1; 32]
+    }
+
+    fn group(&self) -> rustls::NamedGroup {
+        rustls::NamedGroup::Unknown(0xfe00)
+    }
+}
+
+/// A HelloRetryRequest costs the client one round trip, not a stall: the server's flight leaves
+/// as soon as the second ClientHello is in, and the client's Finished is read and checked (it
+/// gets its session ticket, which rustls sends only then).
+#[test]
+fn a_hello_retry_request_costs_a_round_trip_not_a_second() {
+    use rustls::client::ClientSessionStore as _;
+    let tickets = std::sync::Arc::new(rustls::client::ClientSessionMemoryCache::new(4));
+    let client_tickets = tickets.clone();
+    let (outcome, _, fetched) = serve_one(move |addr| {
+        let shared = shared();
+        let started = std::time::Instant::now();
+        let mut config = client::config_for_groups(Trust::Ca(&shared.ca), vec![&UnknownGroup, rustls::crypto::ring::kx_group::X25519]);
+        config.resumption = rustls::client::Resumption::store(client_tickets);
+        let fetched = fetch(addr, "tls-site.localhost", true, config);
+        (fetched, started.elapsed())
+    });
+    let (fetched, took) = fetched;
+    let fetched = fetched.unwrap();
+    assert!(matches!(&outcome, Outcome::Served(served) if served.client_finished), "{outcome:?}");
+    assert_eq!(fetched.handshake, Some(rustls::HandshakeKind::FullWithHelloRetryRequest));
+    assert_eq!(fetched.key_exchange, Some(rustls::NamedGroup::X25519));
+    assert_eq!(sha256_hex(&fetched.body), default_resource(shared()).sha256);
+    assert!(took < Duration::from_millis(500), "the retried handshake took {took:?}");
+    let name = rustls::pki_types::ServerName::try_from("tls-site.localhost").unwrap();
+    assert!(tickets.take_tls13_ticket(&name).is_some(), "the client got no session ticket");
+}
+
+/// After its close_notify the server half-closes at once (the client sees the end of the stream
+/// while its own side is still open), and it stops draining at the client's close_notify.
+#[test]
+fn the_server_half_closes_then_stops_draining_at_the_clients_close_notify() {
+    let (outcome, returned, (eof_after, close_notify_sent, _socket)) = serve_one(|addr| {
+        let mut tls = connect(addr, vec![rustls::crypto::ring::kx_group::X25519]);
+        let mut response = Vec::new();
+        tls.read_to_end(&mut response).unwrap();
+        let got_close_notify = std::time::Instant::now();
+        let mut rest = [0u8; 64];
+        assert_eq!(tls.sock.read(&mut rest).unwrap(), 0, "the server's end of stream, after its close_notify");
+        let eof_after = got_close_notify.elapsed();
+        // Our close_notify, and the socket kept open: only the close_notify can end the drain.
+        tls.conn.send_close_notify();
+        tls.conn.write_tls(&mut tls.sock).unwrap();
+        (eof_after, std::time::Instant::now(), tls.sock)
+    });
+    assert!(matches!(&outcome, Outcome::Served(served) if served.client_finished), "{outcome:?}");
+    assert!(eof_after < Duration::from_millis(500), "the server's FIN came {eof_after:?} after its close_notify");
+    let drained_for = returned.saturating_duration_since(close_notify_sent);
+    assert!(drained_for < Duration::from_millis(500), "the guest drained for {drained_for:?} after the client's close_notify");
+}
+
+/// What a client sends after the response, up to the drain's bound, is read: the client gets a
+/// clean close, not a reset.
+#[test]
+fn up_to_the_drain_bound_a_client_gets_a_clean_close() {
+    let (outcome, _, end) = serve_one(|addr| {
+        let mut tls = connect(addr, vec![rustls::crypto::ring::kx_group::X25519]);
+        let mut response = Vec::new();
+        tls.read_to_end(&mut response).unwrap();
+        // Fifteen full records (240 KiB and their headers), then its close_notify and its end of
+        // stream: more than the host reads ahead of the guest (up to 192 KiB, wasmtime-wasi's
+        // buffers), so a guest that stops reading early leaves bytes unread, which is a reset.
+        for _ in 0..15 {
+            tls.write_all(&[b'x'; 16 * 1024]).unwrap();
+        }
+        tls.conn.send_close_notify();
+        tls.flush().unwrap();
+        tls.sock.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        tls.sock.read_to_end(&mut rest).map(|_| rest.len())
+    });
+    assert!(matches!(&outcome, Outcome::Served(served) if served.ending == Ending::Clean), "{outcome:?}");
+    assert!(matches!(end, Ok(0)), "the client's close ended in {end:?}");
+
+    // Beyond the bound the client is cut off, and the outcome (so the access log) says so.
+    let (outcome, _, ()) = serve_one(|addr| {
+        let mut tls = connect(addr, vec![rustls::crypto::ring::kx_group::X25519]);
+        let mut response = Vec::new();
+        tls.read_to_end(&mut response).unwrap();
+        for _ in 0..64 {
+            if tls.write_all(&[b'x'; 16 * 1024]).is_err() {
+                break;
+            }
+        }
+    });
+    assert!(matches!(&outcome, Outcome::Served(served) if served.ending == Ending::CutOff), "{outcome:?}");
+}
+
+/// A client that offers the hybrid group first, as current browsers do, gets it: every host name,
+/// its own bytes, and the group in the access log's record.
+#[test]
+fn the_hybrid_post_quantum_group_is_negotiated_when_offered() {
+    let shared = shared();
+    let groups = || vec![client::X25519MLKEM768, rustls::crypto::ring::kx_group::X25519];
+    for resource in &shared.resources {
+        for host in &resource.hosts {
+            let fetched = fetch(shared.https, host, true, client::config_for_groups(Trust::Ca(&shared.ca), groups())).unwrap();
+            assert_eq!(fetched.key_exchange, Some(rustls::NamedGroup::X25519MLKEM768), "{host}");
+            assert_eq!(fetched.handshake, Some(rustls::HandshakeKind::Full), "{host}");
+            assert_eq!(sha256_hex(&fetched.body), resource.sha256, "{host}");
+        }
+    }
+    let ca = shared.ca.clone();
+    let (outcome, _, fetched) =
+        serve_one(move |addr| fetch(addr, "tls-site.localhost", true, client::config_for_groups(Trust::Ca(&ca), groups())));
+    fetched.unwrap();
+    assert!(matches!(&outcome, Outcome::Served(served) if served.key_exchange.as_deref() == Some("X25519MLKEM768")), "{outcome:?}");
+}
+
+/// A client that lists the hybrid group first in supported_groups but sends only an X25519 share
+/// gets a ServerHello for X25519, not a HelloRetryRequest for the hybrid group.
+#[test]
+fn a_client_offering_the_hybrid_group_without_a_share_for_it_gets_no_retry() {
+    let shared = shared();
+    // A real ClientHello with supported_groups x25519 (0x001d), X25519MLKEM768 (0x11ec) and an
+    // X25519 share; the two groups swapped.
+    let config = client::config_for_groups(Trust::Ca(&shared.ca), vec![rustls::crypto::ring::kx_group::X25519, client::X25519MLKEM768]);
+    let name = rustls::pki_types::ServerName::try_from("tls-site.localhost").unwrap();
+    let mut connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let mut hello = Vec::new();
+    while connection.wants_write() {
+        connection.write_tls(&mut hello).unwrap();
+    }
+    let at = hello.windows(4).position(|w| w == [0x00, 0x1d, 0x11, 0xec]).expect("supported_groups: x25519, X25519MLKEM768");
+    hello[at..at + 4].copy_from_slice(&[0x11, 0xec, 0x00, 0x1d]);
+
+    let mut socket = TcpStream::connect(shared.https).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    socket.write_all(&hello).unwrap();
+    let mut reply = vec![0; 5 + 4 + 2 + 32];
+    socket.read_exact(&mut reply).unwrap();
+    const RETRY_RANDOM: [u8; 32] = [
+        0xcf, 0x21, 0xad, 0x74, 0xe5, 0x9a, 0x61, 0x11, 0xbe, 0x1d, 0x8c, 0x02, 0x1e, 0x65, 0xb8, 0x91, 0xc2, 0xa2, 0x11, 0x16,
+        0x7a, 0xbb, 0x8c, 0x5e, 0x07, 0x9e, 0x09, 0xe2, 0xc8, 0xa8, 0x33, 0x9c,
+    ];
+    assert_eq!((reply[0], reply[5]), (22, 2), "a ServerHello: {reply:?}");
+    assert_ne!(reply[11..43], RETRY_RANDOM, "the server asked for a retry");
+    let length = u16::from_be_bytes([reply[3], reply[4]]) as usize;
+    let mut rest = vec![0; length + 5 - reply.len()];
+    socket.read_exact(&mut rest).unwrap();
+    // Its key_share extension (51): 36 bytes, group x25519.
+    assert!(rest.windows(6).any(|w| w == [0x00, 0x33, 0x00, 0x24, 0x00, 0x1d]), "the ServerHello's share is not X25519: {rest:?}");
+}
+

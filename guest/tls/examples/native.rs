@@ -17,7 +17,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tls_site_guest::connection::READ_CHUNK;
-use tls_site_guest::{Failure, Identity, SniTable, Transport, portable, serve};
+use tls_site_guest::{Drained, Failure, Identity, SniTable, Transport, portable, serve};
 
 /// Connections served at once, each on its own thread blocked in `accept`.
 const WORKERS: usize = 16;
@@ -92,24 +92,33 @@ impl Transport for Socket {
         self.0.write_all(bytes).map_err(|error| Failure::Io(error.to_string()))
     }
 
-    fn drain(&mut self, max_bytes: usize, max_nanos: u64, each: &mut dyn FnMut(&[u8]) -> bool) {
+    fn close_write(&mut self) {
+        let _ = self.0.shutdown(std::net::Shutdown::Write);
+    }
+
+    fn drain(&mut self, max_bytes: usize, max_nanos: u64, each: &mut dyn FnMut(&[u8]) -> bool) -> Drained {
         let deadline = Instant::now() + Duration::from_nanos(max_nanos);
         let mut bytes = vec![0; READ_CHUNK as usize];
         let mut drained = 0;
         while drained < max_bytes {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() || self.0.set_read_timeout(Some(left)).is_err() {
-                break;
+                return Drained::TimeBound;
             }
             match self.0.read(&mut bytes) {
-                Ok(0) | Err(_) => break,
+                Ok(0) => return Drained::Closed,
+                Err(error) if matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    return Drained::TimeBound;
+                }
+                Err(_) => return Drained::Closed,
                 Ok(n) => {
                     drained += n;
                     if !each(&bytes[..n]) {
-                        break;
+                        return Drained::Done;
                     }
                 }
             }
         }
+        Drained::BytesBound
     }
 }

@@ -6,7 +6,7 @@
 //! initialisation). The crypto below is the only difference.
 
 use crate::config::{ConfigError, Identity, SniTable};
-use crate::connection::{self, Failure, READ_CHUNK, Served, Transport};
+use crate::connection::{self, Drained, Ending, Failure, READ_CHUNK, Served, Transport};
 use bindings::exports::tls_site::site::handler::{self, Deadlines};
 use bindings::exports::tls_site::site::site as site_export;
 use bindings::wasi::clocks::monotonic_clock;
@@ -73,7 +73,7 @@ impl handler::Guest for Component {
     fn handle(input: InputStream, output: OutputStream, deadlines: Deadlines) -> Result<handler::Served, handler::Failure> {
         let table = TABLE.get().ok_or(handler::Failure::NotInitialised)?;
         let read_until = monotonic_clock::now().saturating_add(deadlines.handshake);
-        let mut streams = WasiStreams { input: &input, output: &output, read_until, stall: deadlines.stall };
+        let mut streams = WasiStreams { input: &input, output: Some(output), read_until, stall: deadlines.stall };
         Ok(connection::serve(table, &mut streams)?.into())
     }
 }
@@ -97,6 +97,12 @@ impl From<Served> for handler::Served {
             resource: served.resource.to_owned(),
             bytes: served.bytes,
             client_finished: served.client_finished,
+            key_exchange: served.key_exchange.map(|group| format!("{group:?}")),
+            ending: match served.ending {
+                Ending::Clean => handler::Ending::Clean,
+                Ending::TimedOut => handler::Ending::TimedOut,
+                Ending::CutOff => handler::Ending::CutOff,
+            },
         }
     }
 }
@@ -151,7 +157,8 @@ mod crypto {
 /// the client may keep the guest waiting.
 struct WasiStreams<'a> {
     input: &'a InputStream,
-    output: &'a OutputStream,
+    /// Dropped by `close_write`: the host then ends the connection's write side (its FIN).
+    output: Option<OutputStream>,
     /// When `read` gives up on the client: the end of its time to send a handshake.
     read_until: monotonic_clock::Instant,
     /// How long `write_all` waits for the client to take more of the response.
@@ -176,49 +183,60 @@ impl Transport for WasiStreams<'_> {
     }
 
     fn write_all(&mut self, mut rest: &[u8]) -> Result<(), Failure> {
+        let output = self.output()?;
         while !rest.is_empty() {
-            let room = self.output.check_write().map_err(stream_failure)?;
+            let room = output.check_write().map_err(stream_failure)?;
             if room == 0 {
                 self.wait_until_writable()?;
                 continue;
             }
             let (now, later) = rest.split_at(rest.len().min(room as usize));
-            self.output.write(now).map_err(stream_failure)?;
+            output.write(now).map_err(stream_failure)?;
             rest = later;
         }
         // As `blocking-flush`, with the stall bound: the stream is writable again once the bytes
         // have left.
-        self.output.flush().map_err(stream_failure)?;
+        output.flush().map_err(stream_failure)?;
         self.wait_until_writable()?;
-        self.output.check_write().map(|_| ()).map_err(stream_failure)
+        output.check_write().map(|_| ()).map_err(stream_failure)
     }
 
-    fn drain(&mut self, max_bytes: usize, max_nanos: u64, each: &mut dyn FnMut(&[u8]) -> bool) {
+    fn close_write(&mut self) {
+        // Every write above waited until its bytes had left, so none is lost.
+        self.output = None;
+    }
+
+    fn drain(&mut self, max_bytes: usize, max_nanos: u64, each: &mut dyn FnMut(&[u8]) -> bool) -> Drained {
         let timeout = monotonic_clock::subscribe_duration(max_nanos);
         let readable = self.input.subscribe();
         let mut drained = 0;
         while drained < max_bytes {
             let ready = poll::poll(&[&readable, &timeout]);
             if !ready.contains(&0) {
-                break;
+                return Drained::TimeBound;
             }
             match self.input.read(READ_CHUNK) {
                 Ok(bytes) => {
                     drained += bytes.len();
                     if !each(&bytes) {
-                        break;
+                        return Drained::Done;
                     }
                 }
-                Err(_) => break,
+                Err(_) => return Drained::Closed,
             }
         }
+        Drained::BytesBound
     }
 }
 
 impl WasiStreams<'_> {
+    fn output(&self) -> Result<&OutputStream, Failure> {
+        self.output.as_ref().ok_or_else(|| Failure::Io("written after the end of the stream".into()))
+    }
+
     /// Waits for the client to take bytes, at most `stall`.
     fn wait_until_writable(&self) -> Result<(), Failure> {
-        let writable = self.output.subscribe();
+        let writable = self.output()?.subscribe();
         let timeout = monotonic_clock::subscribe_duration(self.stall);
         match poll::poll(&[&writable, &timeout]).contains(&0) {
             true => Ok(()),

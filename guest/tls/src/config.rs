@@ -1,6 +1,7 @@
 //! TLS policy, all in one function (`make_config`), and the SNI table: for every host name of the
 //! site, the certificate that covers it and the response, built once at initialisation.
 
+use rustls::NamedGroup;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::CertificateDer;
 use rustls::server::{NoServerSessionStorage, ProducesTickets};
@@ -28,12 +29,29 @@ pub enum ConfigError {
     UncoveredHosts(Vec<String>),
 }
 
-/// What one SNI name gets: its certificate (as a configuration that serves it) and its response.
+/// What one SNI name gets: its certificate (as configurations that serve it) and its response.
 #[derive(Clone)]
 pub struct Entry {
     pub certificate: Arc<CertifiedKey>,
+    /// With every key-exchange group: for a client that sent no key share we can use.
     pub config: Arc<ServerConfig>,
+    /// The same with one group each, ours in order of preference (see `config_for`).
+    by_group: Arc<[(NamedGroup, Arc<ServerConfig>)]>,
     pub response: &'static Response,
+}
+
+impl Entry {
+    /// The configuration for a client that sent key shares for `shares`: the one with the first
+    /// of our groups it sent a share for, alone, so that rustls takes that group. rustls itself
+    /// takes the first group of the client's `supported_groups` that it has, and asks for a retry
+    /// if the client sent no share for that one; so a client that lists X25519MLKEM768 first but
+    /// sends only an X25519 share would pay a round trip, and one that sends both would get
+    /// whichever it listed first, not the hybrid group we prefer. With no usable share, the
+    /// configuration with every group: it asks for a retry.
+    pub fn config_for(&self, shares: &[NamedGroup]) -> &Arc<ServerConfig> {
+        let usable = self.by_group.iter().find(|(group, _)| shares.contains(group));
+        usable.map_or(&self.config, |(_, config)| config)
+    }
 }
 
 /// Every host name of the site with its [`Entry`]; no SNI and unknown names get the default
@@ -74,19 +92,27 @@ impl SniTable {
             return Err(ConfigError::UncoveredHosts(uncovered));
         }
 
-        let served: Vec<(Arc<CertifiedKey>, Arc<ServerConfig>)> = identities
+        let served: Vec<(Arc<CertifiedKey>, Arc<ServerConfig>, Arc<[_]>)> = identities
             .into_iter()
             .map(|identity| {
                 let certificate = Arc::new(CertifiedKey::new(identity.chain, identity.key));
                 let config = make_config(certificate.clone(), provider.clone(), ticketer.clone());
-                (certificate, config)
+                let by_group = provider
+                    .kx_groups
+                    .iter()
+                    .map(|&group| {
+                        let alone = Arc::new(CryptoProvider { kx_groups: vec![group], ..(*provider).clone() });
+                        (group.name(), make_config(certificate.clone(), alone, ticketer.clone()))
+                    })
+                    .collect();
+                (certificate, config, by_group)
             })
             .collect();
         let by_host: Vec<_> = covered
             .into_iter()
             .map(|(host, index, response)| {
-                let (certificate, config) = served[index].clone();
-                (host, Entry { certificate, config, response })
+                let (certificate, config, by_group) = served[index].clone();
+                (host, Entry { certificate, config, by_group, response })
             })
             .collect();
         let default = by_host.iter().position(|(host, _)| *host == default_host).expect("the default host is a host");
@@ -250,6 +276,24 @@ pub(crate) mod tests {
         match table(vec![fake(1, &covered)]) {
             Err(ConfigError::UncoveredHosts(hosts)) => assert_eq!(hosts, [last.to_string()]),
             other => panic!("{:?}", other.err()),
+        }
+    }
+
+    #[test]
+    fn a_client_gets_our_first_group_it_sent_a_share_for_or_else_every_group() {
+        let table = dev_table();
+        let entry = table.lookup(None);
+        let groups = |config: &ServerConfig| config.crypto_provider().kx_groups.iter().map(|group| group.name()).collect::<Vec<_>>();
+        let ours = groups(&entry.config);
+        assert_eq!(ours[..3], [NamedGroup::X25519, NamedGroup::secp256r1, NamedGroup::secp384r1], "ours, preferred first");
+        for (shares, expected) in [
+            (&[NamedGroup::X25519][..], vec![NamedGroup::X25519]),
+            (&[NamedGroup::secp384r1, NamedGroup::X25519], vec![NamedGroup::X25519]),
+            (&[NamedGroup::Unknown(0xfe00), NamedGroup::secp256r1], vec![NamedGroup::secp256r1]),
+            (&[NamedGroup::Unknown(0xfe00)], ours.clone()),
+            (&[], ours.clone()),
+        ] {
+            assert_eq!(groups(entry.config_for(shares)), expected, "shares {shares:?}");
         }
     }
 

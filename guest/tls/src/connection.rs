@@ -8,14 +8,17 @@
 
 use crate::config::{Entry, SniTable};
 use rustls::server::{AcceptedAlert, Acceptor};
-use rustls::ServerConnection;
+use rustls::{NamedGroup, ServerConnection};
 use site::Response;
-use std::io::{IoSlice, Write as _};
+use std::io::{IoSlice, Read as _, Write as _};
 
-/// How much of the client's trailing bytes (its Finished, request, close_notify) are read and
-/// thrown away before closing, and for how long at most. Enough for any sane request; a client
-/// that sends more or stalls is cut off, at the cost of a possible reset on its side only.
-pub const DRAIN_BYTES: usize = 64 * 1024;
+/// What the client may still send once the response has left, and for how long, before the
+/// connection is closed under it. A real client sends a few KiB: its Finished, its request,
+/// its close_notify. 256 KiB is sixteen records of the largest size (room for a conformance
+/// tool's padded records); reading it costs the guest well under a millisecond. Up to it the
+/// client gets a clean close; beyond it the rest is never read, so the close reaches the client
+/// as a reset, and `Served::ending` says it was cut off.
+pub const DRAIN_BYTES: usize = 256 * 1024;
 pub const DRAIN_NANOS: u64 = 1_000_000_000;
 
 /// The largest single read asked of the host.
@@ -27,9 +30,25 @@ pub trait Transport {
     fn read(&mut self) -> Result<Option<Vec<u8>>, Failure>;
     /// Writes `bytes` whole and waits until they have left.
     fn write_all(&mut self, bytes: &[u8]) -> Result<(), Failure>;
+    /// Ends the write side: after what was written the client sees the end of the stream (a
+    /// TCP FIN), and can close, while what it still sends can be read. Nothing is written after.
+    fn close_write(&mut self);
     /// Reads and hands to `each` what the client sends, until `each` returns false, the client
-    /// closes or an error, `max_bytes` or `max_nanos` from now, whichever comes first.
-    fn drain(&mut self, max_bytes: usize, max_nanos: u64, each: &mut dyn FnMut(&[u8]) -> bool);
+    /// closes or an error, `max_bytes` or `max_nanos` from now, whichever comes first: says which.
+    fn drain(&mut self, max_bytes: usize, max_nanos: u64, each: &mut dyn FnMut(&[u8]) -> bool) -> Drained;
+}
+
+/// Why a [`Transport::drain`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Drained {
+    /// `each` had what it waited for.
+    Done,
+    /// The client closed its side, or the connection broke.
+    Closed,
+    /// `max_bytes` were read and the client had not closed.
+    BytesBound,
+    /// `max_nanos` passed.
+    TimeBound,
 }
 
 /// What a served connection amounted to, for the access log.
@@ -43,6 +62,22 @@ pub struct Served {
     pub bytes: u64,
     /// Whether the client finished its side of the handshake before the connection ended.
     pub client_finished: bool,
+    /// The key-exchange group of the handshake.
+    pub key_exchange: Option<NamedGroup>,
+    /// How the connection ended, after the response.
+    pub ending: Ending,
+}
+
+/// How a served connection ended, after the server's close_notify and its end of stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// The client closed too (its close_notify or its end of stream): a clean close.
+    Clean,
+    /// The client neither closed nor sent more within `DRAIN_NANOS`.
+    TimedOut,
+    /// The client sent more than `DRAIN_BYTES` after the response: the rest was not read, so the
+    /// close reached it as a reset.
+    CutOff,
 }
 
 /// Why a connection was not served. None of these is the server's fault; the deadlines are
@@ -60,48 +95,18 @@ pub enum Failure {
 }
 
 /// Serves one connection: reads the ClientHello, looks its SNI name up in `table` once (which
-/// decides both certificate and response), then handshakes and writes the response.
+/// decides both certificate and response), then handshakes, writes the response, waits for the
+/// client's Finished, and closes: close_notify, end of stream, a bounded drain. A TLS failure
+/// ends with rustls's alert alone (RFC 8446, 6.2), then the same end of stream and drain.
 pub fn serve(table: &SniTable, transport: &mut dyn Transport) -> Result<Served, Failure> {
-    let mut wire = Wire { transport, outgoing: Vec::with_capacity(READ_CHUNK as usize) };
-    let (mut tls, entry) = wire.accept(table)?;
-    let config = &entry.config;
-    let mut pending = Pending { response: entry.response, written: 0 };
-
-    loop {
-        pending.queue(&mut tls);
-        if tls.wants_write() {
-            wire.flush(&mut tls)?;
-            continue;
-        }
-        if pending.done() {
-            break;
-        }
-        // rustls waits for the client: the rest of its handshake, or room to queue more.
-        match wire.read()? {
-            Some(bytes) => wire.feed(&mut tls, &bytes)?,
-            None => return Err(Failure::Io("closed before the response was sent".into())),
-        }
+    let mut wire = Wire { transport, outgoing: Vec::with_capacity(READ_CHUNK as usize), drained: 0 };
+    let served = wire.respond(table);
+    if let Err(Failure::Tls(_)) = &served {
+        // So that the close does not reset the connection under the alert.
+        wire.transport.close_write();
+        wire.transport.drain(DRAIN_BYTES, DRAIN_NANOS, &mut |_| true);
     }
-
-    // The whole response has left. rustls issues session tickets once the client's Finished is
-    // in, and they must precede close_notify, so wait for it (bounded, like the drain). A client
-    // that hangs up as soon as it has the body (curl does) was served all the same; it just
-    // misses its ticket or our close_notify.
-    if config.send_tls13_tickets > 0 && config.ticketer.enabled() {
-        wire.await_client_finished(&mut tls);
-    }
-    tls.send_close_notify();
-    let client_finished = match wire.flush(&mut tls) {
-        Ok(()) => wire.drain(&mut tls),
-        Err(_) => !tls.is_handshaking(),
-    };
-    let response = pending.response;
-    Ok(Served {
-        server_name: tls.server_name().map(str::to_owned),
-        resource: response.hosts()[0],
-        bytes: (response.head().len() + response.body().len()) as u64,
-        client_finished,
-    })
+    served
 }
 
 /// The response being queued into rustls: head and body, from `written` on.
@@ -142,15 +147,75 @@ impl Pending {
 struct Wire<'a> {
     transport: &'a mut dyn Transport,
     outgoing: Vec<u8>,
+    /// Bytes read since the response left, against `DRAIN_BYTES`.
+    drained: usize,
 }
 
 impl Wire<'_> {
+    /// Everything but the drain after a failure: the handshake, the response, the client's
+    /// Finished, close_notify, end of stream and the drain.
+    fn respond(&mut self, table: &SniTable) -> Result<Served, Failure> {
+        let (mut tls, entry) = self.accept(table)?;
+        let mut pending = Pending { response: entry.response, written: 0 };
+        loop {
+            // The server's flight (ServerHello to Finished) is out once the key exchange is done;
+            // after a HelloRetryRequest that takes the client's second ClientHello. The response
+            // is queued from then on, so that it follows the Finished in the same flight.
+            let flight_out = tls.negotiated_key_exchange_group().is_some();
+            if flight_out {
+                pending.queue(&mut tls);
+            }
+            if tls.wants_write() {
+                self.flush(&mut tls)?;
+                continue;
+            }
+            if flight_out && pending.done() {
+                break;
+            }
+            // rustls waits for the client: the rest of its handshake, or room to queue more.
+            match self.read()? {
+                Some(bytes) => self.feed(&mut tls, &bytes)?,
+                None => return Err(Failure::Io("closed before the response was sent".into())),
+            }
+        }
+
+        // The whole response has left. The client's Finished comes before close_notify: rustls
+        // checks it and only then issues the session ticket, and a Finished that fails earns an
+        // alert, not a close_notify. A client that hangs up as soon as it has the body (curl
+        // does) was served all the same; it just misses its ticket or our close_notify.
+        let waited = self.await_client_finished(&mut tls)?;
+        tls.send_close_notify();
+        let ending = match self.flush(&mut tls) {
+            Err(_) => Ending::Clean,
+            Ok(()) => {
+                self.transport.close_write();
+                match waited {
+                    Drained::TimeBound => Ending::TimedOut,
+                    Drained::BytesBound => Ending::CutOff,
+                    Drained::Done | Drained::Closed => self.drain(&mut tls),
+                }
+            }
+        };
+        let response = pending.response;
+        Ok(Served {
+            server_name: tls.server_name().map(str::to_owned),
+            resource: response.hosts()[0],
+            bytes: (response.head().len() + response.body().len()) as u64,
+            client_finished: !tls.is_handshaking(),
+            key_exchange: tls.negotiated_key_exchange_group().map(|group| group.name()),
+            ending,
+        })
+    }
+
     /// Reads until the client's ClientHello is whole, and starts the handshake with the entry
     /// its SNI name selects. On a TLS error the alert rustls queued is still sent.
     fn accept<'t>(&mut self, table: &'t SniTable) -> Result<(ServerConnection, &'t Entry), Failure> {
         let mut acceptor = Acceptor::default();
+        // What rustls is fed until the ClientHello is whole, to read its key shares from.
+        let mut hello = Vec::new();
         loop {
             let Some(bytes) = self.read()? else { return Err(Failure::Io("closed before a ClientHello".into())) };
+            hello.extend_from_slice(&bytes);
             let mut rest = &bytes[..];
             while !rest.is_empty() {
                 acceptor.read_tls(&mut rest).map_err(|e| Failure::Io(e.to_string()))?;
@@ -160,7 +225,8 @@ impl Wire<'_> {
                     Err((error, alert)) => return Err(self.alert(error, alert)),
                 };
                 let entry = table.lookup(accepted.client_hello().server_name());
-                let mut tls = match accepted.into_connection(entry.config.clone()) {
+                let config = entry.config_for(&key_share_groups(&hello));
+                let mut tls = match accepted.into_connection(config.clone()) {
                     Ok(tls) => tls,
                     Err((error, alert)) => return Err(self.alert(error, alert)),
                 };
@@ -190,17 +256,16 @@ impl Wire<'_> {
         self.transport.read()
     }
 
-    /// Gives rustls the client's bytes. On a TLS error the alert rustls queued is still sent.
-    fn feed(&mut self, tls: &mut ServerConnection, mut bytes: &[u8]) -> Result<(), Failure> {
-        while !bytes.is_empty() {
-            let fed = tls.read_tls(&mut bytes).map(|_| ()).map_err(|e| Failure::Io(e.to_string()));
-            let processed = fed.and_then(|()| tls.process_new_packets().map(|_| ()).map_err(Failure::Tls));
-            if let Err(failure) = processed {
+    /// Gives rustls the client's bytes. On a TLS error the alert rustls queued, and nothing
+    /// else, is sent.
+    fn feed(&mut self, tls: &mut ServerConnection, bytes: &[u8]) -> Result<(), Failure> {
+        match absorb(tls, bytes) {
+            Ok(_) => Ok(()),
+            Err(failure) => {
                 let _ = self.flush(tls);
-                return Err(failure);
+                Err(failure)
             }
         }
-        Ok(())
     }
 
     /// Writes everything rustls has queued, as one buffer, and waits until it has left.
@@ -212,38 +277,152 @@ impl Wire<'_> {
         self.transport.write_all(&self.outgoing)
     }
 
-    /// Reads and discards what the client sends after the response, until it closes or a bound is
-    /// reached, so that its unread bytes do not turn our close into a reset that cuts off the end
-    /// of the body on its side. Returns whether its handshake finished.
-    fn drain(&mut self, tls: &mut ServerConnection) -> bool {
-        // After an error rustls's state is spent: feeding it more is a misuse (found by the
-        // fuzzer, host/fuzz), so a client whose trailing bytes are bad is just drained.
-        let mut broken = false;
-        self.transport.drain(DRAIN_BYTES, DRAIN_NANOS, &mut |bytes| {
-            if tls.is_handshaking() && !broken {
-                broken = !matches!(tls.read_tls(&mut &bytes[..]).map(|_| tls.process_new_packets()), Ok(Ok(_)));
-            }
-            true
-        });
-        !tls.is_handshaking()
-    }
-
     /// Reads the client's bytes into rustls until its handshake is finished, it closes, or the
-    /// drain's bounds are reached. A client that never finishes just gets no ticket.
-    fn await_client_finished(&mut self, tls: &mut ServerConnection) {
+    /// drain's bounds are reached (a client that never finishes just gets no ticket). A Finished
+    /// that fails is a TLS failure, answered by rustls's alert.
+    fn await_client_finished(&mut self, tls: &mut ServerConnection) -> Result<Drained, Failure> {
         if !tls.is_handshaking() {
-            return;
+            return Ok(Drained::Done);
         }
-        self.transport.drain(DRAIN_BYTES, DRAIN_NANOS, &mut |mut bytes| {
-            while !bytes.is_empty() && tls.is_handshaking() {
-                let fed = tls.read_tls(&mut bytes).map_err(|_| ());
-                if fed.and_then(|_| tls.process_new_packets().map_err(|_| ())).is_err() {
-                    return false;
+        let (mut failed, mut drained) = (None, 0);
+        let waited = self.transport.drain(DRAIN_BYTES, DRAIN_NANOS, &mut |bytes| {
+            drained += bytes.len();
+            match absorb(tls, bytes) {
+                Ok(closed) => tls.is_handshaking() && !closed,
+                Err(failure) => {
+                    failed = Some(failure);
+                    false
                 }
             }
-            tls.is_handshaking()
         });
+        self.drained = drained;
+        if let Some(failure) = failed {
+            let _ = self.flush(tls);
+            return Err(failure);
+        }
+        Ok(waited)
     }
+
+    /// Reads what the client sends after our close_notify and end of stream, until it closes (its
+    /// close_notify or its own end of stream) or a bound is reached, so that its unread bytes do
+    /// not turn our close into a reset that cuts off the end of the body on its side.
+    fn drain(&mut self, tls: &mut ServerConnection) -> Ending {
+        // After an error rustls's state is spent (feeding it more is a misuse, found by the
+        // fuzzer, host/fuzz): a client whose trailing bytes are bad is drained to its end of stream.
+        let mut broken = false;
+        let drained = self.transport.drain(DRAIN_BYTES.saturating_sub(self.drained), DRAIN_NANOS, &mut |bytes| {
+            if broken {
+                return true;
+            }
+            match absorb(tls, bytes) {
+                Ok(closed) => !closed,
+                Err(_) => {
+                    broken = true;
+                    true
+                }
+            }
+        });
+        match drained {
+            Drained::Done | Drained::Closed => Ending::Clean,
+            Drained::TimeBound => Ending::TimedOut,
+            Drained::BytesBound => Ending::CutOff,
+        }
+    }
+}
+
+/// The groups of the key shares in the ClientHello that `records` begin with. rustls has parsed
+/// and accepted it already, but does not say which shares came (`Entry::config_for` needs them);
+/// anything malformed reads as no shares.
+fn key_share_groups(records: &[u8]) -> Vec<NamedGroup> {
+    // The handshake records' payloads, joined: a ClientHello may span records.
+    let (mut handshake, mut rest) = (Vec::new(), Bytes(records));
+    while let (Some(typ), Some(_version), Some(len)) = (rest.u8(), rest.u16(), rest.u16()) {
+        match rest.take(len) {
+            Some(payload) if typ == 22 => handshake.extend_from_slice(payload),
+            Some(_) => {}
+            None => break,
+        }
+    }
+    client_hello_shares(Bytes(&handshake)).unwrap_or_default()
+}
+
+/// RFC 8446, 4.1.2 and 4.2.8: the groups of a ClientHello's `key_share` extension.
+fn client_hello_shares(mut message: Bytes<'_>) -> Option<Vec<NamedGroup>> {
+    const CLIENT_HELLO: u8 = 1;
+    const KEY_SHARE: u16 = 51;
+    if message.u8()? != CLIENT_HELLO {
+        return None;
+    }
+    let length = message.u24()?;
+    let mut hello = Bytes(message.take(length)?);
+    hello.take(2usize + 32)?; // legacy_version, random
+    let skip = hello.u8()?; // legacy_session_id
+    hello.take(skip)?;
+    let skip = hello.u16()?; // cipher_suites
+    hello.take(skip)?;
+    let skip = hello.u8()?; // legacy_compression_methods
+    hello.take(skip)?;
+    let length = hello.u16()?;
+    let mut extensions = Bytes(hello.take(length)?);
+    while let Some(typ) = extensions.u16() {
+        let length = extensions.u16()?;
+        let data = extensions.take(length)?;
+        if typ == KEY_SHARE {
+            let mut data = Bytes(data);
+            let length = data.u16()?;
+            let mut shares = Bytes(data.take(length)?);
+            let mut groups = Vec::new();
+            while let Some(group) = shares.u16() {
+                let length = shares.u16()?;
+                shares.take(length)?;
+                groups.push(NamedGroup::from(group));
+            }
+            return Some(groups);
+        }
+    }
+    Some(Vec::new())
+}
+
+/// Big-endian fields read off the front of a byte string.
+struct Bytes<'a>(&'a [u8]);
+
+impl<'a> Bytes<'a> {
+    fn take(&mut self, n: impl Into<usize>) -> Option<&'a [u8]> {
+        let n = n.into();
+        let (taken, rest) = (self.0.get(..n)?, self.0.get(n..)?);
+        self.0 = rest;
+        Some(taken)
+    }
+
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1usize).map(|b| b[0])
+    }
+
+    fn u16(&mut self) -> Option<u16> {
+        self.take(2usize).map(|b| u16::from_be_bytes([b[0], b[1]]))
+    }
+
+    fn u24(&mut self) -> Option<usize> {
+        self.take(3usize).map(|b| usize::from(b[0]) << 16 | usize::from(b[1]) << 8 | usize::from(b[2]))
+    }
+}
+
+/// Gives rustls `bytes` and throws away the plaintext it decrypts: the request, which the
+/// prebuilt response answers already. Returns whether the client has sent its close_notify.
+fn absorb(tls: &mut ServerConnection, mut bytes: &[u8]) -> Result<bool, Failure> {
+    let mut plaintext = [0; 4096];
+    while !bytes.is_empty() {
+        if tls.read_tls(&mut bytes).map_err(|e| Failure::Io(e.to_string()))? == 0 {
+            break;
+        }
+        let state = tls.process_new_packets().map_err(Failure::Tls)?;
+        // Ok(0) once the client's close_notify is in; an error (WouldBlock) once it is all read.
+        while matches!(tls.reader().read(&mut plaintext), Ok(n) if n > 0) {}
+        if state.peer_has_closed() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 
@@ -259,7 +438,6 @@ mod tests {
     use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
     use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme};
     use site::SITE;
-    use std::io::Read as _;
     use std::sync::Arc;
 
     /// Verifies the server's certificate as a browser would, but for `name`: the default host's
@@ -323,13 +501,34 @@ mod tests {
         /// The bounds `serve` asked `drain` for, and how many bytes the drain read.
         drain_asked: Option<(usize, u64)>,
         drained: usize,
+        /// The server read while the client, mid-handshake, had nothing to say: each waits for the
+        /// other, which over a socket ends only at a deadline.
+        waited_on_each_other: bool,
+        /// It flips a bit of its Finished (the record that completes its handshake).
+        corrupts_its_finished: bool,
+        /// Bytes the server wrote after the client had failed (and sent its alert).
+        written_after_its_failure: usize,
+        /// The server said it will write no more (its end of stream).
+        write_closed: bool,
     }
 
     impl Client {
         /// A client that sends `sni` (none if `None`) and accepts only a certificate for
         /// `certificate_for`, from the development CA (certs/dev-ca.pem).
         fn new(sni: Option<&str>, certificate_for: &str, alpn: &[&[u8]]) -> Client {
-            let provider = Arc::new(crate::portable::provider());
+            Client::with_provider(sni, certificate_for, alpn, crate::portable::provider())
+        }
+
+        /// As `new`, with the first key share for a group the server does not have, so that it
+        /// asks for another (a HelloRetryRequest).
+        fn retried(sni: Option<&str>, certificate_for: &str) -> Client {
+            let mut provider = crate::portable::provider();
+            provider.kx_groups.insert(0, &UnknownGroup);
+            Client::with_provider(sni, certificate_for, HTTP_1_1, provider)
+        }
+
+        fn with_provider(sni: Option<&str>, certificate_for: &str, alpn: &[&[u8]], provider: rustls::crypto::CryptoProvider) -> Client {
+            let provider = Arc::new(provider);
             let mut roots = RootCertStore::empty();
             for ca in CertificateDer::pem_slice_iter(include_bytes!("../../../certs/dev-ca.pem")) {
                 roots.add(ca.unwrap()).unwrap();
@@ -356,7 +555,39 @@ mod tests {
                 closed: false,
                 drain_asked: None,
                 drained: 0,
+                waited_on_each_other: false,
+                corrupts_its_finished: false,
+                written_after_its_failure: 0,
+                write_closed: false,
             }
+        }
+    }
+
+    /// A key-exchange group no server knows (a code point from the private-use range).
+    #[derive(Debug)]
+    struct UnknownGroup;
+
+    impl rustls::crypto::SupportedKxGroup for UnknownGroup {
+        fn start(&self) -> Result<Box<dyn rustls::crypto::ActiveKeyExchange>, rustls::Error> {
+            Ok(Box::new(UnknownGroup))
+        }
+
+        fn name(&self) -> rustls::NamedGroup {
+            rustls::NamedGroup::Unknown(0xfe00)
+        }
+    }
+
+    impl rustls::crypto::ActiveKeyExchange for UnknownGroup {
+        fn complete(self: Box<Self>, _: &[u8]) -> Result<rustls::crypto::SharedSecret, rustls::Error> {
+            Err(rustls::Error::General("a server chose the unknown group".into()))
+        }
+
+        fn pub_key(&self) -> &[u8] {
+            &[1; 32]
+        }
+
+        fn group(&self) -> rustls::NamedGroup {
+            rustls::NamedGroup::Unknown(0xfe00)
         }
     }
 
@@ -371,8 +602,14 @@ mod tests {
             while self.tls.wants_write() {
                 self.tls.write_tls(&mut self.outgoing).unwrap();
             }
+            // Its Finished is the last record it has queued when its handshake has just ended.
+            if self.corrupts_its_finished && !self.tls.is_handshaking() && !self.outgoing.is_empty() {
+                *self.outgoing.last_mut().unwrap() ^= 1;
+                self.corrupts_its_finished = false;
+            }
             // All it had to say is said: from the server's side, it has closed.
             if self.outgoing.is_empty() {
+                self.waited_on_each_other |= self.tls.is_handshaking() && self.error.is_none();
                 return Ok(None);
             }
             let now = self.outgoing.len().min(READ_CHUNK as usize);
@@ -380,8 +617,12 @@ mod tests {
         }
 
         fn write_all(&mut self, mut bytes: &[u8]) -> Result<(), Failure> {
+            assert!(!self.write_closed, "written after the end of stream");
             if self.closed {
                 return Err(Failure::Io("the client hung up".into()));
+            }
+            if self.error.is_some() {
+                self.written_after_its_failure += bytes.len();
             }
             while !bytes.is_empty() && self.error.is_none() {
                 self.tls.read_tls(&mut bytes).unwrap();
@@ -401,21 +642,28 @@ mod tests {
             Ok(())
         }
 
-        fn drain(&mut self, max_bytes: usize, max_nanos: u64, each: &mut dyn FnMut(&[u8]) -> bool) {
+        fn close_write(&mut self) {
+            self.write_closed = true;
+        }
+
+        fn drain(&mut self, max_bytes: usize, max_nanos: u64, each: &mut dyn FnMut(&[u8]) -> bool) -> Drained {
             // As the component's and the native transports do, with no clock: the client never
             // makes us wait.
             self.drain_asked = Some((max_bytes, max_nanos));
-            while self.drained < max_bytes {
+            let mut drained = 0;
+            while drained < max_bytes {
                 match self.read() {
                     Ok(Some(bytes)) => {
+                        drained += bytes.len();
                         self.drained += bytes.len();
                         if !each(&bytes) {
-                            break;
+                            return Drained::Done;
                         }
                     }
-                    _ => break,
+                    _ => return Drained::Closed,
                 }
             }
+            Drained::BytesBound
         }
     }
 
@@ -435,7 +683,11 @@ mod tests {
             Ok(())
         }
 
-        fn drain(&mut self, _: usize, _: u64, _: &mut dyn FnMut(&[u8]) -> bool) {}
+        fn close_write(&mut self) {}
+
+        fn drain(&mut self, _: usize, _: u64, _: &mut dyn FnMut(&[u8]) -> bool) -> Drained {
+            Drained::Closed
+        }
     }
 
     fn response_bytes(response: &Response) -> Vec<u8> {
@@ -460,6 +712,9 @@ mod tests {
         assert_eq!(served.resource, host);
         assert_eq!(served.bytes, response_bytes(paper).len() as u64);
         assert!(served.client_finished);
+        assert!(client.write_closed, "the server's end of stream follows its close_notify");
+        assert_eq!(served.ending, Ending::Clean);
+        assert_eq!(served.key_exchange, Some(NamedGroup::X25519));
     }
 
     #[test]
@@ -497,12 +752,14 @@ mod tests {
 
         let served = serve(&table, &mut client).unwrap();
 
-        assert_eq!(client.drain_asked, Some((DRAIN_BYTES, DRAIN_NANOS)));
-        assert_eq!(DRAIN_BYTES, 64 * 1024);
+        assert_eq!(client.drain_asked.map(|(_, nanos)| nanos), Some(DRAIN_NANOS));
+        assert_eq!(DRAIN_BYTES, 256 * 1024);
         assert!(client.drained >= DRAIN_BYTES, "drained only {} bytes", client.drained);
         assert!(client.drained < DRAIN_BYTES + READ_CHUNK as usize, "drained {} bytes", client.drained);
         assert!(client.received == response_bytes(SITE.lookup(host).unwrap()));
+        assert!(client.got_close_notify && client.write_closed);
         assert!(served.client_finished);
+        assert_eq!(served.ending, Ending::CutOff);
     }
 
     #[test]
@@ -518,7 +775,8 @@ mod tests {
         assert!(client.received == response);
         assert!(!client.got_close_notify, "it hung up before our close_notify");
         assert_eq!(served.bytes, response.len() as u64);
-        assert_eq!(client.drain_asked, None, "nothing is drained from a closed connection");
+        assert_eq!(client.drained, 0, "nothing is read from a closed connection");
+        assert_eq!(served.ending, Ending::Clean);
     }
 
     #[test]
@@ -558,5 +816,97 @@ mod tests {
         let failure = serve(&table, &mut peer).unwrap_err();
         assert!(matches!(&failure, Failure::Io(why) if why.contains("before a ClientHello")), "{failure:?}");
         assert!(peer.written.is_empty());
+    }
+
+    #[test]
+    fn after_a_hello_retry_request_the_server_flight_leaves_at_once() {
+        let table = dev_table();
+        let host = site_hosts()[0];
+        let mut client = Client::retried(Some(host), host);
+
+        let served = serve(&table, &mut client).unwrap();
+
+        assert!(!client.waited_on_each_other, "after the retry, the server waited for the client, which waited for it");
+        assert_eq!(client.error, None);
+        assert_eq!(client.tls.handshake_kind(), Some(rustls::HandshakeKind::FullWithHelloRetryRequest));
+        assert!(client.received == response_bytes(SITE.lookup(host).unwrap()));
+        assert!(client.got_close_notify);
+        assert!(served.client_finished, "the client's Finished was checked");
+    }
+
+    /// RFC 8446, 6.2: after a fatal alert the connection is closed at once. A client that fails
+    /// the handshake gets nothing more; one whose Finished does not open gets the alert rustls
+    /// queued and nothing else: no close_notify.
+    #[test]
+    fn a_failed_handshake_gets_no_close_notify() {
+        let table = dev_table();
+        let host = site_hosts()[0];
+        for retried in [false, true] {
+            // It does not take a certificate for this name, and says so with a fatal alert.
+            let mut client = if retried { Client::retried(Some(host), "other.example") } else { Client::new(Some(host), "other.example", HTTP_1_1) };
+            let failure = serve(&table, &mut client).unwrap_err();
+            assert!(matches!(failure, Failure::Tls(rustls::Error::AlertReceived(_))), "retried {retried}: {failure:?}");
+            assert!(client.error.is_some());
+            assert_eq!(client.written_after_its_failure, 0, "retried {retried}: the server wrote after the client's alert");
+
+            let mut client = if retried { Client::retried(Some(host), host) } else { Client::new(Some(host), host, HTTP_1_1) };
+            client.corrupts_its_finished = true;
+            let failure = serve(&table, &mut client).unwrap_err();
+            assert!(matches!(failure, Failure::Tls(rustls::Error::DecryptError)), "retried {retried}: {failure:?}");
+            assert_eq!(client.error, Some(rustls::Error::AlertReceived(rustls::AlertDescription::BadRecordMac)), "retried {retried}");
+            assert!(!client.got_close_notify, "retried {retried}");
+        }
+    }
+
+    /// The first flight of `client`: its ClientHello.
+    fn client_hello(mut client: Client) -> Vec<u8> {
+        let mut hello = Vec::new();
+        while client.tls.wants_write() {
+            client.tls.write_tls(&mut hello).unwrap();
+        }
+        hello
+    }
+
+    /// The random of a HelloRetryRequest (RFC 8446, 4.1.3): SHA-256 of "HelloRetryRequest".
+    const RETRY_RANDOM: [u8; 32] = [
+        0xcf, 0x21, 0xad, 0x74, 0xe5, 0x9a, 0x61, 0x11, 0xbe, 0x1d, 0x8c, 0x02, 0x1e, 0x65, 0xb8, 0x91, 0xc2, 0xa2, 0x11, 0x16,
+        0x7a, 0xbb, 0x8c, 0x5e, 0x07, 0x9e, 0x09, 0xe2, 0xc8, 0xa8, 0x33, 0x9c,
+    ];
+
+    #[test]
+    fn the_key_shares_of_a_client_hello_are_read_and_anything_else_is_none() {
+        let host = site_hosts()[0];
+        let hello = client_hello(Client::new(Some(host), host, HTTP_1_1));
+        assert_eq!(key_share_groups(&hello), [NamedGroup::X25519]);
+        let retried = client_hello(Client::retried(Some(host), host));
+        assert_eq!(key_share_groups(&retried), [NamedGroup::Unknown(0xfe00)]);
+        // Split over two records.
+        let (body, split) = (&hello[5..], 100);
+        let two_records = [&[22, 3, 1, 0, split as u8][..], &body[..split], &[22, 3, 1], &((body.len() - split) as u16).to_be_bytes(), &body[split..]].concat();
+        assert_eq!(key_share_groups(&two_records), [NamedGroup::X25519]);
+        for cut in [0, 5, 40, hello.len() / 2, hello.len() - 1] {
+            assert_eq!(key_share_groups(&hello[..cut]), [], "cut at {cut}");
+        }
+        assert_eq!(key_share_groups(b"GET / HTTP/1.1\r\n\r\n"), []);
+    }
+
+    /// rustls would take the client's first supported group, P-256, for which it sent no share,
+    /// and ask for a retry; the server takes the X25519 share it has.
+    #[test]
+    fn a_client_whose_share_is_not_for_its_first_group_gets_no_retry() {
+        let table = dev_table();
+        let host = site_hosts()[0];
+        let mut hello = client_hello(Client::new(Some(host), host, HTTP_1_1));
+        // supported_groups (10): x25519 (0x001d) first, then secp256r1 (0x0017): swapped.
+        let groups = [0x00, 0x1d, 0x00, 0x17];
+        let at = hello.windows(4).position(|w| w == groups).expect("supported_groups lists x25519, secp256r1");
+        hello[at..at + 4].copy_from_slice(&[0x00, 0x17, 0x00, 0x1d]);
+        let mut peer = Raw { script: vec![hello], written: Vec::new() };
+
+        let _ = serve(&table, &mut peer);
+
+        // A ServerHello record: type 22, handshake type 2, then version and random.
+        assert_eq!((peer.written[0], peer.written[5]), (22, 2), "{:?}", &peer.written[..16]);
+        assert_ne!(peer.written[11..43], RETRY_RANDOM, "the server asked for a retry");
     }
 }

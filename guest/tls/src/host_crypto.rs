@@ -1,9 +1,9 @@
 //! The rustls `CryptoProvider` made of the host's `crypto` and `tickets` imports (world `tls-site`):
-//! signatures with keys the host holds, ephemeral key exchange, record protection and session
+//! signatures with keys the host holds, key exchange (X25519MLKEM768 first), record protection and session
 //! tickets all run natively in the host; the component keeps the TLS state machine, the
 //! transcript hash and the key schedule (pure Rust, cheap).
 
-use crate::component::bindings::tls_site::site::crypto::{self as host, Aead, CryptoError, KeyExchange, RecordKey};
+use crate::component::bindings::tls_site::site::crypto::{self as host, Aead, CryptoError, RecordKey};
 use crate::component::bindings::tls_site::site::identity::KeyId;
 use crate::component::bindings::tls_site::site::tickets;
 use rustls::crypto::cipher::{
@@ -11,7 +11,7 @@ use rustls::crypto::cipher::{
     OutboundOpaqueMessage, OutboundPlainMessage, PrefixedPayload, Tls13AeadAlgorithm, UnsupportedOperationError,
     make_tls13_aad,
 };
-use rustls::crypto::{ActiveKeyExchange, CryptoProvider, KeyProvider, SharedSecret, SupportedKxGroup};
+use rustls::crypto::{ActiveKeyExchange, CompletedKeyExchange, CryptoProvider, KeyProvider, SharedSecret, SupportedKxGroup};
 use rustls::ffdhe_groups::FfdheGroup;
 use rustls::pki_types::PrivateKeyDer;
 use rustls::server::ProducesTickets;
@@ -40,7 +40,8 @@ pub fn provider() -> CryptoProvider {
     let kx_groups = host::named_groups()
         .into_iter()
         .map(|group| match group {
-            host::NamedGroup::X25519 => &X25519 as &'static dyn SupportedKxGroup,
+            host::NamedGroup::X25519Mlkem768 => &X25519MLKEM768 as &'static dyn SupportedKxGroup,
+            host::NamedGroup::X25519 => &X25519,
             host::NamedGroup::Secp256r1 => &SECP256R1,
             host::NamedGroup::Secp384r1 => &SECP384R1,
         })
@@ -150,21 +151,33 @@ impl Signer for HostSigner {
     }
 }
 
+/// A key-exchange group the host does. The server's side of TLS 1.3 is one step, the answer to
+/// the client's share (`start_and_complete`), which is how the host does every group (a KEM
+/// cannot be done otherwise): `start`, the two-step form that TLS 1.2 and clients use, is never
+/// asked of a TLS 1.3 server.
 #[derive(Debug)]
 struct HostKxGroup {
     host: host::NamedGroup,
     name: NamedGroup,
 }
 
+static X25519MLKEM768: HostKxGroup = HostKxGroup { host: host::NamedGroup::X25519Mlkem768, name: NamedGroup::X25519MLKEM768 };
 static X25519: HostKxGroup = HostKxGroup { host: host::NamedGroup::X25519, name: NamedGroup::X25519 };
 static SECP256R1: HostKxGroup = HostKxGroup { host: host::NamedGroup::Secp256r1, name: NamedGroup::secp256r1 };
 static SECP384R1: HostKxGroup = HostKxGroup { host: host::NamedGroup::Secp384r1, name: NamedGroup::secp384r1 };
 
 impl SupportedKxGroup for HostKxGroup {
     fn start(&self) -> Result<Box<dyn ActiveKeyExchange>, Error> {
-        let exchange = KeyExchange::start(self.host).map_err(|error| refused(&error))?;
-        let public_key = exchange.public_key();
-        Ok(Box::new(HostKeyExchange { exchange, public_key, group: self.name }))
+        Err(Error::General("the host answers a client's key share in one step (`crypto.encapsulate`); a TLS 1.3 server needs no more".into()))
+    }
+
+    fn start_and_complete(&self, client_share: &[u8]) -> Result<CompletedKeyExchange, Error> {
+        match host::encapsulate(self.host, client_share) {
+            Ok(done) => Ok(CompletedKeyExchange { group: self.name, pub_key: done.share, secret: SharedSecret::from(done.shared_secret) }),
+            // A client share the host rejects is the client's fault: rustls answers illegal_parameter.
+            Err(CryptoError::Rejected(_)) => Err(rustls::PeerMisbehaved::InvalidKeyShare.into()),
+            Err(error) => Err(refused(&error)),
+        }
     }
 
     fn ffdhe_group(&self) -> Option<FfdheGroup<'static>> {
@@ -174,30 +187,9 @@ impl SupportedKxGroup for HostKxGroup {
     fn name(&self) -> NamedGroup {
         self.name
     }
-}
 
-struct HostKeyExchange {
-    exchange: KeyExchange,
-    public_key: Vec<u8>,
-    group: NamedGroup,
-}
-
-impl ActiveKeyExchange for HostKeyExchange {
-    fn complete(self: Box<Self>, peer_public_key: &[u8]) -> Result<SharedSecret, Error> {
-        match self.exchange.complete(peer_public_key) {
-            Ok(secret) => Ok(SharedSecret::from(secret)),
-            // A peer key the host rejects is the peer's fault: rustls answers illegal_parameter.
-            Err(CryptoError::Rejected(_)) => Err(rustls::PeerMisbehaved::InvalidKeyShare.into()),
-            Err(error) => Err(refused(&error)),
-        }
-    }
-
-    fn pub_key(&self) -> &[u8] {
-        &self.public_key
-    }
-
-    fn group(&self) -> NamedGroup {
-        self.group
+    fn usable_for_version(&self, version: ProtocolVersion) -> bool {
+        version == ProtocolVersion::TLSv1_3
     }
 }
 

@@ -24,4 +24,4 @@ mod component;
 mod host_crypto;
 
 pub use config::{ConfigError, Entry, Identity, SniTable, make_config};
-pub use connection::{Failure, Served, Transport, serve};
+pub use connection::{Drained, Ending, Failure, Served, Transport, serve};

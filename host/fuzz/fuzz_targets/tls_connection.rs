@@ -13,7 +13,7 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use site::SITE;
 use std::sync::{Arc, LazyLock};
-use tls_site_guest::{Failure, Identity, SniTable, Transport, portable, serve};
+use tls_site_guest::{Drained, Failure, Identity, SniTable, Transport, portable, serve};
 
 /// The SNI table for the development certificate (certs/), which covers every name of the site,
 /// with the pure-Rust provider (the default component's provider is the host's, across an import).
@@ -50,19 +50,22 @@ impl Transport for Scripted<'_> {
         Ok(())
     }
 
-    fn drain(&mut self, max_bytes: usize, _max_nanos: u64, each: &mut dyn FnMut(&[u8]) -> bool) {
+    fn close_write(&mut self) {}
+
+    fn drain(&mut self, max_bytes: usize, _max_nanos: u64, each: &mut dyn FnMut(&[u8]) -> bool) -> Drained {
         let mut drained = 0;
         while drained < max_bytes {
             match self.read() {
                 Ok(Some(bytes)) => {
                     drained += bytes.len();
                     if !each(&bytes) {
-                        break;
+                        return Drained::Done;
                     }
                 }
-                _ => break,
+                _ => return Drained::Closed,
             }
         }
+        Drained::BytesBound
     }
 }
 
