@@ -443,12 +443,13 @@ impl rustls::crypto::ActiveKeyExchange for OffTheCurve {
 
 /// Tickets are sealed by the host with keys every instance shares, and each connection is a
 /// fresh instance: a second connection resumes on an instance that never saw the first. The keys
-/// rotate (rustls's `TicketRotator`, here every second): a ticket opens with the current and the
+/// rotate (rustls's `TicketRotator`, here every 3 s): a ticket opens with the current and the
 /// previous key, and not once its key has been rotated out. A key rotates at the first use after
-/// its time is up, so each rotation below is one connection after a wait.
+/// its time is up, so each rotation below is one connection after a wait; 3 s, not 1, so that on
+/// a loaded machine no connection of the test comes late enough to rotate a second time.
 #[test]
 fn a_returning_client_resumes_until_its_ticket_key_is_rotated_out() {
-    let rotation = Duration::from_secs(1);
+    let rotation = Duration::from_secs(3);
     // Longer than a rotation, whatever part of its second the clock was in.
     let rotation_due = rotation + Duration::from_millis(1100);
     let (runtime, server, ca) = start_with("resume", |options| options.ticket_key_rotation = rotation);
