@@ -1,10 +1,10 @@
-//! One connection: the TLS handshake over a [`Transport`], the response its SNI name picks,
-//! close_notify, and a bounded drain of what the client still sends.
+//! One connection: the TLS handshake, the response its SNI name picks, close_notify, and a
+//! bounded drain of what the client still sends, as a [`Connection`] without I/O.
 //!
-//! The component's transport is the pair of `wasi:io` streams the host hands it
-//! (`component.rs`); `examples/native.rs` gives the same code a `std::net` socket, so the cost of
-//! the sandbox can be measured against the same TLS code run natively; the tests script a rustls
-//! client in memory.
+//! Whoever has the socket drives it: the tls-site host, through the component's
+//! `handler.connection` resource (`component.rs`); [`serve`] over a blocking [`Transport`], which
+//! `examples/native.rs` gives a `std::net` socket (so the cost of the sandbox can be measured
+//! against the same TLS code run natively) and the tests a rustls client scripted in memory.
 
 use crate::config::{Entry, SniTable};
 use rustls::server::{AcceptedAlert, Acceptor};
@@ -23,6 +23,11 @@ pub const DRAIN_NANOS: u64 = 1_000_000_000;
 
 /// The largest single read asked of the host.
 pub const READ_CHUNK: u64 = 16 * 1024;
+
+/// About the most handed to the transport in one write: a whole first flight (handshake and a
+/// page or a paper of tens of KiB) leaves in one, a larger file in several, as the client takes
+/// them, rather than all at once in memory.
+pub const WRITE_BYTES: usize = 64 * 1024;
 
 /// The connection's bytes, as the TLS code needs them.
 pub trait Transport {
@@ -82,7 +87,7 @@ pub enum Ending {
 
 /// Why a connection was not served. None of these is the server's fault; the deadlines are
 /// the transport's.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum Failure {
     #[error("the client's bytes are not acceptable TLS: {0}; rustls answered with an alert, there is nothing to fix here")]
     Tls(rustls::Error),
@@ -94,19 +99,343 @@ pub enum Failure {
     Stalled,
 }
 
-/// Serves one connection: reads the ClientHello, looks its SNI name up in `table` once (which
-/// decides both certificate and response), then handshakes, writes the response, waits for the
-/// client's Finished, and closes: close_notify, end of stream, a bounded drain. A TLS failure
-/// ends with rustls's alert alone (RFC 8446, 6.2), then the same end of stream and drain.
-pub fn serve(table: &SniTable, transport: &mut dyn Transport) -> Result<Served, Failure> {
-    let mut wire = Wire { transport, outgoing: Vec::with_capacity(READ_CHUNK as usize), drained: 0 };
-    let served = wire.respond(table);
-    if let Err(Failure::Tls(_)) = &served {
-        // So that the close does not reset the connection under the alert.
-        wire.transport.close_write();
-        wire.transport.drain(DRAIN_BYTES, DRAIN_NANOS, &mut |_| true);
+/// What the driver of a [`Connection`] does next, once it has sent [`Connection::take_outgoing`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Wait for the client's next bytes: the rest of its handshake. The handshake deadline runs.
+    Read,
+    /// Report [`Event::Sent`] once the bytes have left: more of the response is to come. The stall
+    /// deadline runs while the client takes them.
+    Write,
+    /// The response has left; wait for the client's bytes (its Finished), within the drain's bounds
+    /// (`DRAIN_NANOS` from now; the connection counts `DRAIN_BYTES` itself).
+    Drain,
+    /// The server has said all it will (close_notify, or after a failure rustls's alert): end the
+    /// write side (a TCP FIN after the bytes sent), then wait for the client's bytes as for `Drain`,
+    /// so that its last ones do not turn the close into a reset.
+    Close,
+    /// Over: close the connection. [`Connection::outcome`] says how it went.
+    Done,
+}
+
+/// What happened on the connection since the last [`Next`].
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// The client sent these bytes.
+    Received(&'a [u8]),
+    /// The client ended its side of the connection.
+    EndOfStream,
+    /// Everything taken from [`Connection::take_outgoing`] has left.
+    Sent,
+    /// The wait `Next` asked for ran out: the handshake deadline (`Read`) or the drain's time
+    /// bound (`Drain`, `Close`).
+    TimedOut,
+    /// The connection broke, or the client stalled, while bytes were being sent.
+    Broken(Failure),
+}
+
+/// One connection's TLS, without I/O (rustls's way, one level up): fed [`Event`]s, it says what to
+/// send and what to wait for. [`serve`] drives it over a blocking [`Transport`]; the component's
+/// host drives it over its own socket (wit/tls-site.wit, `handler.connection`).
+///
+/// The ClientHello's SNI name is looked up once, and picks both certificate and response. The
+/// response leaves with the server's first flight (half-RTT data); then the client's Finished is
+/// awaited, so that rustls checks it and issues the session ticket before our close_notify. A TLS
+/// failure ends with rustls's alert alone (RFC 8446, 6.2).
+pub struct Connection<'t> {
+    table: &'t SniTable,
+    state: State,
+    next: Next,
+    /// Bytes for the client, gathered so that each TLS flight leaves as one write.
+    outgoing: Vec<u8>,
+    /// Bytes read since the response left (or since a failure), against `DRAIN_BYTES`.
+    drained: usize,
+    ending: Ending,
+}
+
+enum State {
+    /// Reading the ClientHello; `hello` keeps its bytes, to read its key shares from.
+    Accepting { acceptor: Box<Acceptor>, hello: Vec<u8> },
+    /// Handshaking and responding, then closing. `spent` once rustls has failed on the client's
+    /// later bytes: feeding it more would be a misuse (found by the fuzzer, host/fuzz).
+    Serving { tls: Box<ServerConnection>, pending: Pending, spent: bool },
+    Failed(Failure),
+}
+
+impl<'t> Connection<'t> {
+    /// A connection that waits for its ClientHello: [`Next::Read`].
+    pub fn new(table: &'t SniTable) -> Connection<'t> {
+        Connection {
+            table,
+            state: State::Accepting { acceptor: Box::default(), hello: Vec::new() },
+            next: Next::Read,
+            outgoing: Vec::with_capacity(READ_CHUNK as usize),
+            drained: 0,
+            ending: Ending::Clean,
+        }
     }
-    served
+
+    /// The bytes to send before doing what the last `Next` says; the buffer is left empty.
+    pub fn take_outgoing(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.outgoing)
+    }
+
+    /// What to do next, after `event`.
+    pub fn step(&mut self, event: Event<'_>) -> Next {
+        self.next = match (self.next, event) {
+            (Next::Done, _) => Next::Done,
+            (_, Event::Broken(failure)) => self.broken(failure),
+            (Next::Read | Next::Write, Event::Received(bytes)) => self.receive(bytes),
+            (Next::Read | Next::Write, Event::Sent) => self.respond(),
+            (Next::Read | Next::Write, Event::EndOfStream) => match self.state {
+                State::Accepting { .. } => self.fail(Failure::Io("closed before a ClientHello".into())),
+                _ => self.fail(Failure::Io("closed before the response was sent".into())),
+            },
+            (Next::Read | Next::Write, Event::TimedOut) => self.fail(Failure::HandshakeTimeout),
+            (Next::Drain | Next::Close, Event::Sent) => self.next,
+            (Next::Drain | Next::Close, Event::Received(bytes)) => self.drain(bytes),
+            (Next::Drain, Event::EndOfStream) => self.close(Ending::Clean),
+            (Next::Drain, Event::TimedOut) => self.close(Ending::TimedOut),
+            (Next::Close, Event::EndOfStream) => self.end(Ending::Clean),
+            (Next::Close, Event::TimedOut) => self.end(Ending::TimedOut),
+        };
+        self.next
+    }
+
+    /// How the connection went. Before [`Next::Done`], as far as it has got.
+    pub fn outcome(&self) -> Result<Served, Failure> {
+        let tls = match &self.state {
+            State::Failed(failure) => return Err(failure.clone()),
+            State::Accepting { .. } => return Err(Failure::Io("no handshake yet".into())),
+            State::Serving { tls, .. } => tls,
+        };
+        let response = self.table.lookup(tls.server_name()).response;
+        Ok(Served {
+            server_name: tls.server_name().map(str::to_owned),
+            resource: response.hosts()[0],
+            bytes: (response.head().len() + response.body().len()) as u64,
+            client_finished: !tls.is_handshaking(),
+            key_exchange: tls.negotiated_key_exchange_group().map(|group| group.name()),
+            ending: self.ending,
+        })
+    }
+
+    /// The client's bytes, before the response has left: its ClientHello, or the rest of its
+    /// handshake.
+    fn receive(&mut self, bytes: &[u8]) -> Next {
+        match &mut self.state {
+            State::Accepting { acceptor, hello } => {
+                hello.extend_from_slice(bytes);
+                let mut rest = bytes;
+                while !rest.is_empty() {
+                    if let Err(error) = acceptor.read_tls(&mut rest) {
+                        return self.fail(Failure::Io(error.to_string()));
+                    }
+                    match acceptor.accept() {
+                        Ok(None) => continue,
+                        Ok(Some(accepted)) => {
+                            let entry = self.table.lookup(accepted.client_hello().server_name());
+                            let config = entry.config_for(&key_share_groups(hello));
+                            return match accepted.into_connection(config.clone()) {
+                                Ok(tls) => self.start(tls, entry, rest),
+                                Err((error, alert)) => self.alert(error, alert),
+                            };
+                        }
+                        Err((error, alert)) => return self.alert(error, alert),
+                    }
+                }
+                Next::Read
+            }
+            State::Serving { tls, .. } => match absorb(tls, bytes) {
+                Ok(_) => self.respond(),
+                Err(failure) => self.fail_with_alert(failure),
+            },
+            State::Failed(_) => Next::Done,
+        }
+    }
+
+    /// The handshake begins, with `entry`'s certificate and response; `rest` came after the
+    /// ClientHello.
+    fn start(&mut self, tls: ServerConnection, entry: &'t Entry, rest: &[u8]) -> Next {
+        let mut tls = Box::new(tls);
+        // What came with the ClientHello (the acceptor's buffer, the rest of this read) is the
+        // connection's now.
+        let started = tls.process_new_packets().map_err(Failure::Tls).and_then(|_| absorb(&mut tls, rest));
+        self.state = State::Serving { tls, pending: Pending { response: entry.response, written: 0 }, spent: false };
+        match started {
+            Ok(_) => self.respond(),
+            Err(failure) => self.fail_with_alert(failure),
+        }
+    }
+
+    /// Queues the server's flight and as much of the response as fits in one write; then waits
+    /// for the client: for the rest of its handshake, for room, or for its Finished.
+    fn respond(&mut self) -> Next {
+        let State::Serving { tls, pending, .. } = &mut self.state else { return self.next };
+        loop {
+            // The server's flight (ServerHello to Finished) is out once the key exchange is done;
+            // after a HelloRetryRequest that takes the client's second ClientHello. The response
+            // is queued from then on, so that it follows the Finished in the same flight.
+            let flight_out = tls.negotiated_key_exchange_group().is_some();
+            if flight_out {
+                pending.queue(tls);
+            }
+            if tls.wants_write() {
+                while tls.wants_write() {
+                    if let Err(error) = tls.write_tls(&mut self.outgoing) {
+                        return self.fail(Failure::Io(error.to_string()));
+                    }
+                }
+                if self.outgoing.len() >= WRITE_BYTES {
+                    return Next::Write;
+                }
+                continue;
+            }
+            if !(flight_out && pending.done()) {
+                return Next::Read;
+            }
+            // The whole response is out. The client's Finished comes before close_notify: rustls
+            // checks it and only then issues the session ticket, and a Finished that fails earns
+            // an alert, not a close_notify. A client that hangs up as soon as it has the body
+            // (curl does) was served all the same; it just misses its ticket or our close_notify.
+            return match tls.is_handshaking() {
+                true => Next::Drain,
+                false => self.close(Ending::Clean),
+            };
+        }
+    }
+
+    /// The client's bytes after the response: its Finished, its close_notify, or more than it
+    /// should send, up to `DRAIN_BYTES`.
+    fn drain(&mut self, bytes: &[u8]) -> Next {
+        self.drained += bytes.len();
+        let cut_off = self.drained >= DRAIN_BYTES;
+        match &mut self.state {
+            State::Serving { tls, spent: spent @ false, .. } => match absorb(tls, bytes) {
+                Ok(true) if self.next == Next::Close => return self.end(Ending::Clean),
+                Ok(closed) if self.next == Next::Drain && (closed || !tls.is_handshaking()) => {
+                    return self.close(if cut_off { Ending::CutOff } else { Ending::Clean });
+                }
+                Ok(_) => {}
+                Err(failure) if self.next == Next::Drain => return self.fail_with_alert(failure),
+                Err(_) => *spent = true,
+            },
+            _ => {}
+        }
+        match (cut_off, self.next) {
+            (true, Next::Drain) => self.close(Ending::CutOff),
+            (true, _) => self.end(Ending::CutOff),
+            (false, next) => next,
+        }
+    }
+
+    /// Sends close_notify; the client's last bytes are drained on `Next::Close`, unless `ending`
+    /// says there is no point (its time or its byte bound is spent).
+    fn close(&mut self, ending: Ending) -> Next {
+        let State::Serving { tls, .. } = &mut self.state else { return Next::Done };
+        tls.send_close_notify();
+        while tls.wants_write() {
+            if tls.write_tls(&mut self.outgoing).is_err() {
+                break;
+            }
+        }
+        match ending {
+            Ending::Clean => Next::Close,
+            _ => self.end(ending),
+        }
+    }
+
+    fn end(&mut self, ending: Ending) -> Next {
+        self.ending = ending;
+        Next::Done
+    }
+
+    /// Ends a connection on which a write failed (or stalled). Once the whole response had left,
+    /// the client was served: it hung up early (curl does, once it has the body).
+    fn broken(&mut self, failure: Failure) -> Next {
+        match self.next {
+            Next::Drain | Next::Close => self.end(Ending::Clean),
+            _ => self.fail(failure),
+        }
+    }
+
+    /// Ends the connection with `failure`, sending nothing more.
+    fn fail(&mut self, failure: Failure) -> Next {
+        self.state = State::Failed(failure);
+        Next::Done
+    }
+
+    /// Ends the connection with `failure` after the alert rustls queued for it, and nothing else
+    /// (no close_notify): then its end of stream and a drain, so that the close does not reset the
+    /// connection under the alert.
+    fn fail_with_alert(&mut self, failure: Failure) -> Next {
+        if let State::Serving { tls, .. } = &mut self.state {
+            while tls.wants_write() {
+                if tls.write_tls(&mut self.outgoing).is_err() {
+                    break;
+                }
+            }
+        }
+        self.failed_after_alert(failure)
+    }
+
+    /// As `fail_with_alert`, for an error rustls's `Acceptor` found, with its alert.
+    fn alert(&mut self, error: rustls::Error, mut alert: AcceptedAlert) -> Next {
+        let _ = alert.write_all(&mut self.outgoing);
+        self.failed_after_alert(Failure::Tls(error))
+    }
+
+    fn failed_after_alert(&mut self, failure: Failure) -> Next {
+        let tls_failure = matches!(failure, Failure::Tls(_));
+        self.state = State::Failed(failure);
+        self.drained = 0;
+        match tls_failure {
+            true => Next::Close,
+            false => Next::Done,
+        }
+    }
+}
+
+/// Serves one connection over a blocking `transport`: drives a [`Connection`] to its end.
+pub fn serve(table: &SniTable, transport: &mut dyn Transport) -> Result<Served, Failure> {
+    let mut connection = Connection::new(table);
+    let mut next = Next::Read;
+    let mut write_closed = false;
+    loop {
+        let outgoing = connection.take_outgoing();
+        if !outgoing.is_empty()
+            && let Err(failure) = transport.write_all(&outgoing)
+        {
+            next = connection.step(Event::Broken(failure));
+            continue;
+        }
+        next = match next {
+            Next::Read => match transport.read() {
+                Ok(Some(bytes)) => connection.step(Event::Received(&bytes)),
+                Ok(None) => connection.step(Event::EndOfStream),
+                Err(Failure::HandshakeTimeout) => connection.step(Event::TimedOut),
+                Err(failure) => connection.step(Event::Broken(failure)),
+            },
+            Next::Write => connection.step(Event::Sent),
+            Next::Drain | Next::Close => {
+                if next == Next::Close && !write_closed {
+                    transport.close_write();
+                    write_closed = true;
+                }
+                let mut after = next;
+                let drained = transport.drain(usize::MAX, DRAIN_NANOS, &mut |bytes| {
+                    after = connection.step(Event::Received(bytes));
+                    after == next
+                });
+                match drained {
+                    Drained::Done | Drained::BytesBound => after,
+                    Drained::Closed => connection.step(Event::EndOfStream),
+                    Drained::TimeBound => connection.step(Event::TimedOut),
+                }
+            }
+            Next::Done => return connection.outcome(),
+        };
+    }
 }
 
 /// The response being queued into rustls: head and body, from `written` on.
@@ -138,194 +467,6 @@ impl Pending {
                 Ok(0) | Err(_) => return,
                 Ok(n) => self.written += n,
             }
-        }
-    }
-}
-
-/// The connection, and a buffer in which each TLS flight is gathered so that it reaches the host
-/// (and the socket) as one write.
-struct Wire<'a> {
-    transport: &'a mut dyn Transport,
-    outgoing: Vec<u8>,
-    /// Bytes read since the response left, against `DRAIN_BYTES`.
-    drained: usize,
-}
-
-impl Wire<'_> {
-    /// Everything but the drain after a failure: the handshake, the response, the client's
-    /// Finished, close_notify, end of stream and the drain.
-    fn respond(&mut self, table: &SniTable) -> Result<Served, Failure> {
-        let (mut tls, entry) = self.accept(table)?;
-        let mut pending = Pending { response: entry.response, written: 0 };
-        loop {
-            // The server's flight (ServerHello to Finished) is out once the key exchange is done;
-            // after a HelloRetryRequest that takes the client's second ClientHello. The response
-            // is queued from then on, so that it follows the Finished in the same flight.
-            let flight_out = tls.negotiated_key_exchange_group().is_some();
-            if flight_out {
-                pending.queue(&mut tls);
-            }
-            if tls.wants_write() {
-                self.flush(&mut tls)?;
-                continue;
-            }
-            if flight_out && pending.done() {
-                break;
-            }
-            // rustls waits for the client: the rest of its handshake, or room to queue more.
-            match self.read()? {
-                Some(bytes) => self.feed(&mut tls, &bytes)?,
-                None => return Err(Failure::Io("closed before the response was sent".into())),
-            }
-        }
-
-        // The whole response has left. The client's Finished comes before close_notify: rustls
-        // checks it and only then issues the session ticket, and a Finished that fails earns an
-        // alert, not a close_notify. A client that hangs up as soon as it has the body (curl
-        // does) was served all the same; it just misses its ticket or our close_notify.
-        let waited = self.await_client_finished(&mut tls)?;
-        tls.send_close_notify();
-        let ending = match self.flush(&mut tls) {
-            Err(_) => Ending::Clean,
-            Ok(()) => {
-                self.transport.close_write();
-                match waited {
-                    Drained::TimeBound => Ending::TimedOut,
-                    Drained::BytesBound => Ending::CutOff,
-                    Drained::Done | Drained::Closed => self.drain(&mut tls),
-                }
-            }
-        };
-        let response = pending.response;
-        Ok(Served {
-            server_name: tls.server_name().map(str::to_owned),
-            resource: response.hosts()[0],
-            bytes: (response.head().len() + response.body().len()) as u64,
-            client_finished: !tls.is_handshaking(),
-            key_exchange: tls.negotiated_key_exchange_group().map(|group| group.name()),
-            ending,
-        })
-    }
-
-    /// Reads until the client's ClientHello is whole, and starts the handshake with the entry
-    /// its SNI name selects. On a TLS error the alert rustls queued is still sent.
-    fn accept<'t>(&mut self, table: &'t SniTable) -> Result<(ServerConnection, &'t Entry), Failure> {
-        let mut acceptor = Acceptor::default();
-        // What rustls is fed until the ClientHello is whole, to read its key shares from.
-        let mut hello = Vec::new();
-        loop {
-            let Some(bytes) = self.read()? else { return Err(Failure::Io("closed before a ClientHello".into())) };
-            hello.extend_from_slice(&bytes);
-            let mut rest = &bytes[..];
-            while !rest.is_empty() {
-                acceptor.read_tls(&mut rest).map_err(|e| Failure::Io(e.to_string()))?;
-                let accepted = match acceptor.accept() {
-                    Ok(None) => continue,
-                    Ok(Some(accepted)) => accepted,
-                    Err((error, alert)) => return Err(self.alert(error, alert)),
-                };
-                let entry = table.lookup(accepted.client_hello().server_name());
-                let config = entry.config_for(&key_share_groups(&hello));
-                let mut tls = match accepted.into_connection(config.clone()) {
-                    Ok(tls) => tls,
-                    Err((error, alert)) => return Err(self.alert(error, alert)),
-                };
-                // What came with the ClientHello (the acceptor's buffer, the rest of this read)
-                // is the connection's now.
-                if let Err(error) = tls.process_new_packets() {
-                    let _ = self.flush(&mut tls);
-                    return Err(Failure::Tls(error));
-                }
-                self.feed(&mut tls, rest)?;
-                return Ok((tls, entry));
-            }
-        }
-    }
-
-    /// Sends the alert rustls chose for `error`, as far as the client takes it.
-    fn alert(&mut self, error: rustls::Error, mut alert: AcceptedAlert) -> Failure {
-        self.outgoing.clear();
-        if alert.write_all(&mut self.outgoing).is_ok() {
-            let _ = self.transport.write_all(&self.outgoing);
-        }
-        Failure::Tls(error)
-    }
-
-    /// Blocks for the client's next bytes; `None` when it has closed.
-    fn read(&mut self) -> Result<Option<Vec<u8>>, Failure> {
-        self.transport.read()
-    }
-
-    /// Gives rustls the client's bytes. On a TLS error the alert rustls queued, and nothing
-    /// else, is sent.
-    fn feed(&mut self, tls: &mut ServerConnection, bytes: &[u8]) -> Result<(), Failure> {
-        match absorb(tls, bytes) {
-            Ok(_) => Ok(()),
-            Err(failure) => {
-                let _ = self.flush(tls);
-                Err(failure)
-            }
-        }
-    }
-
-    /// Writes everything rustls has queued, as one buffer, and waits until it has left.
-    fn flush(&mut self, tls: &mut ServerConnection) -> Result<(), Failure> {
-        self.outgoing.clear();
-        while tls.wants_write() {
-            tls.write_tls(&mut self.outgoing).map_err(|e| Failure::Io(e.to_string()))?;
-        }
-        self.transport.write_all(&self.outgoing)
-    }
-
-    /// Reads the client's bytes into rustls until its handshake is finished, it closes, or the
-    /// drain's bounds are reached (a client that never finishes just gets no ticket). A Finished
-    /// that fails is a TLS failure, answered by rustls's alert.
-    fn await_client_finished(&mut self, tls: &mut ServerConnection) -> Result<Drained, Failure> {
-        if !tls.is_handshaking() {
-            return Ok(Drained::Done);
-        }
-        let (mut failed, mut drained) = (None, 0);
-        let waited = self.transport.drain(DRAIN_BYTES, DRAIN_NANOS, &mut |bytes| {
-            drained += bytes.len();
-            match absorb(tls, bytes) {
-                Ok(closed) => tls.is_handshaking() && !closed,
-                Err(failure) => {
-                    failed = Some(failure);
-                    false
-                }
-            }
-        });
-        self.drained = drained;
-        if let Some(failure) = failed {
-            let _ = self.flush(tls);
-            return Err(failure);
-        }
-        Ok(waited)
-    }
-
-    /// Reads what the client sends after our close_notify and end of stream, until it closes (its
-    /// close_notify or its own end of stream) or a bound is reached, so that its unread bytes do
-    /// not turn our close into a reset that cuts off the end of the body on its side.
-    fn drain(&mut self, tls: &mut ServerConnection) -> Ending {
-        // After an error rustls's state is spent (feeding it more is a misuse, found by the
-        // fuzzer, host/fuzz): a client whose trailing bytes are bad is drained to its end of stream.
-        let mut broken = false;
-        let drained = self.transport.drain(DRAIN_BYTES.saturating_sub(self.drained), DRAIN_NANOS, &mut |bytes| {
-            if broken {
-                return true;
-            }
-            match absorb(tls, bytes) {
-                Ok(closed) => !closed,
-                Err(_) => {
-                    broken = true;
-                    true
-                }
-            }
-        });
-        match drained {
-            Drained::Done | Drained::Closed => Ending::Clean,
-            Drained::TimeBound => Ending::TimedOut,
-            Drained::BytesBound => Ending::CutOff,
         }
     }
 }
