@@ -8,7 +8,6 @@ wasmtime::component::bindgen!({
     imports: { default: trappable },
     exports: { default: async },
     with: {
-        "wasi": wasmtime_wasi::p2::bindings,
         "tls-site:site/crypto.record-key": crate::crypto::RecordProtection,
     },
 });
@@ -20,13 +19,12 @@ pub mod portable {
         imports: { default: trappable },
         exports: { default: async },
         with: {
-            "wasi": wasmtime_wasi::p2::bindings,
             "tls-site:site/identity": super::tls_site::site::identity,
         },
     });
 }
 
-pub use exports::tls_site::site::handler::{Deadlines, Ending, Failure, Served};
+pub use exports::tls_site::site::handler::{Ending, Event, Failure, Next, Served};
 pub use exports::tls_site::site::site::Resource;
 
 /// Calls `site.resources` on a fresh instance of `component`: the one export every site component

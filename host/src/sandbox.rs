@@ -1,8 +1,9 @@
 //! Serving a connection: a fresh instance of the initialised component (made at start-up by
 //! `snapshot.rs`, or loaded from `tls-site compile`'s file) per connection, granted nothing but
-//! that connection's two streams and the host's crypto (`guest_state.rs`), within its deadlines.
+//! the host's crypto (`guest_state.rs`); the host reads and writes the socket, the instance's
+//! `handler.connection` says what to send and what to wait for, within the deadlines.
 
-use crate::bindings::{Deadlines, TlsSitePre, portable, tls_site};
+use crate::bindings::{Event, Next, TlsSite, TlsSitePre, portable, tls_site};
 pub use crate::bindings::{Ending, Failure, Resource, Served};
 use crate::certs::Certificate;
 use crate::crypto::{Keys, UnusableKey};
@@ -15,15 +16,18 @@ use crate::tickets::{TICKET_KEY_ROTATION, TicketKeys};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Engine, Store};
-use wasmtime_wasi::p2::pipe::{AsyncReadStream, AsyncWriteStream};
-use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
 
-/// Room in the host-side write buffer: a whole first flight (handshake and the start of the
-/// response) fits, so it reaches the socket in one write.
-pub(crate) const WRITE_BUDGET: usize = 256 * 1024;
+/// The largest read handed to the guest at once: a TLS record of the largest size.
+const READ_BYTES: usize = 16 * 1024 + 256;
+
+/// How long the client may take, after the response, to send its Finished and then to close
+/// (wit/tls-site.wit, `handler.next`: `drain`, `close`); each phase has this long.
+const DRAIN_TIME: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -47,9 +51,9 @@ pub enum SandboxError {
 /// How long a connection may take: in all, and by step.
 #[derive(Clone, Copy, Debug)]
 pub struct Timeouts {
-    /// From the first bytes to the whole ClientHello (enforced by the guest).
+    /// From the first bytes to the whole ClientHello.
     pub handshake: Duration,
-    /// The longest the client may leave the response untaken (enforced by the guest).
+    /// The longest the client may leave the response untaken.
     pub stall: Duration,
     /// The whole connection, from the first bytes to close (enforced by the host, in wall-clock
     /// time for the client and as an epoch deadline for the guest's CPU).
@@ -171,27 +175,13 @@ impl Sandbox {
 }
 
 async fn serve_in(pre: &TlsSitePre<GuestState>, store: &mut Store<GuestState>, stream: TcpStream, timeouts: Timeouts) -> Outcome {
-    // Each TLS flight leaves as one write; without this, Nagle and delayed ACKs stall it.
-    let _ = stream.set_nodelay(true);
-    let (reader, writer) = stream.into_split();
     let site = match pre.instantiate_async(&mut *store).await {
         Ok(site) => site,
         Err(error) if error.is::<wasmtime::Trap>() => return Outcome::Trapped(format!("{error:#}")),
         Err(error) => return Outcome::NoInstance(format!("{error:#}")),
     };
     store.set_epoch_deadline(engine::ticks(timeouts.connection));
-    let table = &mut store.data_mut().table;
-    let input: DynInputStream = Box::new(AsyncReadStream::new(reader));
-    // When the guest drops `output` (wit/tls-site.wit, `handle`: it is done writing), the stream's
-    // writer task is ended and drops `writer`, and tokio's OwnedWriteHalf shuts the socket's
-    // write side down as it is dropped: the client gets its FIN at once, while the guest drains.
-    let output: DynOutputStream = Box::new(AsyncWriteStream::new(WRITE_BUDGET, writer));
-    let (Ok(input), Ok(output)) = (table.push(input), table.push(output)) else {
-        return Outcome::NoInstance("resource table full".into());
-    };
-    let deadlines = Deadlines { handshake: nanos(timeouts.handshake), stall: nanos(timeouts.stall) };
-    let handled = site.tls_site_site_handler().call_handle(&mut *store, input, output, deadlines);
-    match tokio::time::timeout(timeouts.connection, handled).await {
+    match tokio::time::timeout(timeouts.connection, drive(&site, store, stream, timeouts)).await {
         Ok(Ok(Ok(served))) => Outcome::Served(served),
         Ok(Ok(Err(failure))) => Outcome::Failed(failure),
         Ok(Err(trap)) => Outcome::Trapped(format!("{trap:#}")),
@@ -199,12 +189,79 @@ async fn serve_in(pre: &TlsSitePre<GuestState>, store: &mut Store<GuestState>, s
     }
 }
 
-pub(crate) fn read_component(path: &Path) -> Result<Vec<u8>, SandboxError> {
-    std::fs::read(path).map_err(|source| SandboxError::Unreadable { path: path.to_owned(), source })
+/// The connection's I/O, in this one task: reads the client's bytes and hands them to the guest's
+/// `handler.connection`, writes what it answers, and waits as it says, each wait bounded by its
+/// deadline (wit/tls-site.wit, `handler`).
+pub(crate) async fn drive(
+    site: &TlsSite,
+    store: &mut Store<GuestState>,
+    mut stream: TcpStream,
+    timeouts: Timeouts,
+) -> wasmtime::Result<Result<Served, Failure>> {
+    // Each TLS flight leaves as one write; without this, Nagle and delayed ACKs stall it.
+    let _ = stream.set_nodelay(true);
+    let handler = site.tls_site_site_handler().connection();
+    let connection = match handler.call_open(&mut *store).await? {
+        Ok(connection) => connection,
+        Err(failure) => return Ok(Err(failure)),
+    };
+    let handshake_until = Instant::now() + timeouts.handshake;
+    let mut buffer = vec![0; READ_BYTES];
+    let (mut next, mut drain_until, mut write_closed) = (Next::Read, None, false);
+    // What went wrong while writing, told to the guest instead of the next wait's event.
+    let mut write_failed = None;
+    loop {
+        let event = match (write_failed.take(), next) {
+            (Some(event), _) => event,
+            (None, Next::Read) => read(&mut stream, &mut buffer, handshake_until).await,
+            (None, Next::Write) => Event::Sent,
+            (None, Next::Drain | Next::Close) => {
+                if next == Next::Close && !write_closed {
+                    // The FIN after our last bytes: the client can close, while we still read.
+                    let _ = stream.shutdown().await;
+                    write_closed = true;
+                }
+                let until = *drain_until.get_or_insert_with(|| Instant::now() + DRAIN_TIME);
+                read(&mut stream, &mut buffer, until).await
+            }
+            (None, Next::Done) => break,
+        };
+        let step = handler.call_step(&mut *store, connection, &event).await?;
+        if step.next != next {
+            drain_until = None;
+        }
+        next = step.next;
+        write_failed = write(&mut stream, &step.send, timeouts.stall).await;
+    }
+    handler.call_outcome(&mut *store, connection).await
 }
 
-pub(crate) fn nanos(duration: Duration) -> u64 {
-    duration.as_nanos().try_into().unwrap_or(u64::MAX)
+/// Writes `bytes` whole; if the client takes none of them for `stall`, or the connection breaks,
+/// says so as the guest's event.
+async fn write(stream: &mut TcpStream, mut bytes: &[u8], stall: Duration) -> Option<Event> {
+    while !bytes.is_empty() {
+        match tokio::time::timeout(stall, stream.write(bytes)).await {
+            Ok(Ok(0)) => return Some(Event::Broken("the connection took no more bytes".into())),
+            Ok(Ok(n)) => bytes = &bytes[n..],
+            Ok(Err(error)) => return Some(Event::Broken(error.to_string())),
+            Err(_elapsed) => return Some(Event::Stalled),
+        }
+    }
+    None
+}
+
+/// The client's next bytes, as the guest's event: its bytes, its end of stream, or the deadline.
+async fn read(stream: &mut TcpStream, buffer: &mut [u8], until: Instant) -> Event {
+    match tokio::time::timeout_at(until, stream.read(buffer)).await {
+        Ok(Ok(0)) => Event::EndOfStream,
+        Ok(Ok(n)) => Event::Received(buffer[..n].to_vec()),
+        Ok(Err(error)) => Event::Broken(error.to_string()),
+        Err(_elapsed) => Event::TimedOut,
+    }
+}
+
+pub(crate) fn read_component(path: &Path) -> Result<Vec<u8>, SandboxError> {
+    std::fs::read(path).map_err(|source| SandboxError::Unreadable { path: path.to_owned(), source })
 }
 
 /// What a guest is linked with: WASI (granted empty) and the host's own interfaces.
@@ -270,13 +327,8 @@ mod tests {
             let groups = vec![client::X25519MLKEM768, rustls::crypto::ring::kx_group::X25519];
             let client = std::thread::spawn(move || fetch(addr, "tls-site.localhost", true, config_for_groups(Trust::Ca(&ca), groups)));
             let (stream, _) = listener.accept().await.unwrap();
-            let (reader, writer) = stream.into_split();
-            let input: DynInputStream = Box::new(AsyncReadStream::new(reader));
-            let output: DynOutputStream = Box::new(AsyncWriteStream::new(WRITE_BUDGET, writer));
-            let table = &mut store.data_mut().table;
-            let (input, output) = (table.push(input).unwrap(), table.push(output).unwrap());
-            let deadlines = Deadlines { handshake: nanos(Duration::from_secs(60)), stall: nanos(Duration::from_secs(60)) };
-            let served = site.tls_site_site_handler().call_handle(&mut store, input, output, deadlines).await.unwrap();
+            let timeouts = Timeouts { handshake: Duration::from_secs(60), stall: Duration::from_secs(60), connection: Duration::from_secs(60) };
+            let served = drive(&site, &mut store, stream, timeouts).await.unwrap();
             assert!(served.is_ok(), "{served:?}");
             let fetched = tokio::task::spawn_blocking(move || client.join().unwrap()).await.unwrap().unwrap();
             assert_eq!(fetched.status_line, "HTTP/1.1 200 OK");

@@ -1,20 +1,18 @@
-//! The tls-site component: the WIT exports over the library, the `wasi:io` streams as its
-//! [`Transport`], and the one place where the library's types become the WIT's.
+//! The tls-site component: the WIT exports over the library (the `handler.connection` resource is
+//! a [`Connection`]), and the one place where the library's types become the WIT's.
 //!
 //! Built by default for world `tls-site` (keyless: the host's crypto, `host_crypto.rs`), or with
 //! the feature `portable` for world `tls-site-portable` (pure-Rust crypto, private keys read at
 //! initialisation). The crypto below is the only difference.
 
 use crate::config::{ConfigError, Identity, SniTable};
-use crate::connection::{self, Drained, Ending, Failure, READ_CHUNK, Served, Transport};
-use bindings::exports::tls_site::site::handler::{self, Deadlines};
+use crate::connection::{Connection, Ending, Event, Failure, Next, Served};
+use bindings::exports::tls_site::site::handler;
 use bindings::exports::tls_site::site::site as site_export;
-use bindings::wasi::clocks::monotonic_clock;
-use bindings::wasi::io::poll;
-use bindings::wasi::io::streams::{InputStream, OutputStream, StreamError};
 use bindings::{InitError, tls_site::site::identity};
 use rustls::pki_types::CertificateDer;
 use site::SITE;
+use std::cell::RefCell;
 use std::sync::{Arc, OnceLock};
 
 pub(crate) mod bindings {
@@ -70,11 +68,40 @@ impl site_export::Guest for Component {
 }
 
 impl handler::Guest for Component {
-    fn handle(input: InputStream, output: OutputStream, deadlines: Deadlines) -> Result<handler::Served, handler::Failure> {
+    type Connection = OneConnection;
+}
+
+/// The `handler.connection` resource: one [`Connection`] over the table `initialise` built.
+struct OneConnection(RefCell<Connection<'static>>);
+
+impl handler::GuestConnection for OneConnection {
+    fn open() -> Result<handler::Connection, handler::Failure> {
         let table = TABLE.get().ok_or(handler::Failure::NotInitialised)?;
-        let read_until = monotonic_clock::now().saturating_add(deadlines.handshake);
-        let mut streams = WasiStreams { input: &input, output: Some(output), read_until, stall: deadlines.stall };
-        Ok(connection::serve(table, &mut streams)?.into())
+        Ok(handler::Connection::new(OneConnection(RefCell::new(Connection::new(table)))))
+    }
+
+    fn step(&self, event: handler::Event) -> handler::Step {
+        let mut connection = self.0.borrow_mut();
+        let next = match event {
+            handler::Event::Received(bytes) => connection.step(Event::Received(&bytes)),
+            handler::Event::EndOfStream => connection.step(Event::EndOfStream),
+            handler::Event::Sent => connection.step(Event::Sent),
+            handler::Event::TimedOut => connection.step(Event::TimedOut),
+            handler::Event::Stalled => connection.step(Event::Broken(Failure::Stalled)),
+            handler::Event::Broken(why) => connection.step(Event::Broken(Failure::Io(why))),
+        };
+        let next = match next {
+            Next::Read => handler::Next::Read,
+            Next::Write => handler::Next::Write,
+            Next::Drain => handler::Next::Drain,
+            Next::Close => handler::Next::Close,
+            Next::Done => handler::Next::Done,
+        };
+        handler::Step { send: connection.take_outgoing(), next }
+    }
+
+    fn outcome(&self) -> Result<handler::Served, handler::Failure> {
+        Ok(self.0.borrow().outcome()?.into())
     }
 }
 
@@ -150,104 +177,5 @@ mod crypto {
     /// never rotated.
     pub fn ticketer() -> Option<Arc<dyn ProducesTickets>> {
         None
-    }
-}
-
-/// The component's transport: the two streams of the connection the host accepted, and how long
-/// the client may keep the guest waiting.
-struct WasiStreams<'a> {
-    input: &'a InputStream,
-    /// Dropped by `close_write`: the host then ends the connection's write side (its FIN).
-    output: Option<OutputStream>,
-    /// When `read` gives up on the client: the end of its time to send a handshake.
-    read_until: monotonic_clock::Instant,
-    /// How long `write_all` waits for the client to take more of the response.
-    stall: monotonic_clock::Duration,
-}
-
-impl Transport for WasiStreams<'_> {
-    fn read(&mut self) -> Result<Option<Vec<u8>>, Failure> {
-        let readable = self.input.subscribe();
-        let timeout = monotonic_clock::subscribe_instant(self.read_until);
-        loop {
-            match self.input.read(READ_CHUNK) {
-                Ok(bytes) if bytes.is_empty() => {}
-                Ok(bytes) => return Ok(Some(bytes)),
-                Err(StreamError::Closed) => return Ok(None),
-                Err(StreamError::LastOperationFailed(error)) => return Err(Failure::Io(error.to_debug_string())),
-            }
-            if !poll::poll(&[&readable, &timeout]).contains(&0) {
-                return Err(Failure::HandshakeTimeout);
-            }
-        }
-    }
-
-    fn write_all(&mut self, mut rest: &[u8]) -> Result<(), Failure> {
-        let output = self.output()?;
-        while !rest.is_empty() {
-            let room = output.check_write().map_err(stream_failure)?;
-            if room == 0 {
-                self.wait_until_writable()?;
-                continue;
-            }
-            let (now, later) = rest.split_at(rest.len().min(room as usize));
-            output.write(now).map_err(stream_failure)?;
-            rest = later;
-        }
-        // As `blocking-flush`, with the stall bound: the stream is writable again once the bytes
-        // have left.
-        output.flush().map_err(stream_failure)?;
-        self.wait_until_writable()?;
-        output.check_write().map(|_| ()).map_err(stream_failure)
-    }
-
-    fn close_write(&mut self) {
-        // Every write above waited until its bytes had left, so none is lost.
-        self.output = None;
-    }
-
-    fn drain(&mut self, max_bytes: usize, max_nanos: u64, each: &mut dyn FnMut(&[u8]) -> bool) -> Drained {
-        let timeout = monotonic_clock::subscribe_duration(max_nanos);
-        let readable = self.input.subscribe();
-        let mut drained = 0;
-        while drained < max_bytes {
-            let ready = poll::poll(&[&readable, &timeout]);
-            if !ready.contains(&0) {
-                return Drained::TimeBound;
-            }
-            match self.input.read(READ_CHUNK) {
-                Ok(bytes) => {
-                    drained += bytes.len();
-                    if !each(&bytes) {
-                        return Drained::Done;
-                    }
-                }
-                Err(_) => return Drained::Closed,
-            }
-        }
-        Drained::BytesBound
-    }
-}
-
-impl WasiStreams<'_> {
-    fn output(&self) -> Result<&OutputStream, Failure> {
-        self.output.as_ref().ok_or_else(|| Failure::Io("written after the end of the stream".into()))
-    }
-
-    /// Waits for the client to take bytes, at most `stall`.
-    fn wait_until_writable(&self) -> Result<(), Failure> {
-        let writable = self.output()?.subscribe();
-        let timeout = monotonic_clock::subscribe_duration(self.stall);
-        match poll::poll(&[&writable, &timeout]).contains(&0) {
-            true => Ok(()),
-            false => Err(Failure::Stalled),
-        }
-    }
-}
-
-fn stream_failure(error: StreamError) -> Failure {
-    match error {
-        StreamError::Closed => Failure::Io("the client closed the connection".into()),
-        StreamError::LastOperationFailed(error) => Failure::Io(error.to_debug_string()),
     }
 }

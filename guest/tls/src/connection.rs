@@ -151,6 +151,10 @@ pub struct Connection<'t> {
     /// Bytes read since the response left (or since a failure), against `DRAIN_BYTES`.
     drained: usize,
     ending: Ending,
+    /// The end of the response is in `outgoing`, or has been taken to be sent.
+    response_queued: bool,
+    /// An event other than `Broken` came after that: the response has left.
+    response_left: bool,
 }
 
 enum State {
@@ -172,6 +176,8 @@ impl<'t> Connection<'t> {
             outgoing: Vec::with_capacity(READ_CHUNK as usize),
             drained: 0,
             ending: Ending::Clean,
+            response_queued: false,
+            response_left: false,
         }
     }
 
@@ -182,6 +188,7 @@ impl<'t> Connection<'t> {
 
     /// What to do next, after `event`.
     pub fn step(&mut self, event: Event<'_>) -> Next {
+        self.response_left |= self.response_queued && !matches!(event, Event::Broken(_));
         self.next = match (self.next, event) {
             (Next::Done, _) => Next::Done,
             (_, Event::Broken(failure)) => self.broken(failure),
@@ -294,6 +301,7 @@ impl<'t> Connection<'t> {
             if !(flight_out && pending.done()) {
                 return Next::Read;
             }
+            self.response_queued = true;
             // The whole response is out. The client's Finished comes before close_notify: rustls
             // checks it and only then issues the session ticket, and a Finished that fails earns
             // an alert, not a close_notify. A client that hangs up as soon as it has the body
@@ -353,9 +361,9 @@ impl<'t> Connection<'t> {
     /// Ends a connection on which a write failed (or stalled). Once the whole response had left,
     /// the client was served: it hung up early (curl does, once it has the body).
     fn broken(&mut self, failure: Failure) -> Next {
-        match self.next {
-            Next::Drain | Next::Close => self.end(Ending::Clean),
-            _ => self.fail(failure),
+        match self.response_left {
+            true => self.end(Ending::Clean),
+            false => self.fail(failure),
         }
     }
 
@@ -1006,6 +1014,27 @@ mod tests {
             client.tls.write_tls(&mut hello).unwrap();
         }
         hello
+    }
+
+    /// A write that fails before the response has left (the client reset the connection, or
+    /// stalled) is the connection's failure; after, the client was served and merely hung up.
+    #[test]
+    fn a_broken_write_fails_the_connection_only_before_the_response_has_left() {
+        let table = dev_table();
+        let host = site_hosts()[0];
+        let mut connection = Connection::new(&table);
+        let next = connection.step(Event::Received(&client_hello(Client::new(Some(host), host, HTTP_1_1))));
+        assert_eq!(next, Next::Drain, "the response is in the first flight");
+        assert!(connection.take_outgoing().len() > SITE.lookup(host).unwrap().body().len());
+        assert_eq!(connection.step(Event::Broken(Failure::Stalled)), Next::Done);
+        assert!(matches!(connection.outcome(), Err(Failure::Stalled)), "{:?}", connection.outcome());
+
+        let mut connection = Connection::new(&table);
+        connection.step(Event::Received(&client_hello(Client::new(Some(host), host, HTTP_1_1))));
+        connection.take_outgoing();
+        assert_eq!(connection.step(Event::EndOfStream), Next::Close, "the flight left; the client hung up");
+        assert_eq!(connection.step(Event::Broken(Failure::Io("reset".into()))), Next::Done);
+        assert_eq!(connection.outcome().unwrap().ending, Ending::Clean);
     }
 
     /// The random of a HelloRetryRequest (RFC 8446, 4.1.3): SHA-256 of "HelloRetryRequest".
