@@ -75,7 +75,7 @@ fn listen(addr: SocketAddr) -> Result<TcpSocket, String> {
             ErrorCode::AddressInUse => "; another server listens there",
             _ => "",
         };
-        format!("{addr}: cannot {what}: {error:?}{hint}")
+        format!("{addr}: cannot {what}: {}{hint}", error.name())
     };
     let family = if addr.is_ipv4() { IpAddressFamily::Ipv4 } else { IpAddressFamily::Ipv6 };
     let socket = create_tcp_socket(family).map_err(|error| failed("make a socket", error))?;
@@ -167,7 +167,7 @@ fn serve(table: &'static SniTable, listener: &TcpSocket, max_connections: usize)
                     // The client gave up before it was accepted.
                     Err(ErrorCode::ConnectionAborted | ErrorCode::ConnectionReset) => continue,
                     Err(error) => {
-                        eprintln!("tls-site command: accept failed: {error:?}; not accepting for {} ms", ACCEPT_BACKOFF / 1_000_000);
+                        eprintln!("tls-site command: accept failed: {}; not accepting for {} ms", error.name(), ACCEPT_BACKOFF / 1_000_000);
                         accept_after = now + ACCEPT_BACKOFF;
                         break;
                     }
@@ -214,7 +214,7 @@ struct Open {
 
 impl Open {
     fn new(table: &'static SniTable, socket: TcpSocket, input: InputStream, output: OutputStream, now: u64) -> Open {
-        let peer = socket.remote_address().map_or_else(|error| format!("{error:?}"), |addr| std_address(addr).to_string());
+        let peer = socket.remote_address().map_or_else(|error| error.name().to_owned(), |addr| std_address(addr).to_string());
         Open {
             readable: input.subscribe(),
             writable: output.subscribe(),
