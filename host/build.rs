@@ -1,7 +1,8 @@
-//! Builds the site components for wasm32-wasip2 — the TLS component (guest/tls) in both its worlds
-//! and its edge twin (guest/edge) — so that `cargo run` and `cargo test` always serve the site as it
-//! is in the tree, into `<target>/guest`. Their paths are `TLS_SITE_COMPONENT` (keyless, host
-//! crypto), `TLS_SITE_PORTABLE_COMPONENT` (pure-Rust crypto) and `TLS_SITE_EDGE_COMPONENT`.
+//! Builds the site components for wasm32-wasip2 — the TLS component (guest/tls) in both its worlds,
+//! its edge twin (guest/edge) and the command component (guest/command) — so that `cargo run` and
+//! `cargo test` always serve the site as it is in the tree, into `<target>/guest`. Their paths are
+//! `TLS_SITE_COMPONENT` (keyless, host crypto), `TLS_SITE_PORTABLE_COMPONENT` (pure-Rust crypto),
+//! `TLS_SITE_EDGE_COMPONENT` and `TLS_SITE_COMMAND_COMPONENT` (for a stock runtime's `wasmtime run`).
 
 use std::path::Path;
 use std::process::Command;
@@ -23,12 +24,14 @@ fn main() {
     let target_dir = target.join("guest");
     // One cargo run each: the edge twin builds wit-bindgen without `std`, the TLS component with;
     // the two TLS variants differ by a feature and land on the same file name, so each is copied
-    // to a name of its own once built.
+    // to a name of its own once built. The command component comes last: it builds guest/tls as a
+    // library, and cargo then writes that build's (empty) cdylib over tls_site_guest.wasm too.
     let release = target_dir.join(TARGET).join("release");
     for (package, features, file, variable) in [
         ("tls-site-guest", "portable", "tls_site_guest_portable.wasm", "TLS_SITE_PORTABLE_COMPONENT"),
         ("tls-site-guest", "", "tls_site_guest_keyless.wasm", "TLS_SITE_COMPONENT"),
         ("tls-site-edge", "", "tls_site_edge.wasm", "TLS_SITE_EDGE_COMPONENT"),
+        ("tls-site-command", "", "tls_site_command.wasm", "TLS_SITE_COMMAND_COMPONENT"),
     ] {
         build(&workspace, &target_dir, package, features);
         let built = release.join(format!("{}.wasm", package.replace('-', "_")));

@@ -18,13 +18,17 @@
 //!
 //!     cargo bench -p tls-site --bench connections -- [--smoke] [--seconds 5] [--threads 8]
 //!         [--sequential 100] [--rounds 3] [--no-nginx] [--no-native] [--component PATH] [--full-only]
-//!         [--hybrid]
+//!         [--hybrid] [--command]
 //!
 //! `--component` has tls-site serve that component (e.g. the portable build, which issues no
 //! tickets: add `--full-only`) instead of its own; `--full-only` leaves out the resumed rows.
 //! `--hybrid` has the client offer X25519MLKEM768 first, as browsers do (tls-site negotiates it;
 //! nginx 1.22 and the native server lack it and would answer with a retry: add `--no-nginx
 //! --no-native`).
+//!
+//! `--command` adds the command component (guest/command) under the real `wasmtime run` (the CLI
+//! on PATH), pinned as the others: one instance serving every connection over wasi:sockets, with
+//! pure-Rust crypto and no tickets, so full handshakes only.
 //!
 //! `--smoke` makes a few connections per server and host and checks them, nothing more.
 
@@ -57,6 +61,7 @@ struct Options {
     component: Option<PathBuf>,
     full_only: bool,
     hybrid: bool,
+    command: bool,
 }
 
 /// What a host name must answer: `tls-site inspect --json`'s view of one resource.
@@ -140,13 +145,20 @@ fn main() {
         native.args([root.join("certs/dev.chain.pem"), root.join("certs/dev.key.pem")]).arg(addr.to_string());
         servers.push(start("native", pinned, &native, addr, &work));
     }
+    if options.command {
+        // README.md's "On a stock WASI runtime", with the certificate directory by its full path.
+        let (mut command, addr) = (Command::new("wasmtime"), free_addr());
+        command.args(["run", "-S", "inherit-network", "--dir"]).arg(format!("{}::certs", root.join("certs").display()));
+        command.arg(env!("TLS_SITE_COMMAND_COMPONENT")).arg(addr.to_string());
+        servers.push(start("command", pinned, &command, addr, &work));
+    }
 
     let mut rows = Vec::new();
     for (server_index, server) in servers.iter_mut().enumerate() {
         wait_ready(server, &client, &expected[0]);
         let probe = fetch_with(server.addr, &expected[0].host, &client).map(|(tls, ..)| describe(&tls));
         eprintln!("{}: {}", server.name, probe.unwrap_or_else(|e| e));
-        let kinds: &[bool] = if server.name == "native" || options.full_only { &[false] } else { &[false, true] };
+        let kinds: &[bool] = if ["native", "command"].contains(&server.name) || options.full_only { &[false] } else { &[false, true] };
         for &resumed in kinds {
             for (expected_index, expect) in expected.iter().enumerate() {
                 let host = format!("{} {}", expect.label, if resumed { "resumed" } else { "full" });
@@ -177,7 +189,7 @@ fn main() {
 }
 
 fn parse_options() -> Options {
-    let mut options = Options { smoke: false, seconds: 5.0, threads: 8, sequential: 100, rounds: 3, nginx: true, native: true, component: None, full_only: false, hybrid: false };
+    let mut options = Options { smoke: false, seconds: 5.0, threads: 8, sequential: 100, rounds: 3, nginx: true, native: true, component: None, full_only: false, hybrid: false, command: false };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().and_then(|v| v.parse::<f64>().ok()).unwrap_or_else(|| die(&format!("{name} needs a number")));
@@ -191,6 +203,7 @@ fn parse_options() -> Options {
             "--no-native" => options.native = false,
             "--full-only" => options.full_only = true,
             "--hybrid" => options.hybrid = true,
+            "--command" => options.command = true,
             "--component" => options.component = Some(args.next().unwrap_or_else(|| die("--component needs a path")).into()),
             "--bench" => {} // what `cargo bench` passes to every bench target
             other => die(&format!("unknown option {other}; see the //! doc of host/benches/connections.rs")),

@@ -18,9 +18,9 @@ pub mod config;
 pub mod connection;
 pub mod portable;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "component"))]
 mod component;
-#[cfg(all(target_arch = "wasm32", not(feature = "portable")))]
+#[cfg(all(target_arch = "wasm32", feature = "component", not(feature = "portable")))]
 mod host_crypto;
 
 pub use config::{ConfigError, Entry, Identity, SniTable, make_config};
