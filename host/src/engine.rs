@@ -17,9 +17,6 @@ pub const START_UP_DEADLINE: Duration = Duration::from_secs(60);
 /// while a guest that runs away is cut off: its allocation fails and it traps, alone.
 pub const DEFAULT_INSTANCE_MEMORY: usize = 4 << 20;
 
-/// How much of an instance's memory stays mapped between the connections of its pool slot.
-const KEEP_RESIDENT: usize = 2 << 20;
-
 /// Table elements one instance may have: far more than the component's few hundred functions.
 const MAX_TABLE_ELEMENTS: usize = 100_000;
 
@@ -71,12 +68,7 @@ fn config(limits: &Limits) -> Config {
         .total_memories(limits.instances * 2)
         .total_tables(limits.instances * 4)
         .total_stacks(limits.instances)
-        .max_memory_size(limits.memory_bytes)
-        // An instance dirties some 25 pages of its memory (its heap above the site's bytes, its
-        // stack); reset by copying them back from the snapshot rather than by dropping them, they
-        // stay mapped, and the next instance in the slot takes no page faults on them.
-        .linear_memory_keep_resident(KEEP_RESIDENT.min(limits.memory_bytes))
-        .table_keep_resident(KEEP_RESIDENT);
+        .max_memory_size(limits.memory_bytes);
     let mut config = Config::new();
     config
         .epoch_interruption(true)
