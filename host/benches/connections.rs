@@ -18,7 +18,7 @@
 //!
 //!     cargo bench -p tls-site --bench connections -- [--smoke] [--seconds 5] [--threads 8]
 //!         [--sequential 100] [--rounds 3] [--no-nginx] [--no-native] [--component PATH] [--full-only]
-//!         [--hybrid] [--command]
+//!         [--hybrid] [--command] [--two-cores]
 //!
 //! `--component` has tls-site serve that component (e.g. the portable build, which issues no
 //! tickets: add `--full-only`) instead of its own; `--full-only` leaves out the resumed rows.
@@ -29,6 +29,10 @@
 //! `--command` adds the command component (guest/command) under the real `wasmtime run` (the CLI
 //! on PATH), pinned as the others: one instance serving every connection over wasi:sockets, with
 //! pure-Rust crypto and no tickets, so full handshakes only.
+//!
+//! `--two-cores` pins nothing: each server may use both CPUs (nginx with two workers, tls-site with
+//! its runtime's two), and shares them with the load generator; CPU per connection is still the
+//! server's own.
 //!
 //! `--smoke` makes a few connections per server and host and checks them, nothing more.
 
@@ -62,6 +66,8 @@ struct Options {
     full_only: bool,
     hybrid: bool,
     command: bool,
+    /// Servers unpinned, on both CPUs (nginx with two workers).
+    two_cores: bool,
 }
 
 /// What a host name must answer: `tls-site inspect --json`'s view of one resource.
@@ -113,7 +119,7 @@ fn main() {
     let options = parse_options();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned();
     let tls_site = PathBuf::from(env!("CARGO_BIN_EXE_tls-site"));
-    let pinned = std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
+    let pinned = !options.two_cores && std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
     if pinned {
         // Threads spawned from here on inherit this CPU; the servers get the other one.
         run(Command::new("taskset").args(["-p", "-c", CLIENT_CPU, &std::process::id().to_string()]).stdout(Stdio::null()));
@@ -133,10 +139,11 @@ fn main() {
     tls_site.arg("serve").args(&options.component);
     tls_site.args(["--no-http", "--certs"]).arg(root.join("certs")).arg("--https").arg(addr.to_string());
     let mut servers = vec![start("tls-site", pinned, &tls_site, addr, &work)];
+    let nginx_workers = if options.two_cores { 2 } else { 1 };
     wait_ready(&mut servers[0], &client, &expected[0]);
     if options.nginx {
         match find_nginx() {
-            Some(nginx) => servers.push(start_nginx(&nginx, &root, &work, pinned, &servers[0], &client, &expected)),
+            Some(nginx) => servers.push(start_nginx(&nginx, &root, &work, pinned, nginx_workers, &servers[0], &client, &expected)),
             None => eprintln!("nginx is not installed (apt-get install nginx): its row is left out"),
         }
     }
@@ -189,13 +196,14 @@ fn main() {
 }
 
 fn parse_options() -> Options {
-    let mut options = Options { smoke: false, seconds: 5.0, threads: 8, sequential: 100, rounds: 3, nginx: true, native: true, component: None, full_only: false, hybrid: false, command: false };
+    let mut options = Options { smoke: false, seconds: 5.0, threads: 8, sequential: 100, rounds: 3, nginx: true, native: true, component: None, full_only: false, hybrid: false, command: false, two_cores: false };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().and_then(|v| v.parse::<f64>().ok()).unwrap_or_else(|| die(&format!("{name} needs a number")));
         match arg.as_str() {
             "--smoke" => options.smoke = true,
             "--seconds" => options.seconds = value("--seconds"),
+            "--two-cores" => options.two_cores = true,
             "--threads" => options.threads = value("--threads") as usize,
             "--sequential" => options.sequential = value("--sequential") as usize,
             "--rounds" => options.rounds = (value("--rounds") as usize).max(1),
@@ -321,7 +329,7 @@ fn find_nginx() -> Option<PathBuf> {
 
 /// nginx with tls-site's certificate and TLS policy, serving the bytes tls-site serves (fetched
 /// from it once), one `server` block per host name, one worker on the server CPU.
-fn start_nginx(nginx: &Path, root: &Path, work: &Path, pinned: bool, tls_site: &Server, client: &Arc<ClientConfig>, expected: &[Expected]) -> Server {
+fn start_nginx(nginx: &Path, root: &Path, work: &Path, pinned: bool, workers: usize, tls_site: &Server, client: &Arc<ClientConfig>, expected: &[Expected]) -> Server {
     let (prefix, addr) = (work.join("nginx"), free_addr());
     let mut servers = String::new();
     for (i, expect) in expected.iter().enumerate() {
@@ -340,7 +348,7 @@ fn start_nginx(nginx: &Path, root: &Path, work: &Path, pinned: bool, tls_site: &
     let p = prefix.display();
     let certs = root.join("certs");
     let config = format!(
-        "daemon off; master_process on; worker_processes 1; {affinity}\npid {p}/nginx.pid; error_log {p}/error.log warn;\nevents {{ worker_connections 1024; }}\nhttp {{\n  access_log off; keepalive_timeout 0; server_tokens off;\n  client_body_temp_path {p}/tmp; proxy_temp_path {p}/tmp; fastcgi_temp_path {p}/tmp; uwsgi_temp_path {p}/tmp; scgi_temp_path {p}/tmp;\n  ssl_protocols TLSv1.3; ssl_ecdh_curve X25519:prime256v1:secp384r1;\n  ssl_session_cache off; ssl_session_tickets on;\n  ssl_certificate {chain}; ssl_certificate_key {key};\n{servers}}}\n",
+        "daemon off; master_process on; worker_processes {workers}; {affinity}\npid {p}/nginx.pid; error_log {p}/error.log warn;\nevents {{ worker_connections 1024; }}\nhttp {{\n  access_log off; keepalive_timeout 0; server_tokens off;\n  client_body_temp_path {p}/tmp; proxy_temp_path {p}/tmp; fastcgi_temp_path {p}/tmp; uwsgi_temp_path {p}/tmp; scgi_temp_path {p}/tmp;\n  ssl_protocols TLSv1.3; ssl_ecdh_curve X25519:prime256v1:secp384r1;\n  ssl_session_cache off; ssl_session_tickets on;\n  ssl_certificate {chain}; ssl_certificate_key {key};\n{servers}}}\n",
         affinity = if pinned { "worker_cpu_affinity 01;" } else { "" },
         chain = certs.join("dev.chain.pem").display(),
         key = certs.join("dev.key.pem").display(),
