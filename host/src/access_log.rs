@@ -5,6 +5,7 @@
 use crate::bindings::{Ending, Failure};
 use crate::redirect::RedirectOutcome;
 use crate::sandbox::{Outcome, Report, Timeouts};
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
@@ -127,7 +128,10 @@ impl std::fmt::Display for Stats {
 
 /// One line to stderr, stamped with the UTC time.
 pub fn log(line: std::fmt::Arguments<'_>) {
-    eprintln!("{} {line}", humantime::format_rfc3339_millis(SystemTime::now()));
+    // Formatted first, then written whole: stderr is unbuffered, and `eprintln!` would write each
+    // piece of the format with a system call of its own (ten per connection, measured).
+    let line = format!("{} {line}\n", humantime::format_rfc3339_millis(SystemTime::now()));
+    let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
 /// The line for an HTTPS connection that never reached an instance.
