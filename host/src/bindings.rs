@@ -10,6 +10,7 @@ wasmtime::component::bindgen!({
     with: {
         "wasi": wasmtime_wasi::p2::bindings,
         "tls-site:site/crypto.record-key": crate::crypto::RecordProtection,
+        "tls-site:site/crypto.hash-context": crate::crypto::HashContext,
     },
 });
 
