@@ -9,6 +9,7 @@ wasmtime::component::bindgen!({
     exports: { default: async },
     with: {
         "tls-site:site/crypto.record-key": crate::crypto::RecordProtection,
+        "tls-site:site/crypto.hash-context": crate::crypto::HashContext,
     },
 });
 

@@ -1,7 +1,7 @@
 //! The host's crypto, natively: the private keys (held here, named to the guest by index), and
-//! the signatures, ephemeral key exchanges and record protection the guest asks for, done with
-//! rustls's ring provider and ring, and the hybrid post-quantum group with aws-lc-rs. No WIT
-//! here: `guest_state.rs` answers the guest's imports with it.
+//! the signatures, ephemeral key exchanges, record protection, hashes and HMACs the guest asks
+//! for, done with rustls's ring provider and ring, and the hybrid post-quantum group with
+//! aws-lc-rs. No WIT here: `guest_state.rs` answers the guest's imports with it.
 
 use crate::certs::{Certificate, KeyFormat};
 use ring::aead::{AES_128_GCM, AES_256_GCM, Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
@@ -219,6 +219,68 @@ fn record_nonce(bytes: &[u8]) -> Result<Nonce, CryptoError> {
     Nonce::try_assume_unique_for_key(bytes).map_err(|_| CryptoError::Rejected(format!("a nonce of {} bytes", bytes.len())))
 }
 
+/// The hashes of the TLS 1.3 suites: the transcript hash, and the HMAC under HKDF.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HashAlgorithm {
+    Sha256,
+    Sha384,
+}
+
+impl HashAlgorithm {
+    fn digest(self) -> &'static ring::digest::Algorithm {
+        match self {
+            HashAlgorithm::Sha256 => &ring::digest::SHA256,
+            HashAlgorithm::Sha384 => &ring::digest::SHA384,
+        }
+    }
+
+    fn hmac(self) -> ring::hmac::Algorithm {
+        match self {
+            HashAlgorithm::Sha256 => ring::hmac::HMAC_SHA256,
+            HashAlgorithm::Sha384 => ring::hmac::HMAC_SHA384,
+        }
+    }
+}
+
+/// `data` hashed, in one step.
+pub fn hash(algorithm: HashAlgorithm, data: &[u8]) -> Vec<u8> {
+    ring::digest::digest(algorithm.digest(), data).as_ref().to_vec()
+}
+
+/// HMAC of `message` under `key`: all of HKDF, as the guest's key schedule calls it.
+pub fn hmac(algorithm: HashAlgorithm, key: &[u8], message: &[u8]) -> Vec<u8> {
+    ring::hmac::sign(&ring::hmac::Key::new(algorithm.hmac(), key), message).as_ref().to_vec()
+}
+
+/// A running hash (the guest's handshake transcript): each call appends what the guest has
+/// gathered since the last, then answers.
+#[derive(Clone)]
+pub struct HashContext(ring::digest::Context);
+
+impl HashContext {
+    pub fn new(algorithm: HashAlgorithm) -> HashContext {
+        HashContext(ring::digest::Context::new(algorithm.digest()))
+    }
+
+    /// `data` appended, then the digest so far; the context goes on.
+    pub fn digest(&mut self, data: &[u8]) -> Vec<u8> {
+        self.0.update(data);
+        self.0.clone().finish().as_ref().to_vec()
+    }
+
+    /// `data` appended, then a copy that goes on on its own.
+    pub fn fork(&mut self, data: &[u8]) -> HashContext {
+        self.0.update(data);
+        self.clone()
+    }
+
+    /// `data` appended, then the digest of everything.
+    pub fn finish(mut self, data: &[u8]) -> Vec<u8> {
+        self.0.update(data);
+        self.0.finish().as_ref().to_vec()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,5 +330,80 @@ mod tests {
         for bad in [&share[..1215], &[0xff; 1216][..]] {
             assert!(matches!(encapsulate(Group::X25519MlKem768, bad), Err(CryptoError::Rejected(_))), "{} bytes", bad.len());
         }
+    }
+
+    fn hex(text: &str) -> Vec<u8> {
+        (0..text.len()).step_by(2).map(|at| u8::from_str_radix(&text[at..at + 2], 16).unwrap()).collect()
+    }
+
+    /// FIPS 180-2, appendix B.1 and D.1 ("abc"), B.2 (two blocks), and the empty message.
+    #[test]
+    fn hashes_match_the_standards_vectors() {
+        assert_eq!(hash(HashAlgorithm::Sha256, b"abc"), hex("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"));
+        assert_eq!(
+            hash(HashAlgorithm::Sha384, b"abc"),
+            hex("cb00753f45a35e8bb5a03d699ac65007272c32ab0eded1631a8b605a43ff5bed8086072ba1e7cc2358baeca134c825a7")
+        );
+        assert_eq!(hash(HashAlgorithm::Sha256, b""), hex("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"));
+        let two_blocks = b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+        assert_eq!(hash(HashAlgorithm::Sha256, two_blocks), hex("248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"));
+    }
+
+    /// A running hash, fed in pieces, forked and finished, agrees with the one-step hash of the
+    /// same bytes at every point: what the guest's transcript relies on.
+    #[test]
+    fn a_running_hash_digests_forks_and_finishes_as_the_one_step_hash() {
+        let message = b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+        let (first, rest) = message.split_at(20);
+        for algorithm in [HashAlgorithm::Sha256, HashAlgorithm::Sha384] {
+            let mut running = HashContext::new(algorithm);
+            assert_eq!(running.digest(first), hash(algorithm, first), "{algorithm:?}");
+            let fork = running.fork(b"");
+            assert_eq!(running.digest(rest), hash(algorithm, message), "{algorithm:?}");
+            assert_eq!(fork.finish(b"xyz"), hash(algorithm, &[first, b"xyz"].concat()), "{algorithm:?}: the fork goes on on its own");
+            assert_eq!(running.finish(b""), hash(algorithm, message), "{algorithm:?}");
+        }
+    }
+
+    /// RFC 4231, test cases 1, 2 and 6 (a key longer than a block).
+    #[test]
+    fn hmacs_match_rfc_4231() {
+        let cases: [(&[u8], &[u8], &str, &str); 3] = [
+            (
+                &[0x0b; 20],
+                b"Hi There",
+                "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7",
+                "afd03944d84895626b0825f4ab46907f15f9dadbe4101ec682aa034c7cebc59cfaea9ea9076ede7f4af152e8b2fa9cb6",
+            ),
+            (
+                b"Jefe",
+                b"what do ya want for nothing?",
+                "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
+                "af45d2e376484031617f78d2b58a6b1b9c7ef464f5a01b47e42ec3736322445e8e2240ca5e69e2c78b3239ecfab21649",
+            ),
+            (
+                &[0xaa; 131],
+                b"Test Using Larger Than Block-Size Key - Hash Key First",
+                "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54",
+                "4ece084485813e9088d2c63a041bc5b44f9ef1012a2b588f3cd11f05033ac4c60c2ef6ab4030fe8296248df163f44952",
+            ),
+        ];
+        for (key, message, sha256, sha384) in cases {
+            assert_eq!(hmac(HashAlgorithm::Sha256, key, message), hex(sha256));
+            assert_eq!(hmac(HashAlgorithm::Sha384, key, message), hex(sha384));
+        }
+    }
+
+    /// RFC 5869, test case 1: HKDF-SHA256 as the guest's key schedule does it, out of HMAC
+    /// calls (Extract: one; Expand: one per hash-length block).
+    #[test]
+    fn hkdf_made_of_hmac_calls_matches_rfc_5869() {
+        let (ikm, salt, info) = ([0x0b; 22], hex("000102030405060708090a0b0c"), hex("f0f1f2f3f4f5f6f7f8f9"));
+        let prk = hmac(HashAlgorithm::Sha256, &salt, &ikm);
+        assert_eq!(prk, hex("077709362c2e32df0ddc3f0dc47bba6390b6c73bb50f9c3122ec844ad7c2b3e5"));
+        let t1 = hmac(HashAlgorithm::Sha256, &prk, &[&info[..], &[1]].concat());
+        let t2 = hmac(HashAlgorithm::Sha256, &prk, &[&t1[..], &info, &[2]].concat());
+        let okm = [t1, t2].concat();
+        assert_eq!(okm[..42], hex("3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865"));
     }
 }

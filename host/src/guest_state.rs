@@ -4,10 +4,10 @@
 //! over (but to the portable world, while it initialises).
 
 use crate::bindings::portable::tls_site::site::private_keys;
-use crate::bindings::tls_site::site::crypto::{self as wit, Aead, KeyId, NamedGroup};
+use crate::bindings::tls_site::site::crypto::{self as wit, Aead, HashAlgorithm, KeyId, NamedGroup};
 use crate::bindings::tls_site::site::{identity, tickets};
 use crate::certs::{Certificate, KeyFormat};
-use crate::crypto::{AeadAlgorithm, CryptoError, Group, Keys, RecordProtection};
+use crate::crypto::{self as native, AeadAlgorithm, CryptoError, Group, HashContext, Keys, RecordProtection};
 use crate::engine::MemoryCap;
 use crate::tickets::TicketKeys;
 use std::sync::Arc;
@@ -127,6 +127,47 @@ impl wit::Host for GuestState {
         Ok(crate::crypto::encapsulate(group, &client_share)
             .map(|done| wit::Encapsulated { share: done.share, shared_secret: done.shared_secret })
             .map_err(Into::into))
+    }
+
+    fn hash(&mut self, algorithm: HashAlgorithm, data: Vec<u8>) -> wasmtime::Result<Vec<u8>> {
+        Ok(native::hash(algorithm.into(), &data))
+    }
+
+    fn hmac(&mut self, algorithm: HashAlgorithm, key: Vec<u8>, message: Vec<u8>) -> wasmtime::Result<Vec<u8>> {
+        Ok(native::hmac(algorithm.into(), &key, &message))
+    }
+}
+
+impl From<HashAlgorithm> for native::HashAlgorithm {
+    fn from(algorithm: HashAlgorithm) -> native::HashAlgorithm {
+        match algorithm {
+            HashAlgorithm::Sha256 => native::HashAlgorithm::Sha256,
+            HashAlgorithm::Sha384 => native::HashAlgorithm::Sha384,
+        }
+    }
+}
+
+impl wit::HostHashContext for GuestState {
+    fn new(&mut self, algorithm: HashAlgorithm) -> wasmtime::Result<Resource<HashContext>> {
+        Ok(self.table.push(HashContext::new(algorithm.into()))?)
+    }
+
+    fn digest(&mut self, context: Resource<HashContext>, data: Vec<u8>) -> wasmtime::Result<Vec<u8>> {
+        Ok(self.table.get_mut(&context)?.digest(&data))
+    }
+
+    fn fork(&mut self, context: Resource<HashContext>, data: Vec<u8>) -> wasmtime::Result<Resource<HashContext>> {
+        let fork = self.table.get_mut(&context)?.fork(&data);
+        Ok(self.table.push(fork)?)
+    }
+
+    fn finish(&mut self, context: Resource<HashContext>, data: Vec<u8>) -> wasmtime::Result<Vec<u8>> {
+        Ok(self.table.delete(context)?.finish(&data))
+    }
+
+    fn drop(&mut self, context: Resource<HashContext>) -> wasmtime::Result<()> {
+        self.table.delete(context)?;
+        Ok(())
     }
 }
 

@@ -1,42 +1,39 @@
 //! The rustls `CryptoProvider` made of the host's `crypto` and `tickets` imports (world `tls-site`):
-//! signatures with keys the host holds, key exchange (X25519MLKEM768 first), record protection and session
-//! tickets all run natively in the host; the component keeps the TLS state machine, the
-//! transcript hash and the key schedule (pure Rust, cheap).
+//! signatures with keys the host holds, key exchange (X25519MLKEM768 first), record protection,
+//! the transcript hash and the key schedule's HMACs, and session tickets all run natively in the
+//! host; the component keeps the TLS state machine and the secrets of its key schedule. No crypto
+//! of its own is linked in: randomness is wasi:random.
 
-use crate::component::bindings::tls_site::site::crypto::{self as host, Aead, CryptoError, RecordKey};
+use crate::component::bindings::tls_site::site::crypto::{self as host, Aead, CryptoError, HashContext, RecordKey};
 use crate::component::bindings::tls_site::site::identity::KeyId;
 use crate::component::bindings::tls_site::site::tickets;
+use crate::component::bindings::wasi::random::random;
 use rustls::crypto::cipher::{
     AeadKey, InboundOpaqueMessage, InboundPlainMessage, Iv, MessageDecrypter, MessageEncrypter, Nonce,
     OutboundOpaqueMessage, OutboundPlainMessage, PrefixedPayload, Tls13AeadAlgorithm, UnsupportedOperationError,
     make_tls13_aad,
 };
-use rustls::crypto::{ActiveKeyExchange, CompletedKeyExchange, CryptoProvider, KeyProvider, SharedSecret, SupportedKxGroup};
+use rustls::crypto::hash::HashAlgorithm;
+use rustls::crypto::tls13::HkdfUsingHmac;
+use rustls::crypto::{
+    ActiveKeyExchange, CompletedKeyExchange, CryptoProvider, GetRandomFailed, KeyProvider, SecureRandom, SharedSecret,
+    SupportedKxGroup, WebPkiSupportedAlgorithms, hash, hmac,
+};
 use rustls::ffdhe_groups::FfdheGroup;
 use rustls::pki_types::PrivateKeyDer;
 use rustls::server::ProducesTickets;
 use rustls::sign::{Signer, SigningKey};
 use rustls::{
-    CipherSuiteCommon, ConnectionTrafficSecrets, ContentType, Error, NamedGroup, ProtocolVersion, SignatureAlgorithm,
-    SignatureScheme, SupportedCipherSuite, Tls13CipherSuite,
+    CipherSuite, CipherSuiteCommon, ConnectionTrafficSecrets, ContentType, Error, NamedGroup,
+    ProtocolVersion, SignatureAlgorithm, SignatureScheme, SupportedCipherSuite, Tls13CipherSuite,
 };
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Bytes an AEAD tag adds to a record (all three algorithms).
 const TAG_LEN: usize = 16;
 
-/// TLS 1.3 suites with the pure-Rust provider's hash and HKDF and the host's record protection,
-/// and the host's key-exchange groups.
+/// The TLS 1.3 suites and the host's key-exchange groups, all done by the host.
 pub fn provider() -> CryptoProvider {
-    let pure = rustls_rustcrypto::provider();
-    let cipher_suites = [
-        (rustls_rustcrypto::TLS13_AES_128_GCM_SHA256, &AES_128_GCM),
-        (rustls_rustcrypto::TLS13_AES_256_GCM_SHA384, &AES_256_GCM),
-        (rustls_rustcrypto::TLS13_CHACHA20_POLY1305_SHA256, &CHACHA20_POLY1305),
-    ]
-    .into_iter()
-    .map(|(suite, aead)| sealed_by_host(suite, aead))
-    .collect();
     let kx_groups = host::named_groups()
         .into_iter()
         .map(|group| match group {
@@ -47,31 +44,45 @@ pub fn provider() -> CryptoProvider {
         })
         .collect();
     CryptoProvider {
-        cipher_suites,
+        cipher_suites: vec![
+            SupportedCipherSuite::Tls13(&TLS13_AES_128_GCM_SHA256),
+            SupportedCipherSuite::Tls13(&TLS13_AES_256_GCM_SHA384),
+            SupportedCipherSuite::Tls13(&TLS13_CHACHA20_POLY1305_SHA256),
+        ],
         kx_groups,
-        // Client certificates are not asked for; nothing is verified with these.
-        signature_verification_algorithms: pure.signature_verification_algorithms,
-        // ServerHello randoms and ticket nonces: wasi:random, which the host provides.
-        secure_random: pure.secure_random,
+        // Client certificates are not asked for (`with_no_client_auth`), so nothing is verified.
+        signature_verification_algorithms: WebPkiSupportedAlgorithms { all: &[], mapping: &[] },
+        secure_random: &WasiRandom,
         key_provider: &KeysStayWithTheHost,
     }
 }
 
-/// The suite `pure` with its record protection done by the host. Made once, at initialisation,
-/// and kept for the life of the instance (rustls wants `'static` suites).
-fn sealed_by_host(pure: SupportedCipherSuite, aead: &'static HostAead) -> SupportedCipherSuite {
-    let pure = pure.tls13().expect("the pure-Rust TLS 1.3 suites are TLS 1.3 suites");
-    SupportedCipherSuite::Tls13(Box::leak(Box::new(Tls13CipherSuite {
-        common: CipherSuiteCommon {
-            suite: pure.common.suite,
-            hash_provider: pure.common.hash_provider,
-            confidentiality_limit: pure.common.confidentiality_limit,
-        },
-        hkdf_provider: pure.hkdf_provider,
-        aead_alg: aead,
-        quic: None,
-    })))
-}
+/// The three TLS 1.3 suites (RFC 8446, B.4). Confidentiality limits as rustls's own providers
+/// set them (RFC 8446, 5.5; AES-GCM after RFC 9001's analysis).
+static TLS13_AES_128_GCM_SHA256: Tls13CipherSuite = Tls13CipherSuite {
+    common: CipherSuiteCommon { suite: CipherSuite::TLS13_AES_128_GCM_SHA256, hash_provider: &SHA256, confidentiality_limit: 1 << 24 },
+    hkdf_provider: &HkdfUsingHmac(&HMAC_SHA256),
+    aead_alg: &AES_128_GCM,
+    quic: None,
+};
+
+static TLS13_AES_256_GCM_SHA384: Tls13CipherSuite = Tls13CipherSuite {
+    common: CipherSuiteCommon { suite: CipherSuite::TLS13_AES_256_GCM_SHA384, hash_provider: &SHA384, confidentiality_limit: 1 << 24 },
+    hkdf_provider: &HkdfUsingHmac(&HMAC_SHA384),
+    aead_alg: &AES_256_GCM,
+    quic: None,
+};
+
+static TLS13_CHACHA20_POLY1305_SHA256: Tls13CipherSuite = Tls13CipherSuite {
+    common: CipherSuiteCommon {
+        suite: CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
+        hash_provider: &SHA256,
+        confidentiality_limit: u64::MAX,
+    },
+    hkdf_provider: &HkdfUsingHmac(&HMAC_SHA256),
+    aead_alg: &CHACHA20_POLY1305,
+    quic: None,
+};
 
 /// The key the host holds under `key`, as rustls signs with it.
 pub fn signing_key(key: KeyId) -> Result<Arc<dyn SigningKey>, String> {
@@ -289,5 +300,137 @@ impl ProducesTickets for HostTicketer {
 
     fn decrypt(&self, ticket: &[u8]) -> Option<Vec<u8>> {
         tickets::open(ticket)
+    }
+}
+
+/// ServerHello randoms and ticket nonces, from the host's wasi:random.
+#[derive(Debug)]
+struct WasiRandom;
+
+impl SecureRandom for WasiRandom {
+    fn fill(&self, buf: &mut [u8]) -> Result<(), GetRandomFailed> {
+        let bytes = random::get_random_bytes(buf.len() as u64);
+        buf.copy_from_slice(bytes.get(..buf.len()).ok_or(GetRandomFailed)?);
+        Ok(())
+    }
+}
+
+/// A TLS 1.3 suite's hash, done by the host.
+struct HostHash {
+    host: host::HashAlgorithm,
+    algorithm: HashAlgorithm,
+    len: usize,
+}
+
+static SHA256: HostHash = HostHash { host: host::HashAlgorithm::Sha256, algorithm: HashAlgorithm::SHA256, len: 32 };
+static SHA384: HostHash = HostHash { host: host::HashAlgorithm::Sha384, algorithm: HashAlgorithm::SHA384, len: 48 };
+
+impl hash::Hash for HostHash {
+    fn start(&self) -> Box<dyn hash::Context> {
+        Box::new(Transcript { algorithm: self.host, state: Mutex::new(TranscriptState { pending: Vec::new(), host: None }) })
+    }
+
+    fn hash(&self, data: &[u8]) -> hash::Output {
+        hash::Output::new(&host::hash(self.host, data))
+    }
+
+    fn output_len(&self) -> usize {
+        self.len
+    }
+
+    fn algorithm(&self) -> HashAlgorithm {
+        self.algorithm
+    }
+}
+
+/// A running hash (rustls's handshake transcript): updates are gathered here and handed to the
+/// host with the next call that needs a digest, so a handshake makes a host call per digest, not
+/// per message. The host's context is made at the first digest; a hash finished before that is
+/// one `hash` call.
+struct Transcript {
+    algorithm: host::HashAlgorithm,
+    /// rustls asks for a digest through `&self`.
+    state: Mutex<TranscriptState>,
+}
+
+struct TranscriptState {
+    /// Bytes added since the host last saw this transcript.
+    pending: Vec<u8>,
+    host: Option<HashContext>,
+}
+
+impl Transcript {
+    fn state(&self) -> std::sync::MutexGuard<'_, TranscriptState> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl hash::Context for Transcript {
+    fn fork_finish(&self) -> hash::Output {
+        let mut state = self.state();
+        let pending = std::mem::take(&mut state.pending);
+        let context = state.host.get_or_insert_with(|| HashContext::new(self.algorithm));
+        hash::Output::new(&context.digest(&pending))
+    }
+
+    fn fork(&self) -> Box<dyn hash::Context> {
+        let mut state = self.state();
+        let state = &mut *state;
+        let forked = match &state.host {
+            None => TranscriptState { pending: state.pending.clone(), host: None },
+            Some(context) => TranscriptState { pending: Vec::new(), host: Some(context.fork(&std::mem::take(&mut state.pending))) },
+        };
+        Box::new(Transcript { algorithm: self.algorithm, state: Mutex::new(forked) })
+    }
+
+    fn finish(self: Box<Self>) -> hash::Output {
+        let TranscriptState { pending, host } = self.state.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
+        hash::Output::new(&match host {
+            None => host::hash(self.algorithm, &pending),
+            Some(context) => HashContext::finish(context, &pending),
+        })
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        self.state.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner()).pending.extend_from_slice(data);
+    }
+}
+
+/// HMAC with a TLS 1.3 suite's hash, done by the host: what rustls's HKDF (`HkdfUsingHmac`) is
+/// made of, so the key schedule costs one host call per Extract or Expand.
+struct HostHmac(host::HashAlgorithm, usize);
+
+static HMAC_SHA256: HostHmac = HostHmac(host::HashAlgorithm::Sha256, 32);
+static HMAC_SHA384: HostHmac = HostHmac(host::HashAlgorithm::Sha384, 48);
+
+impl hmac::Hmac for HostHmac {
+    fn with_key(&self, key: &[u8]) -> Box<dyn hmac::Key> {
+        Box::new(HmacKey { algorithm: self.0, key: key.to_vec(), len: self.1 })
+    }
+
+    fn hash_output_len(&self) -> usize {
+        self.1
+    }
+}
+
+/// An HMAC key of the key schedule: a secret the component derives and holds, so it stays here
+/// and goes with each call.
+struct HmacKey {
+    algorithm: host::HashAlgorithm,
+    key: Vec<u8>,
+    len: usize,
+}
+
+impl hmac::Key for HmacKey {
+    fn sign_concat(&self, first: &[u8], middle: &[&[u8]], last: &[u8]) -> hmac::Tag {
+        let mut message = Vec::with_capacity(first.len() + middle.iter().map(|part| part.len()).sum::<usize>() + last.len());
+        message.extend_from_slice(first);
+        middle.iter().for_each(|part| message.extend_from_slice(part));
+        message.extend_from_slice(last);
+        hmac::Tag::new(&host::hmac(self.algorithm, &self.key, &message))
+    }
+
+    fn tag_len(&self) -> usize {
+        self.len
     }
 }

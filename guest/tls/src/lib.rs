@@ -12,10 +12,13 @@
 //!
 //! The crypto provider is the caller's: the component passes the host's (or, with the cargo
 //! feature `portable`, the pure-Rust one); natively the example, the fuzz target and the tests use
-//! the pure-Rust one. The tests run natively: `cargo test -p tls-site-guest`.
+//! the pure-Rust one. The keyless component has no `portable` module and links no crypto of its
+//! own. The tests run natively: `cargo test -p tls-site-guest`.
 
 pub mod config;
 pub mod connection;
+/// Natively always; in wasm only in the `portable` component (the keyless one links no crypto).
+#[cfg(any(not(target_arch = "wasm32"), feature = "portable"))]
 pub mod portable;
 
 #[cfg(all(target_arch = "wasm32", feature = "component"))]
