@@ -40,40 +40,75 @@ impl HttpResponse {
     }
 }
 
-/// One request on its own connection (`Connection: close`), read to the end.
+/// One request on its own connection (`Connection: close`), read until the response is complete
+/// by its own framing (`Content-Length`, chunks) or the server closes: workerd keeps the
+/// connection open for 5 s after answering, whatever the client's `Connection: close` says.
 fn exchange(addr: SocketAddr, request: &[u8]) -> Result<HttpResponse, String> {
     let mut socket = TcpStream::connect(addr).map_err(|e| e.to_string())?;
     socket.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     socket.write_all(request).map_err(|e| e.to_string())?;
+    let head_only = request.starts_with(b"HEAD ");
     let mut raw = Vec::new();
-    socket.read_to_end(&mut raw).map_err(|e| e.to_string())?;
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no response head")?;
+    let mut buffer = [0; 16 * 1024];
+    loop {
+        let read = socket.read(&mut buffer).map_err(|e| e.to_string())?;
+        raw.extend_from_slice(&buffer[..read]);
+        let closed = read == 0;
+        if let Some(response) = parse_response(&raw, head_only, closed)? {
+            return Ok(response);
+        }
+        if closed {
+            return Err(format!("closed after {} bytes, mid-response", raw.len()));
+        }
+    }
+}
+
+/// The response in `raw` if it is all there: `None` while more is to come.
+fn parse_response(raw: &[u8], head_only: bool, closed: bool) -> Result<Option<HttpResponse>, String> {
+    let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else { return Ok(None) };
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut lines = head.split("\r\n");
     let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).ok_or("no status")?;
     let headers = lines.filter_map(|l| l.split_once(": ")).map(|(n, v)| (n.to_owned(), v.to_owned())).collect();
-    let mut response = HttpResponse { status, headers, body: raw[split + 4..].to_vec() };
-    if response.header("transfer-encoding").is_some_and(|coding| coding.eq_ignore_ascii_case("chunked")) {
-        response.body = dechunk(&response.body)?;
+    let mut response = HttpResponse { status, headers, body: Vec::new() };
+    let body = &raw[split + 4..];
+    if head_only {
+        return Ok(Some(response));
     }
-    Ok(response)
+    if response.header("transfer-encoding").is_some_and(|coding| coding.eq_ignore_ascii_case("chunked")) {
+        let Some(data) = dechunk(body)? else { return Ok(None) };
+        response.body = data;
+    } else if let Some(length) = response.header("content-length") {
+        let length: usize = length.parse().map_err(|e| format!("content-length {length:?}: {e}"))?;
+        if body.len() < length {
+            return Ok(None);
+        }
+        response.body = body[..length].to_vec();
+    } else if closed {
+        response.body = body.to_vec();
+    } else {
+        return Ok(None);
+    }
+    Ok(Some(response))
 }
 
-/// A chunked body's data (RFC 9112 7.1): size lines in hex, each chunk, up to the last (empty) one.
-fn dechunk(mut chunked: &[u8]) -> Result<Vec<u8>, String> {
+/// A chunked body's data (RFC 9112 7.1): size lines in hex, each chunk, up to the last (empty)
+/// one; `None` while that has not come yet.
+fn dechunk(mut chunked: &[u8]) -> Result<Option<Vec<u8>>, String> {
     let mut body = Vec::new();
     loop {
-        let line_end = chunked.windows(2).position(|w| w == b"\r\n").ok_or("a chunk size line")?;
+        let Some(line_end) = chunked.windows(2).position(|w| w == b"\r\n") else { return Ok(None) };
         let size_field = String::from_utf8_lossy(&chunked[..line_end]);
         let size_hex = size_field.split(';').next().unwrap_or_default().trim();
         let size = usize::from_str_radix(size_hex, 16).map_err(|e| format!("chunk size {size_hex:?}: {e}"))?;
         chunked = &chunked[line_end + 2..];
         if size == 0 {
-            return Ok(body);
+            return Ok(Some(body));
         }
-        let data = chunked.get(..size).ok_or("a truncated chunk")?;
+        let Some(data) = chunked.get(..size) else { return Ok(None) };
         body.extend_from_slice(data);
-        chunked = chunked.get(size + 2..).ok_or("a chunk without its CRLF")?;
+        let Some(rest) = chunked.get(size + 2..) else { return Ok(None) };
+        chunked = rest;
     }
 }
 
