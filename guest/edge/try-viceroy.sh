@@ -8,12 +8,7 @@
 # takes 37 minutes on two shared cores, for that answer.
 set -eu
 cd "$(dirname "$0")"
-cache="${XDG_CACHE_HOME:-$HOME/.cache}/tls-site-ci/viceroy"
-if [ ! -x "$cache/bin/viceroy" ]; then
-  # A target directory of its own, so the install neither waits for nor evicts the project's.
-  cargo install --root "$cache" --target-dir "$cache/build" viceroy@0.22.0 --locked
-fi
-viceroy="$cache/bin/viceroy"
+viceroy=$(./cached-install.sh viceroy viceroy@0.22.0)
 "$viceroy" --version
 component="${TLS_SITE_EDGE_COMPONENT:-../../target/guest/wasm32-wasip2/release/tls_site_edge.wasm}"
 [ -f "$component" ] || { echo "no $component: cargo build --release -p tls-site first" >&2; exit 1; }
