@@ -400,4 +400,12 @@ fn the_deployment_manifests_point_at_the_built_component() {
     for key in ["apiVersion: core.oam.dev/v1beta1", "kind: Application", "type: component", "interfaces: [incoming-handler]"] {
         assert!(wadm.contains(key), "wadm.yaml has {key}");
     }
+
+    // Cloudflare: wrangler runs build.sh, whose default is the built component, one folder deeper.
+    let wrangler: toml::Table = std::fs::read_to_string(cloudflare_dir().join("wrangler.toml")).unwrap().parse().unwrap();
+    assert_eq!(wrangler["build"]["command"].as_str(), Some("sh build.sh"));
+    assert!(cloudflare_dir().join(wrangler["main"].as_str().unwrap()).is_file(), "wrangler.toml's main exists");
+    let build = std::fs::read_to_string(cloudflare_dir().join("build.sh")).unwrap();
+    let default = build.split("${TLS_SITE_EDGE_COMPONENT:-").nth(1).and_then(|rest| rest.split('}').next()).unwrap();
+    assert_eq!(Path::new(default), Path::new("..").join(&built), "build.sh's default is the built component");
 }
