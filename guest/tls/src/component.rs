@@ -15,20 +15,19 @@ use site::SITE;
 use std::cell::RefCell;
 use std::sync::{Arc, OnceLock};
 
-pub(crate) mod bindings {
-    #[cfg(not(feature = "portable"))]
-    wit_bindgen::generate!({
-        path: "../../wit",
-        world: "tls-site",
-        generate_all,
-    });
-    #[cfg(feature = "portable")]
-    wit_bindgen::generate!({
-        path: "../../wit",
-        world: "tls-site-portable",
-        generate_all,
-    });
-}
+/// The bindings of world `tls-site` (or `tls-site-portable`), generated ahead of time from wit/ as
+/// `wit_bindgen::generate!({ path: "../../wit", world, generate_all })` would, and checked in, so
+/// that the component's tree has no macro toolchain; tests/bindings.rs checks them against wit/ and
+/// refreshes them: `TLS_SITE_BLESS=1 cargo test -p tls-site-guest bindings`. Not for rustfmt: the
+/// test compares them with the generator's output.
+#[cfg(not(feature = "portable"))]
+#[rustfmt::skip]
+#[path = "bindings/tls_site.rs"]
+pub(crate) mod bindings;
+#[cfg(feature = "portable")]
+#[rustfmt::skip]
+#[path = "bindings/tls_site_portable.rs"]
+pub(crate) mod bindings;
 
 static TABLE: OnceLock<SniTable> = OnceLock::new();
 
