@@ -2,8 +2,9 @@
 //! fresh instance of the site component, answers port 80 with a redirect, holds the keys, logs.
 //!
 //! A connection's path: `server.rs` accepts it, `admission.rs` admits it to an instance,
-//! `sandbox.rs` serves it from a fresh instance, whose `handle` (guest/tls/src/connection.rs)
-//! does the handshake and writes the response guest/site/src/lib.rs prebuilt.
+//! `sandbox.rs` reads and writes it for a fresh instance, whose `handler.connection`
+//! (guest/tls/src/connection.rs) does the handshake and answers with the response
+//! guest/site/src/lib.rs prebuilt.
 
 pub mod access_log;
 #[cfg(feature = "acme")]
