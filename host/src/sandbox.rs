@@ -206,14 +206,13 @@ pub(crate) async fn drive(
         Err(failure) => return Ok(Err(failure)),
     };
     let handshake_until = Instant::now() + timeouts.handshake;
-    let mut buffer = vec![0; READ_BYTES];
     let (mut next, mut drain_until, mut write_closed) = (Next::Read, None, false);
     // What went wrong while writing, told to the guest instead of the next wait's event.
     let mut write_failed = None;
     loop {
         let event = match (write_failed.take(), next) {
             (Some(event), _) => event,
-            (None, Next::Read) => read(&mut stream, &mut buffer, handshake_until).await,
+            (None, Next::Read) => read(&mut stream, handshake_until).await,
             (None, Next::Write) => Event::Sent,
             (None, Next::Drain | Next::Close) => {
                 if next == Next::Close && !write_closed {
@@ -222,7 +221,7 @@ pub(crate) async fn drive(
                     write_closed = true;
                 }
                 let until = *drain_until.get_or_insert_with(|| Instant::now() + DRAIN_TIME);
-                read(&mut stream, &mut buffer, until).await
+                read(&mut stream, until).await
             }
             (None, Next::Done) => break,
         };
@@ -251,10 +250,12 @@ async fn write(stream: &mut TcpStream, mut bytes: &[u8], stall: Duration) -> Opt
 }
 
 /// The client's next bytes, as the guest's event: its bytes, its end of stream, or the deadline.
-async fn read(stream: &mut TcpStream, buffer: &mut [u8], until: Instant) -> Event {
-    match tokio::time::timeout_at(until, stream.read(buffer)).await {
+async fn read(stream: &mut TcpStream, until: Instant) -> Event {
+    // Read into a buffer of its own, which becomes the event: no copy, no zeroing.
+    let mut bytes = Vec::with_capacity(READ_BYTES);
+    match tokio::time::timeout_at(until, stream.read_buf(&mut bytes)).await {
         Ok(Ok(0)) => Event::EndOfStream,
-        Ok(Ok(n)) => Event::Received(buffer[..n].to_vec()),
+        Ok(Ok(_)) => Event::Received(bytes),
         Ok(Err(error)) => Event::Broken(error.to_string()),
         Err(_elapsed) => Event::TimedOut,
     }

@@ -211,12 +211,11 @@ impl<'t> Connection<'t> {
 
     /// How the connection went. Before [`Next::Done`], as far as it has got.
     pub fn outcome(&self) -> Result<Served, Failure> {
-        let tls = match &self.state {
+        let (tls, response) = match &self.state {
             State::Failed(failure) => return Err(failure.clone()),
             State::Accepting { .. } => return Err(Failure::Io("no handshake yet".into())),
-            State::Serving { tls, .. } => tls,
+            State::Serving { tls, pending, .. } => (tls, pending.response),
         };
-        let response = self.table.lookup(tls.server_name()).response;
         Ok(Served {
             server_name: tls.server_name().map(str::to_owned),
             resource: response.hosts()[0],
