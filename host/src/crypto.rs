@@ -1,14 +1,14 @@
 //! The host's crypto, natively: the private keys (held here, named to the guest by index), and
 //! the signatures, ephemeral key exchanges, record protection, hashes and HMACs the guest asks
-//! for, done with rustls's ring provider and ring, and the hybrid post-quantum group with
-//! aws-lc-rs. No WIT here: `guest_state.rs` answers the guest's imports with it.
+//! for: signatures with rustls's ring provider, records, hashes and HMACs with ring, key
+//! exchanges (the hybrid post-quantum group and the (EC)DH ones) with aws-lc-rs. No WIT here: `guest_state.rs` answers the guest's imports with it.
 
 use crate::certs::{Certificate, KeyFormat};
 use ring::aead::{AES_128_GCM, AES_256_GCM, Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 use rustls::SignatureScheme;
 use aws_lc_rs::agreement::{self, PrivateKey, UnparsedPublicKey};
 use aws_lc_rs::kem::{EncapsulationKey, ML_KEM_768};
-use rustls::crypto::ring::{kx_group, sign::any_supported_type};
+use rustls::crypto::ring::sign::any_supported_type;
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer};
 use rustls::sign::SigningKey;
 use std::path::PathBuf;
@@ -137,14 +137,24 @@ pub struct Encapsulated {
 /// The server's side of a TLS 1.3 key exchange for `group`, in one step: every ephemeral private
 /// key is made, used and dropped here.
 pub fn encapsulate(group: Group, client_share: &[u8]) -> Result<Encapsulated, CryptoError> {
-    let group = match group {
+    let algorithm = match group {
         Group::X25519MlKem768 => return x25519_mlkem768(client_share),
-        Group::X25519 => kx_group::X25519,
-        Group::Secp256r1 => kx_group::SECP256R1,
-        Group::Secp384r1 => kx_group::SECP384R1,
+        Group::X25519 => &agreement::X25519,
+        Group::Secp256r1 => &agreement::ECDH_P256,
+        Group::Secp384r1 => &agreement::ECDH_P384,
     };
-    let completed = group.start_and_complete(client_share).map_err(|error| CryptoError::Rejected(error.to_string()))?;
-    Ok(Encapsulated { share: completed.pub_key, shared_secret: completed.secret.secret_bytes().to_vec() })
+    let (share, shared_secret) = diffie_hellman(algorithm, client_share).map_err(|what| CryptoError::Rejected(format!("{group:?}: {what}")))?;
+    Ok(Encapsulated { share, shared_secret })
+}
+
+/// An ephemeral key pair of `algorithm`, used once against the client's public key: our public
+/// key (in the TLS encoding) and the shared secret. aws-lc's, where ring's X25519 takes twice as
+/// long (59 against 32 µs a handshake on the bench machine, docs/performance.md).
+fn diffie_hellman(algorithm: &'static agreement::Algorithm, client_public: &[u8]) -> Result<(Vec<u8>, Vec<u8>), &'static str> {
+    let ours = PrivateKey::generate(algorithm).map_err(|_| "no key pair")?;
+    let our_public = ours.compute_public_key().map_err(|_| "no public key")?;
+    let secret = agreement::agree(&ours, UnparsedPublicKey::new(algorithm, client_public), "the client's public key is rejected", |secret| Ok(secret.to_vec()))?;
+    Ok((our_public.as_ref().to_vec(), secret))
 }
 
 /// Lengths in X25519MLKEM768 (draft-ietf-tls-ecdhe-mlkem, 4): ML-KEM-768 comes first in the
@@ -164,12 +174,8 @@ fn x25519_mlkem768(client_share: &[u8]) -> Result<Encapsulated, CryptoError> {
         .map_err(|_| failed("the client's ML-KEM-768 key is malformed"))?
         .encapsulate()
         .map_err(|_| failed("ML-KEM-768 encapsulation failed"))?;
-    let ours = PrivateKey::generate(&agreement::X25519).map_err(|_| failed("no X25519 key"))?;
-    let our_public = ours.compute_public_key().map_err(|_| failed("no X25519 public key"))?;
-    let secret = agreement::agree(&ours, UnparsedPublicKey::new(&agreement::X25519, x25519), failed("the client's X25519 key is rejected"), |x25519_secret| {
-        Ok([mlkem_secret.as_ref(), x25519_secret].concat())
-    })?;
-    Ok(Encapsulated { share: [ciphertext.as_ref(), our_public.as_ref()].concat(), shared_secret: secret })
+    let (our_public, x25519_secret) = diffie_hellman(&agreement::X25519, x25519).map_err(|what| failed(&format!("X25519: {what}")))?;
+    Ok(Encapsulated { share: [ciphertext.as_ref(), &our_public].concat(), shared_secret: [mlkem_secret.as_ref(), &x25519_secret].concat() })
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -284,6 +290,8 @@ impl HashContext {
 #[cfg(test)]
 mod tests {
     use super::*;
+    // The client's side from ring, so each group is checked against another implementation.
+    use rustls::crypto::ring::kx_group;
 
     #[test]
     fn a_record_sealed_opens_once_and_not_with_another_nonce() {

@@ -31,6 +31,9 @@ pub struct ServeOptions {
     /// Connections open at once, idle ones included; further ones wait in the listen backlog
     #[arg(long, default_value_t = 4096)]
     pub max_connections: u32,
+    /// Threads serving HTTPS, each with its own listener on the address (SO_REUSEPORT) [default: one per CPU]
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    pub threads: Option<usize>,
     /// Connections served by a guest instance at once; the rest wait holding only a socket and a small task
     #[arg(long, default_value_t = 256)]
     pub max_instances: u32,
@@ -100,6 +103,14 @@ impl ServeOptions {
     }
 }
 
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse() {
+        Ok(0) => Err("at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(error) => Err(format!("{error}")),
+    }
+}
+
 fn seconds(text: &str) -> Result<Duration, String> {
     let seconds: f64 = text.parse().map_err(|_| format!("{text}: not a number of seconds"))?;
     Duration::try_from_secs_f64(seconds).map_err(|error| format!("{text}: {error}"))
@@ -125,6 +136,7 @@ mod tests {
         assert_eq!((options.instance_memory, options.guest_memory), (crate::engine::DEFAULT_INSTANCE_MEMORY, 1 << 30));
         assert_eq!(options.instances(), 256, "the instance and memory caps agree by default");
         assert!(options.stats_interval.is_none());
+        assert_eq!(options.threads, None, "one per CPU");
     }
 
     #[test]
@@ -134,5 +146,8 @@ mod tests {
         let error = Defaults::try_parse_from(["tls-site", "--hello-timeout", "soon"]).err().unwrap();
         assert!(error.to_string().contains("soon: not a number of seconds"), "{error}");
         assert!(Defaults::try_parse_from(["tls-site", "--stall-timeout", "-1"]).is_err());
+        assert_eq!(Defaults::try_parse_from(["tls-site", "--threads", "3"]).unwrap().options.threads, Some(3));
+        let error = Defaults::try_parse_from(["tls-site", "--threads", "0"]).err().unwrap();
+        assert!(error.to_string().contains("at least 1"), "{error}");
     }
 }

@@ -1,6 +1,6 @@
 //! The server's lifecycle: start (certificates, sandbox, listeners; everything that can fail fails
-//! here, before the first client), the accept loops, and a shutdown that lets connections in
-//! flight finish.
+//! here, before the first client), the accept loops (HTTPS on `threads.rs`'s threads), and a
+//! shutdown that lets connections in flight finish.
 
 use crate::access_log::{self, Stats, log};
 use crate::admission::Admission;
@@ -9,6 +9,7 @@ use crate::bindings::Resource;
 use crate::engine::Limits;
 use crate::redirect::{self, RedirectTable};
 use crate::sandbox::{Sandbox, SandboxError};
+use crate::threads::{self, serve_on_threads};
 use crate::tickets::TicketKeys;
 #[cfg(feature = "acme")]
 use crate::acme;
@@ -78,8 +79,6 @@ impl Server {
         let (stop, stopped) = watch::channel(false);
         let mut listeners = JoinSet::new();
         let stats = Arc::new(Stats::default());
-        let https = bind(options.https).await?;
-        let https_addr = https.local_addr().map_err(|source| ListenError { addr: options.https, source })?;
         let permits = Arc::new(Semaphore::new(options.max_connections as usize));
         let (install, sandbox) = watch::channel(sandbox);
         let admission = Arc::new(Admission {
@@ -91,10 +90,16 @@ impl Server {
             timeouts: options.timeouts(),
             stats: stats.clone(),
         });
-        listeners.spawn(accept_loop(https, permits.clone(), stopped.clone(), move |stream, peer| {
+        let threads = options.threads.unwrap_or_else(threads::per_cpu);
+        let (https_addr, https_threads) = serve_on_threads(options.https, threads, permits.clone(), stopped.clone(), move |stream, peer| {
             let admission = admission.clone();
             async move { admission.serve(stream, peer).await }
-        }));
+        })?;
+        for finished in https_threads {
+            listeners.spawn(async move {
+                let _ = finished.await;
+            });
+        }
 
         let http_addr = match options.http_side() {
             None => None,
