@@ -2,7 +2,7 @@
 //! the epoch clock that CPU deadlines count in, and the limits each instance lives under.
 
 use std::time::Duration;
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter};
 
 /// How often the engine's epoch advances; CPU deadlines are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -16,6 +16,10 @@ pub const START_UP_DEADLINE: Duration = Duration::from_secs(60);
 /// 4 MiB leaves room for rustls's largest buffers (a 64 KiB handshake message, 16 KiB records)
 /// while a guest that runs away is cut off: its allocation fails and it traps, alone.
 pub const DEFAULT_INSTANCE_MEMORY: usize = 4 << 20;
+
+/// Bytes of an instance's tables reset by hand (`config`): more than the component's few hundred
+/// functions take.
+const TABLE_KEEP_RESIDENT: usize = 64 << 10;
 
 /// Table elements one instance may have: far more than the component's few hundred functions.
 const MAX_TABLE_ELEMENTS: usize = 100_000;
@@ -69,6 +73,15 @@ fn config(limits: &Limits) -> Config {
         .total_tables(limits.instances * 4)
         .total_stacks(limits.instances)
         .max_memory_size(limits.memory_bytes);
+    // Reset an instance's memory and tables by hand, not with madvise(MADV_DONTNEED): the pages
+    // stay mapped, so the next instance in the slot takes no page faults, and the kernel need not
+    // flush the TLBs of the other CPUs running our threads (two IPIs a connection on two threads,
+    // docs/performance.md). PAGEMAP_SCAN (Linux 6.7) tells which pages the instance wrote, and
+    // only those are copied back from the snapshot; without it wasmtime would memset the whole
+    // budget every time, so the budget is given only with it.
+    if PoolingAllocationConfig::is_pagemap_scan_available() {
+        pool.pagemap_scan(Enabled::Yes).linear_memory_keep_resident(limits.memory_bytes).table_keep_resident(TABLE_KEEP_RESIDENT);
+    }
     let mut config = Config::new();
     config
         .epoch_interruption(true)
