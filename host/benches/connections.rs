@@ -5,8 +5,10 @@
 //! - the server's CPU time per connection (utime+stime of the server and its children, from
 //!   `/proc`, over the measurement window): the headline figure;
 //! - connections per second with `--threads` clients for `--seconds` each;
-//! - latency percentiles (handshake done, first byte, last byte) of `--sequential` connections
-//!   made one after the other.
+//! - latency percentiles (handshake done, first byte, last byte) and server CPU per connection of
+//!   `--sequential` connections made one after the other, paced at `--rate` a second (default 200,
+//!   a visited site's pace; 0 for back to back). Their CPU is counted in nanoseconds
+//!   (`/proc/PID/task/*/schedstat`), as the load phase's clock ticks would be too coarse.
 //! Each server and host gets `--rounds` turns, interleaved, and the figures are over all of them.
 //! Every connection is new (a rustls client, ring provider) and every response is checked: status,
 //! `Content-Length`, and the body's SHA-256 against `tls-site inspect --json`. Rows "full" use a
@@ -17,8 +19,8 @@
 //! tickets, so full handshakes only), built here into `target/native`.
 //!
 //!     cargo bench -p tls-site --bench connections -- [--smoke] [--seconds 5] [--threads 8]
-//!         [--sequential 100] [--rounds 3] [--no-nginx] [--no-native] [--component PATH] [--full-only]
-//!         [--hybrid] [--command] [--two-cores]
+//!         [--sequential 100] [--rate 200] [--rounds 3] [--no-nginx] [--no-native]
+//!         [--component PATH] [--full-only] [--hybrid] [--command] [--two-cores]
 //!
 //! `--component` has tls-site serve that component (e.g. the portable build, which issues no
 //! tickets: add `--full-only`) instead of its own; `--full-only` leaves out the resumed rows.
@@ -59,6 +61,8 @@ struct Options {
     seconds: f64,
     threads: usize,
     sequential: usize,
+    /// Sequential connections a second (0: back to back).
+    rate: f64,
     rounds: usize,
     nginx: bool,
     native: bool,
@@ -196,7 +200,7 @@ fn main() {
 }
 
 fn parse_options() -> Options {
-    let mut options = Options { smoke: false, seconds: 5.0, threads: 8, sequential: 100, rounds: 3, nginx: true, native: true, component: None, full_only: false, hybrid: false, command: false, two_cores: false };
+    let mut options = Options { smoke: false, seconds: 5.0, threads: 8, sequential: 100, rate: 200.0, rounds: 3, nginx: true, native: true, component: None, full_only: false, hybrid: false, command: false, two_cores: false };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().and_then(|v| v.parse::<f64>().ok()).unwrap_or_else(|| die(&format!("{name} needs a number")));
@@ -206,6 +210,7 @@ fn parse_options() -> Options {
             "--two-cores" => options.two_cores = true,
             "--threads" => options.threads = value("--threads") as usize,
             "--sequential" => options.sequential = value("--sequential") as usize,
+            "--rate" => options.rate = value("--rate"),
             "--rounds" => options.rounds = (value("--rounds") as usize).max(1),
             "--no-nginx" => options.nginx = false,
             "--no-native" => options.native = false,
@@ -445,6 +450,29 @@ fn describe(tls: &ClientConnection) -> String {
     format!("{:?} {suite} {group}", tls.protocol_version().unwrap())
 }
 
+/// CPU time (ns) of a process's threads and its live children's, from the scheduler's own
+/// accounting (proc(5), `/proc/PID/task/TID/schedstat`: time on the CPU first).
+fn cpu_ns(pid: u32) -> u64 {
+    let threads_ns = |pid: u32| -> u64 {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+        tasks
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok())
+            .filter_map(|stat| stat.split(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let parent = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat[stat.rfind(')')? + 2..].split(' ').nth(1)?.parse().ok()
+    };
+    let children: u64 = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&child| parent(child) == Some(pid))
+        .map(threads_ns)
+        .sum();
+    threads_ns(pid) + children
+}
+
 /// CPU time (clock ticks) of a process and its live children, plus the children it has reaped.
 fn cpu_ticks(pid: u32) -> u64 {
     let fields = |pid: u32| -> Option<Vec<u64>> {
@@ -468,15 +496,19 @@ fn ticks_per_second() -> f64 {
     run(Command::new("getconf").arg("CLK_TCK")).trim().parse().unwrap_or(100.0)
 }
 
-/// One round for one server and host: `--sequential` connections one after the other, then
+/// One round for one server and host: `--sequential` connections one after the other (paced), then
 /// `--threads` clients for `--seconds`; adds what it measured to `row`.
 fn measure(server: &Server, client: &Arc<ClientConfig>, expect: &Expected, options: &Options, row: &mut Row) {
     let pid = server.child.id();
     let fail = |error: String| -> ! { die(&format!("{} {}: {error}", server.name, expect.host)) };
     let tick_us = 1e6 / ticks_per_second();
 
-    let before = cpu_ticks(pid);
-    for _ in 0..options.sequential {
+    let (before, started) = (cpu_ns(pid), Instant::now());
+    for i in 0..options.sequential {
+        if options.rate > 0.0 {
+            let due = started + Duration::from_secs_f64(i as f64 / options.rate);
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
         let (timings, _, resumed) = fetch(server.addr, client, expect).unwrap_or_else(|e| fail(e));
         if resumed != row.resumed {
             fail(format!("a connection {} resumed", if resumed { "was" } else { "was not" }));
@@ -485,7 +517,7 @@ fn measure(server: &Server, client: &Arc<ClientConfig>, expect: &Expected, optio
             list.push(value);
         }
     }
-    row.sequential.0 += (cpu_ticks(pid) - before) as f64 * tick_us;
+    row.sequential.0 += (cpu_ns(pid) - before) as f64 / 1e3;
     row.sequential.1 += options.sequential as u64;
     if options.smoke {
         eprintln!("{} {}: {} connections checked", server.name, expect.host, options.sequential);
@@ -521,13 +553,14 @@ fn measure(server: &Server, client: &Arc<ClientConfig>, expect: &Expected, optio
 }
 
 fn print_table(rows: &[Row], options: &Options) {
+    let paced = if options.rate > 0.0 { format!("{:.0}/s", options.rate) } else { "back to back".to_owned() };
     let ms = |list: &[Duration], q: f64| {
         let mut sorted = list.to_vec();
         sorted.sort();
         sorted[((sorted.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e3
     };
     println!(
-        "\n| server | host | server CPU µs/conn | ÷ nginx | CPU µs/conn, sequential | conn/s ({} clients) | handshake p50/p99 ms | first byte p50/p99 ms | last byte p50/p99 ms |",
+        "\n| server | host | server CPU µs/conn | ÷ nginx | CPU µs/conn, {paced} | conn/s ({} clients) | handshake p50/p99 ms | first byte p50/p99 ms | last byte p50/p99 ms |",
         options.threads
     );
     println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
@@ -542,7 +575,7 @@ fn print_table(rows: &[Row], options: &Options) {
         );
     }
     println!(
-        "\n{} rounds, each of {} s per server and host at load and {} connections one at a time (latency, sequential CPU).",
+        "\n{} rounds, each of {} s per server and host at load and {} connections one at a time, {paced} (latency, paced CPU).",
         options.rounds, options.seconds, options.sequential
     );
 }
