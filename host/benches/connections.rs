@@ -332,7 +332,8 @@ fn find_nginx() -> Option<PathBuf> {
     ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"].iter().map(PathBuf::from).find(|p| p.exists())
 }
 
-/// nginx with tls-site's certificate and TLS policy, serving the bytes tls-site serves (fetched
+/// nginx with tls-site's certificate and TLS policy (its groups; its suite order, AES-128-GCM first
+/// unless the client lists ChaCha20 first), serving the bytes tls-site serves (fetched
 /// from it once), one `server` block per host name, one worker on the server CPU.
 fn start_nginx(nginx: &Path, root: &Path, work: &Path, pinned: bool, workers: usize, tls_site: &Server, client: &Arc<ClientConfig>, expected: &[Expected]) -> Server {
     let (prefix, addr) = (work.join("nginx"), free_addr());
@@ -353,7 +354,7 @@ fn start_nginx(nginx: &Path, root: &Path, work: &Path, pinned: bool, workers: us
     let p = prefix.display();
     let certs = root.join("certs");
     let config = format!(
-        "daemon off; master_process on; worker_processes {workers}; {affinity}\npid {p}/nginx.pid; error_log {p}/error.log warn;\nevents {{ worker_connections 1024; }}\nhttp {{\n  access_log off; keepalive_timeout 0; server_tokens off;\n  client_body_temp_path {p}/tmp; proxy_temp_path {p}/tmp; fastcgi_temp_path {p}/tmp; uwsgi_temp_path {p}/tmp; scgi_temp_path {p}/tmp;\n  ssl_protocols TLSv1.3; ssl_ecdh_curve X25519:prime256v1:secp384r1;\n  ssl_session_cache off; ssl_session_tickets on;\n  ssl_certificate {chain}; ssl_certificate_key {key};\n{servers}}}\n",
+        "daemon off; master_process on; worker_processes {workers}; {affinity}\npid {p}/nginx.pid; error_log {p}/error.log warn;\nevents {{ worker_connections 1024; }}\nhttp {{\n  access_log off; keepalive_timeout 0; server_tokens off;\n  client_body_temp_path {p}/tmp; proxy_temp_path {p}/tmp; fastcgi_temp_path {p}/tmp; uwsgi_temp_path {p}/tmp; scgi_temp_path {p}/tmp;\n  ssl_protocols TLSv1.3; ssl_ecdh_curve X25519:prime256v1:secp384r1;\n  ssl_prefer_server_ciphers on; ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256; ssl_conf_command Options PrioritizeChaCha;\n  ssl_session_cache off; ssl_session_tickets on;\n  ssl_certificate {chain}; ssl_certificate_key {key};\n{servers}}}\n",
         affinity = if pinned { "worker_cpu_affinity 01;" } else { "" },
         chain = certs.join("dev.chain.pem").display(),
         key = certs.join("dev.key.pem").display(),

@@ -241,7 +241,7 @@ impl<'t> Connection<'t> {
                         Ok(None) => continue,
                         Ok(Some(accepted)) => {
                             let entry = self.table.lookup(accepted.client_hello().server_name());
-                            let config = entry.config_for(&key_share_groups(hello));
+                            let config = entry.config_for(accepted.client_hello().cipher_suites(), &key_share_groups(hello));
                             return match accepted.into_connection(config.clone()) {
                                 Ok(tls) => self.start(tls, entry, rest),
                                 Err((error, alert)) => self.alert(error, alert),
@@ -863,6 +863,27 @@ mod tests {
         assert!(client.write_closed, "the server's end of stream follows its close_notify");
         assert_eq!(served.ending, Ending::Clean);
         assert_eq!(served.key_exchange, Some(NamedGroup::X25519));
+    }
+
+    /// A real client's handshake: ours is AES-128-GCM whatever the client lists first, unless
+    /// that is ChaCha20-Poly1305 (config.rs, `Entry::config_for`).
+    #[test]
+    fn a_client_gets_aes_128_gcm_unless_it_lists_chacha20_first() {
+        use rustls::CipherSuite::*;
+        let table = dev_table();
+        let host = site_hosts()[0];
+        for (first, negotiated) in [
+            (TLS13_AES_256_GCM_SHA384, TLS13_AES_128_GCM_SHA256),
+            (TLS13_AES_128_GCM_SHA256, TLS13_AES_128_GCM_SHA256),
+            (TLS13_CHACHA20_POLY1305_SHA256, TLS13_CHACHA20_POLY1305_SHA256),
+        ] {
+            let mut provider = crate::portable::provider();
+            provider.cipher_suites.sort_by_key(|suite| suite.suite() != first);
+            let mut client = Client::with_provider(Some(host), host, HTTP_1_1, provider);
+            serve(&table, &mut client).unwrap();
+            assert_eq!(client.tls.negotiated_cipher_suite().map(|suite| suite.suite()), Some(negotiated), "{first:?} first");
+            assert!(client.received == response_bytes(SITE.lookup(host).unwrap()));
+        }
     }
 
     #[test]

@@ -26,5 +26,5 @@ mod component;
 #[cfg(all(target_arch = "wasm32", feature = "component", not(feature = "portable")))]
 mod host_crypto;
 
-pub use config::{ConfigError, Entry, Identity, SniTable, make_config};
+pub use config::{ConfigError, Entry, Identity, SniTable, SuiteOrder, make_config};
 pub use connection::{Drained, Ending, Failure, Served, Transport, serve};
