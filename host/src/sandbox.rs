@@ -338,6 +338,54 @@ mod tests {
         (memory, scalar)
     }
 
+    /// Instances are reset by hand where the kernel can say which pages were written (engine.rs):
+    /// the next instance in a slot must still start from the snapshot, with nothing of the
+    /// connection served before it. One slot, so each instance takes the one before's.
+    #[test]
+    fn the_next_instance_in_a_slot_starts_from_the_snapshot() {
+        runtime().block_on(async {
+            let dir = std::env::temp_dir().join(format!("tls-site-reset-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let hosts = crate::inspect::hosts_default_first(&crate::inspect::site_resources(Path::new(crate::BUILT_COMPONENT), Limits::default()).await.unwrap());
+            crate::certs::dev_certs(&dir, &hosts).unwrap();
+            let certificates = crate::certs::load_dir(&dir).unwrap();
+            let limits = Limits { instances: 1, ..Limits::default() };
+            let engine = engine::engine(&limits).unwrap();
+            let linker = linker(&engine).unwrap();
+            let keys = Arc::new(Keys::load(&certificates).unwrap());
+            let tickets = Arc::new(TicketKeys::new(TICKET_KEY_ROTATION));
+            let state = GuestState::initialising(limits.memory_bytes, &certificates, keys.clone(), tickets.clone());
+            let initialised = snapshot::snapshot(&linker, &std::fs::read(crate::BUILT_COMPONENT).unwrap(), state).await.unwrap();
+            let wizer = Wizer::new();
+            let (context, instrumented) = wizer.instrument_component(&initialised).unwrap();
+            let component = Component::new(&engine, &instrumented).unwrap();
+            let new_store = || new_store(&engine, GuestState::serving(limits.memory_bytes, keys.clone(), tickets.clone()));
+            let memory_of_a_new_instance = async || {
+                let mut store = new_store();
+                let instance = linker.instantiate_async(&mut store, &component).await.unwrap();
+                wizer.snapshot_component(&context, &mut WasmtimeWizerComponent { store: &mut store, instance }).await.unwrap()
+            };
+
+            let pristine = memory_of_a_new_instance().await;
+            {
+                let mut store = new_store();
+                let instance = linker.instantiate_async(&mut store, &component).await.unwrap();
+                let site = TlsSite::new(&mut store, &instance).unwrap();
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = listener.local_addr().unwrap();
+                let ca = dir.join(crate::certs::DEV_CA_FILE);
+                let client = std::thread::spawn(move || fetch(addr, "tls-site.localhost", true, config_for_groups(Trust::Ca(&ca), vec![rustls::crypto::ring::kx_group::X25519])));
+                let (stream, _) = listener.accept().await.unwrap();
+                let timeouts = Timeouts { handshake: Duration::from_secs(60), stall: Duration::from_secs(60), connection: Duration::from_secs(60) };
+                assert!(drive(&site, &mut store, stream, timeouts).await.unwrap().is_ok());
+                tokio::task::spawn_blocking(move || client.join().unwrap()).await.unwrap().unwrap();
+                assert_ne!(wizer.snapshot_component(&context, &mut WasmtimeWizerComponent { store: &mut store, instance }).await.unwrap(), pristine, "serving changed the instance's memory");
+            }
+            assert!(memory_of_a_new_instance().await == pristine, "the next instance in the slot kept something of the connection before it");
+            let _ = std::fs::remove_dir_all(&dir);
+        });
+    }
+
     /// The 32-byte private scalar in a P-256 PKCS#8 key: the OCTET STRING after ECPrivateKey's
     /// version 1 (RFC 5915).
     fn p256_scalar(pkcs8: &[u8]) -> Vec<u8> {
