@@ -20,7 +20,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{Engine, Store};
+use wasmtime::{Engine, Store, UpdateDeadline};
 
 /// The largest read handed to the guest at once: a TLS record of the largest size.
 const READ_BYTES: usize = 16 * 1024 + 256;
@@ -180,13 +180,25 @@ async fn serve_in(pre: &TlsSitePre<GuestState>, store: &mut Store<GuestState>, s
         Err(error) if error.is::<wasmtime::Trap>() => return Outcome::Trapped(format!("{error:#}")),
         Err(error) => return Outcome::NoInstance(format!("{error:#}")),
     };
-    store.set_epoch_deadline(engine::ticks(timeouts.connection));
+    cpu_deadline(store, timeouts.connection);
     match tokio::time::timeout(timeouts.connection, drive(&site, store, stream, timeouts)).await {
         Ok(Ok(Ok(served))) => Outcome::Served(served),
         Ok(Ok(Err(failure))) => Outcome::Failed(failure),
         Ok(Err(trap)) => Outcome::Trapped(format!("{trap:#}")),
         Err(_elapsed) => Outcome::TimedOut,
     }
+}
+
+/// The guest's CPU for one connection: at each epoch tick it runs through it yields to the other
+/// connections of its thread (a step takes microseconds, so only a guest stuck computing ever
+/// does), and once `deadline` has passed it traps. A deadline of zero traps at the first check.
+fn cpu_deadline(store: &mut Store<GuestState>, deadline: Duration) {
+    let until = std::time::Instant::now() + deadline;
+    store.epoch_deadline_callback(move |_| match std::time::Instant::now() < until {
+        true => Ok(UpdateDeadline::Yield(1)),
+        false => Err(wasmtime::Trap::Interrupt.into()),
+    });
+    store.set_epoch_deadline(u64::from(!deadline.is_zero()));
 }
 
 /// The connection's I/O, in this one task: reads the client's bytes and hands them to the guest's
@@ -382,6 +394,47 @@ mod tests {
                 assert_ne!(wizer.snapshot_component(&context, &mut WasmtimeWizerComponent { store: &mut store, instance }).await.unwrap(), pristine, "serving changed the instance's memory");
             }
             assert!(memory_of_a_new_instance().await == pristine, "the next instance in the slot kept something of the connection before it");
+            let _ = std::fs::remove_dir_all(&dir);
+        });
+    }
+
+    /// A guest that runs through epoch ticks yields and goes on (`cpu_deadline`): only the
+    /// connection's deadline in wall-clock time cuts it off, not how many ticks passed. The
+    /// epoch here races ahead (the 2 s deadline is 200 ticks, gone in well under a millisecond),
+    /// so the guest meets a passed tick at nearly every check and yields each time.
+    #[test]
+    fn a_guest_yields_at_epoch_ticks_and_is_cut_off_only_by_its_deadline() {
+        runtime().block_on(async {
+            let dir = std::env::temp_dir().join(format!("tls-site-yield-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let hosts = crate::inspect::hosts_default_first(&crate::inspect::site_resources(Path::new(crate::BUILT_COMPONENT), Limits::default()).await.unwrap());
+            crate::certs::dev_certs(&dir, &hosts).unwrap();
+            let certificates = crate::certs::load_dir(&dir).unwrap();
+            let sandbox = Sandbox::new(Path::new(crate::BUILT_COMPONENT), &certificates, Limits::default()).await.unwrap();
+            let racing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+            let epoch = {
+                let (engine, racing) = (sandbox.engine.clone(), racing.clone());
+                std::thread::spawn(move || {
+                    while racing.load(std::sync::atomic::Ordering::Relaxed) {
+                        engine.increment_epoch();
+                        for _ in 0..100 {
+                            std::hint::spin_loop();
+                        }
+                    }
+                })
+            };
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let ca = dir.join(crate::certs::DEV_CA_FILE);
+            let client = std::thread::spawn(move || fetch(addr, "tls-site.localhost", true, config_for_groups(Trust::Ca(&ca), vec![rustls::crypto::ring::kx_group::X25519])));
+            let (stream, _) = listener.accept().await.unwrap();
+            let timeouts = Timeouts { handshake: Duration::from_secs(2), stall: Duration::from_secs(2), connection: Duration::from_secs(2) };
+            let report = sandbox.serve_connection(stream, timeouts).await;
+            racing.store(false, std::sync::atomic::Ordering::Relaxed);
+            epoch.join().unwrap();
+            assert!(matches!(report.outcome, Outcome::Served(_)), "{:?}", report.outcome);
+            let fetched = tokio::task::spawn_blocking(move || client.join().unwrap()).await.unwrap().unwrap();
+            assert_eq!(fetched.status_line, "HTTP/1.1 200 OK");
             let _ = std::fs::remove_dir_all(&dir);
         });
     }
