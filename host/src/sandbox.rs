@@ -305,15 +305,22 @@ mod tests {
     use wasmtime::component::Component;
     use wasmtime_wizer::{WasmtimeWizerComponent, Wizer};
 
-    /// The component's memory (as a snapshot component) after serving `connections`, and the
-    /// private scalar of the P-256 key it served with.
-    async fn memory_after_connections(component_path: &Path, connections: usize) -> (Vec<u8>, Vec<u8>) {
-        let name = component_path.file_stem().unwrap().to_string_lossy();
-        let dir = std::env::temp_dir().join(format!("tls-site-memory-{}-{name}", std::process::id()));
+    /// Development certificates for the hosts of `component_path`, made in a directory of their
+    /// own for `label` (its CA is `certs::DEV_CA_FILE` there).
+    async fn dev_certificates(component_path: &Path, label: &str) -> (PathBuf, Vec<Certificate>) {
+        let dir = std::env::temp_dir().join(format!("tls-site-{label}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let hosts = crate::inspect::hosts_default_first(&crate::inspect::site_resources(component_path, Limits::default()).await.unwrap());
         crate::certs::dev_certs(&dir, &hosts).unwrap();
         let certificates = crate::certs::load_dir(&dir).unwrap();
+        (dir, certificates)
+    }
+
+    /// The component's memory (as a snapshot component) after serving `connections`, and the
+    /// private scalar of the P-256 key it served with.
+    async fn memory_after_connections(component_path: &Path, connections: usize) -> (Vec<u8>, Vec<u8>) {
+        let name = component_path.file_stem().unwrap().to_string_lossy();
+        let (dir, certificates) = dev_certificates(component_path, &format!("memory-{name}")).await;
         let scalar = p256_scalar(&certificates[0].private_key);
 
         let limits = Limits::default();
@@ -356,11 +363,7 @@ mod tests {
     #[test]
     fn the_next_instance_in_a_slot_starts_from_the_snapshot() {
         runtime().block_on(async {
-            let dir = std::env::temp_dir().join(format!("tls-site-reset-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            let hosts = crate::inspect::hosts_default_first(&crate::inspect::site_resources(Path::new(crate::BUILT_COMPONENT), Limits::default()).await.unwrap());
-            crate::certs::dev_certs(&dir, &hosts).unwrap();
-            let certificates = crate::certs::load_dir(&dir).unwrap();
+            let (dir, certificates) = dev_certificates(Path::new(crate::BUILT_COMPONENT), "reset").await;
             let limits = Limits { instances: 1, ..Limits::default() };
             let engine = engine::engine(&limits).unwrap();
             let linker = linker(&engine).unwrap();
@@ -405,11 +408,7 @@ mod tests {
     #[test]
     fn a_guest_yields_at_epoch_ticks_and_is_cut_off_only_by_its_deadline() {
         runtime().block_on(async {
-            let dir = std::env::temp_dir().join(format!("tls-site-yield-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            let hosts = crate::inspect::hosts_default_first(&crate::inspect::site_resources(Path::new(crate::BUILT_COMPONENT), Limits::default()).await.unwrap());
-            crate::certs::dev_certs(&dir, &hosts).unwrap();
-            let certificates = crate::certs::load_dir(&dir).unwrap();
+            let (dir, certificates) = dev_certificates(Path::new(crate::BUILT_COMPONENT), "yield").await;
             let sandbox = Sandbox::new(Path::new(crate::BUILT_COMPONENT), &certificates, Limits::default()).await.unwrap();
             let racing = Arc::new(std::sync::atomic::AtomicBool::new(true));
             let epoch = {
