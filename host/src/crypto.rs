@@ -1,7 +1,8 @@
 //! The host's crypto, natively: the private keys (held here, named to the guest by index), and
 //! the signatures, ephemeral key exchanges, record protection, hashes and HMACs the guest asks
 //! for: signatures with rustls's ring provider, records, hashes and HMACs with ring, key
-//! exchanges (the hybrid post-quantum group and the (EC)DH ones) with aws-lc-rs. No WIT here: `guest_state.rs` answers the guest's imports with it.
+//! exchanges (the hybrid post-quantum group and the (EC)DH ones) with aws-lc-rs. No WIT here:
+//! `guest_state.rs` answers the guest's imports with it.
 
 use crate::certs::{Certificate, KeyFormat};
 use ring::aead::{AES_128_GCM, AES_256_GCM, Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};

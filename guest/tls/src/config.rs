@@ -96,7 +96,7 @@ pub enum SuiteOrder {
 }
 
 /// Our order of TLS 1.3 suites. AES-128-GCM first: its key schedule's SHA-256 is in hardware on
-/// current x86 and ARM CPUs, where SHA-384 is not on many (a handshake costs the host 20 to 35 µs
+/// current x86 and ARM CPUs, where SHA-384 is not on many (a handshake costs the host about 20 µs
 /// less, docs/performance.md), and 128-bit security is what X25519 and P-256 give the connection
 /// anyway. Go's crypto/tls orders them the same way.
 const OUR_SUITES: [CipherSuite; 3] =
