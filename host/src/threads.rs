@@ -33,12 +33,8 @@ where
     Fut: Future<Output = String> + Send + 'static,
 {
     let failed = |source| ListenError { addr, source };
-    let first = reuse_port_listener(addr).map_err(failed)?;
-    let bound = first.local_addr().map_err(failed)?;
-    let mut listeners = vec![first];
-    for _ in 1..threads.max(1) {
-        listeners.push(reuse_port_listener(bound).map_err(failed)?);
-    }
+    let bound = claim(addr).map_err(failed)?;
+    let listeners = (0..threads.max(1)).map(|_| reuse_port_listener(bound)).collect::<Result<Vec<_>, _>>().map_err(failed)?;
     let mut finished = Vec::new();
     for (index, listener) in listeners.into_iter().enumerate() {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(failed)?;
@@ -59,6 +55,20 @@ where
         finished.push(thread_finished);
     }
     Ok((bound, finished))
+}
+
+/// `addr`, with the port the kernel picks if its port is 0; fails as a plain listener would if
+/// something listens there already. `SO_REUSEPORT` alone would let a second server (ours left
+/// running, or another program of this user) share the address and take some of its
+/// connections unseen.
+fn claim(addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    // As tokio's listeners: connections of a previous run left in TIME_WAIT do not count.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    let bound = socket.local_addr()?;
+    bound.as_socket().ok_or_else(|| std::io::Error::other("not an IP address"))
 }
 
 /// A non-blocking listener on `addr` that others of this process (and user) may share.
@@ -105,5 +115,21 @@ mod tests {
         for thread in finished {
             thread.blocking_recv().expect("the thread ends and says so");
         }
+    }
+
+    /// An address in use fails as with a plain listener, whether a plain listener or another
+    /// group of ours has it.
+    #[test]
+    fn an_address_in_use_is_refused() {
+        let (_stop, stopped) = watch::channel(false);
+        let serve = |_: TcpStream, _| async { String::new() };
+        let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken = plain.local_addr().unwrap();
+        let error = serve_on_threads(taken, 2, Arc::new(Semaphore::new(1)), stopped.clone(), serve).err().expect("refused");
+        assert_eq!((error.addr, error.source.kind()), (taken, std::io::ErrorKind::AddrInUse));
+
+        let (ours, _threads) = serve_on_threads("127.0.0.1:0".parse().unwrap(), 2, Arc::new(Semaphore::new(1)), stopped.clone(), serve).unwrap();
+        let error = serve_on_threads(ours, 2, Arc::new(Semaphore::new(1)), stopped, serve).err().expect("refused");
+        assert_eq!(error.source.kind(), std::io::ErrorKind::AddrInUse);
     }
 }
