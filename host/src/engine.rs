@@ -17,6 +17,12 @@ pub const START_UP_DEADLINE: Duration = Duration::from_secs(60);
 /// while a guest that runs away is cut off: its allocation fails and it traps, alone.
 pub const DEFAULT_INSTANCE_MEMORY: usize = 4 << 20;
 
+/// Bytes of an instance's memory reset by hand (`config`): what a connection writes (about
+/// 160 KiB for the page, more for a PDF) with room. This much stays resident per pool slot
+/// between connections; an instance that wrote more (a client that grew its heap) gives the rest
+/// back with `madvise`, as before.
+const MEMORY_KEEP_RESIDENT: usize = 1 << 20;
+
 /// Bytes of an instance's tables reset by hand (`config`): more than the component's few hundred
 /// functions take.
 const TABLE_KEEP_RESIDENT: usize = 64 << 10;
@@ -78,9 +84,10 @@ fn config(limits: &Limits) -> Config {
     // flush the TLBs of the other CPUs running our threads (two IPIs a connection on two threads,
     // docs/performance.md). PAGEMAP_SCAN (Linux 6.7) tells which pages the instance wrote, and
     // only those are copied back from the snapshot; without it wasmtime would memset the whole
-    // budget every time, so the budget is given only with it.
+    // budget every time, so the budget is given only with it. The dirty bytes of a slot beyond
+    // the budget are still dropped with madvise.
     if PoolingAllocationConfig::is_pagemap_scan_available() {
-        pool.pagemap_scan(Enabled::Yes).linear_memory_keep_resident(limits.memory_bytes).table_keep_resident(TABLE_KEEP_RESIDENT);
+        pool.pagemap_scan(Enabled::Yes).linear_memory_keep_resident(MEMORY_KEEP_RESIDENT).table_keep_resident(TABLE_KEEP_RESIDENT);
     }
     let mut config = Config::new();
     config
