@@ -191,7 +191,8 @@ async fn serve_in(pre: &TlsSitePre<GuestState>, store: &mut Store<GuestState>, s
 
 /// The guest's CPU for one connection: at each epoch tick it runs through it yields to the other
 /// connections of its thread (a step takes microseconds, so only a guest stuck computing yields
-/// more than now and then), and once `deadline` has passed it traps. A deadline of zero traps at the first check.
+/// more than now and then), and once `deadline` has passed it traps. A deadline of zero traps
+/// at the first check.
 fn cpu_deadline(store: &mut Store<GuestState>, deadline: Duration) {
     let until = std::time::Instant::now() + deadline;
     store.epoch_deadline_callback(move |_| match std::time::Instant::now() < until {
