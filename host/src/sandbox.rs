@@ -317,6 +317,54 @@ mod tests {
         (dir, certificates)
     }
 
+    /// The component initialised with `certificates` (its snapshot, as `Sandbox::new` makes it),
+    /// and what its instances are served with.
+    struct Initialised {
+        snapshot: Vec<u8>,
+        engine: Engine,
+        linker: Linker<GuestState>,
+        keys: Arc<Keys>,
+        tickets: Arc<TicketKeys>,
+        limits: Limits,
+    }
+
+    impl Initialised {
+        async fn new(component_path: &Path, certificates: &[Certificate], limits: Limits) -> Initialised {
+            let engine = engine::engine(&limits).unwrap();
+            let linker = linker(&engine).unwrap();
+            let keys = Arc::new(Keys::load(certificates).unwrap());
+            let tickets = Arc::new(TicketKeys::new(TICKET_KEY_ROTATION));
+            let state = GuestState::initialising(limits.memory_bytes, certificates, keys.clone(), tickets.clone());
+            let snapshot = snapshot::snapshot(&linker, &std::fs::read(component_path).unwrap(), state).await.unwrap();
+            Initialised { snapshot, engine, linker, keys, tickets, limits }
+        }
+
+        fn store(&self) -> Store<GuestState> {
+            new_store(&self.engine, GuestState::serving(self.limits.memory_bytes, self.keys.clone(), self.tickets.clone()))
+        }
+    }
+
+    /// A real client on a thread of its own, fetching the default page over a new connection
+    /// (trusting the development CA in `dir`, offering `groups`): the connection, accepted, and
+    /// the client, to be joined with `fetched`.
+    async fn client_connection(dir: &Path, groups: Vec<&'static dyn rustls::crypto::SupportedKxGroup>) -> (TcpStream, std::thread::JoinHandle<Result<client::Fetched, String>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let ca = dir.join(crate::certs::DEV_CA_FILE);
+        let client = std::thread::spawn(move || fetch(addr, "tls-site.localhost", true, config_for_groups(Trust::Ca(&ca), groups)));
+        (listener.accept().await.unwrap().0, client)
+    }
+
+    /// What the client of `client_connection` fetched; it must have succeeded.
+    async fn fetched(client: std::thread::JoinHandle<Result<client::Fetched, String>>) -> client::Fetched {
+        tokio::task::spawn_blocking(move || client.join().unwrap()).await.unwrap().unwrap()
+    }
+
+    fn timeouts(seconds: u64) -> Timeouts {
+        let each = Duration::from_secs(seconds);
+        Timeouts { handshake: each, stall: each, connection: each }
+    }
+
     /// The component's memory (as a snapshot component) after serving `connections`, and the
     /// private scalar of the P-256 key it served with.
     async fn memory_after_connections(component_path: &Path, connections: usize) -> (Vec<u8>, Vec<u8>) {
@@ -324,35 +372,19 @@ mod tests {
         let (dir, certificates) = dev_certificates(component_path, &format!("memory-{name}")).await;
         let scalar = p256_scalar(&certificates[0].private_key);
 
-        let limits = Limits::default();
-        let engine = engine::engine(&limits).unwrap();
-        let linker = linker(&engine).unwrap();
-        let keys = Arc::new(Keys::load(&certificates).unwrap());
-        let tickets = Arc::new(TicketKeys::new(TICKET_KEY_ROTATION));
-        let state = GuestState::initialising(limits.memory_bytes, &certificates, keys.clone(), tickets.clone());
-        let wasm = std::fs::read(component_path).unwrap();
-        let initialised = snapshot::snapshot(&linker, &wasm, state).await.unwrap();
-
+        let initialised = Initialised::new(component_path, &certificates, Limits::default()).await;
         let wizer = Wizer::new();
-        let (context, instrumented) = wizer.instrument_component(&initialised).unwrap();
-        let component = Component::new(&engine, &instrumented).unwrap();
-        let mut store = new_store(&engine, GuestState::serving(limits.memory_bytes, keys, tickets));
-        let instance = linker.instantiate_async(&mut store, &component).await.unwrap();
+        let (context, instrumented) = wizer.instrument_component(&initialised.snapshot).unwrap();
+        let component = Component::new(&initialised.engine, &instrumented).unwrap();
+        let mut store = initialised.store();
+        let instance = initialised.linker.instantiate_async(&mut store, &component).await.unwrap();
         let site = TlsSite::new(&mut store, &instance).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let ca = dir.join(crate::certs::DEV_CA_FILE);
         for _ in 0..connections {
-            let ca = ca.clone();
             // The hybrid group first, as browsers offer it: its secrets pass through the guest too.
-            let groups = vec![client::X25519MLKEM768, rustls::crypto::ring::kx_group::X25519];
-            let client = std::thread::spawn(move || fetch(addr, "tls-site.localhost", true, config_for_groups(Trust::Ca(&ca), groups)));
-            let (stream, _) = listener.accept().await.unwrap();
-            let timeouts = Timeouts { handshake: Duration::from_secs(60), stall: Duration::from_secs(60), connection: Duration::from_secs(60) };
-            let served = drive(&site, &mut store, stream, timeouts).await.unwrap();
+            let (stream, client) = client_connection(&dir, vec![client::X25519MLKEM768, rustls::crypto::ring::kx_group::X25519]).await;
+            let served = drive(&site, &mut store, stream, timeouts(60)).await.unwrap();
             assert!(served.is_ok(), "{served:?}");
-            let fetched = tokio::task::spawn_blocking(move || client.join().unwrap()).await.unwrap().unwrap();
-            assert_eq!(fetched.status_line, "HTTP/1.1 200 OK");
+            assert_eq!(fetched(client).await.status_line, "HTTP/1.1 200 OK");
         }
         let memory = wizer.snapshot_component(&context, &mut WasmtimeWizerComponent { store: &mut store, instance }).await.unwrap();
         (memory, scalar)
@@ -366,35 +398,24 @@ mod tests {
         runtime().block_on(async {
             let (dir, certificates) = dev_certificates(Path::new(crate::BUILT_COMPONENT), "reset").await;
             let limits = Limits { instances: 1, ..Limits::default() };
-            let engine = engine::engine(&limits).unwrap();
-            let linker = linker(&engine).unwrap();
-            let keys = Arc::new(Keys::load(&certificates).unwrap());
-            let tickets = Arc::new(TicketKeys::new(TICKET_KEY_ROTATION));
-            let state = GuestState::initialising(limits.memory_bytes, &certificates, keys.clone(), tickets.clone());
-            let initialised = snapshot::snapshot(&linker, &std::fs::read(crate::BUILT_COMPONENT).unwrap(), state).await.unwrap();
+            let initialised = Initialised::new(Path::new(crate::BUILT_COMPONENT), &certificates, limits).await;
             let wizer = Wizer::new();
-            let (context, instrumented) = wizer.instrument_component(&initialised).unwrap();
-            let component = Component::new(&engine, &instrumented).unwrap();
-            let new_store = || new_store(&engine, GuestState::serving(limits.memory_bytes, keys.clone(), tickets.clone()));
+            let (context, instrumented) = wizer.instrument_component(&initialised.snapshot).unwrap();
+            let component = Component::new(&initialised.engine, &instrumented).unwrap();
             let memory_of_a_new_instance = async || {
-                let mut store = new_store();
-                let instance = linker.instantiate_async(&mut store, &component).await.unwrap();
+                let mut store = initialised.store();
+                let instance = initialised.linker.instantiate_async(&mut store, &component).await.unwrap();
                 wizer.snapshot_component(&context, &mut WasmtimeWizerComponent { store: &mut store, instance }).await.unwrap()
             };
 
             let pristine = memory_of_a_new_instance().await;
             {
-                let mut store = new_store();
-                let instance = linker.instantiate_async(&mut store, &component).await.unwrap();
+                let mut store = initialised.store();
+                let instance = initialised.linker.instantiate_async(&mut store, &component).await.unwrap();
                 let site = TlsSite::new(&mut store, &instance).unwrap();
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let addr = listener.local_addr().unwrap();
-                let ca = dir.join(crate::certs::DEV_CA_FILE);
-                let client = std::thread::spawn(move || fetch(addr, "tls-site.localhost", true, config_for_groups(Trust::Ca(&ca), vec![rustls::crypto::ring::kx_group::X25519])));
-                let (stream, _) = listener.accept().await.unwrap();
-                let timeouts = Timeouts { handshake: Duration::from_secs(60), stall: Duration::from_secs(60), connection: Duration::from_secs(60) };
-                assert!(drive(&site, &mut store, stream, timeouts).await.unwrap().is_ok());
-                tokio::task::spawn_blocking(move || client.join().unwrap()).await.unwrap().unwrap();
+                let (stream, client) = client_connection(&dir, vec![rustls::crypto::ring::kx_group::X25519]).await;
+                assert!(drive(&site, &mut store, stream, timeouts(60)).await.unwrap().is_ok());
+                fetched(client).await;
                 assert_ne!(wizer.snapshot_component(&context, &mut WasmtimeWizerComponent { store: &mut store, instance }).await.unwrap(), pristine, "serving changed the instance's memory");
             }
             assert!(memory_of_a_new_instance().await == pristine, "the next instance in the slot kept something of the connection before it");
@@ -423,18 +444,12 @@ mod tests {
                     }
                 })
             };
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            let ca = dir.join(crate::certs::DEV_CA_FILE);
-            let client = std::thread::spawn(move || fetch(addr, "tls-site.localhost", true, config_for_groups(Trust::Ca(&ca), vec![rustls::crypto::ring::kx_group::X25519])));
-            let (stream, _) = listener.accept().await.unwrap();
-            let timeouts = Timeouts { handshake: Duration::from_secs(10), stall: Duration::from_secs(10), connection: Duration::from_secs(10) };
-            let report = sandbox.serve_connection(stream, timeouts).await;
+            let (stream, client) = client_connection(&dir, vec![rustls::crypto::ring::kx_group::X25519]).await;
+            let report = sandbox.serve_connection(stream, timeouts(10)).await;
             racing.store(false, std::sync::atomic::Ordering::Relaxed);
             epoch.join().unwrap();
             assert!(matches!(report.outcome, Outcome::Served(_)), "{:?}", report.outcome);
-            let fetched = tokio::task::spawn_blocking(move || client.join().unwrap()).await.unwrap().unwrap();
-            assert_eq!(fetched.status_line, "HTTP/1.1 200 OK");
+            assert_eq!(fetched(client).await.status_line, "HTTP/1.1 200 OK");
             let _ = std::fs::remove_dir_all(&dir);
         });
     }
