@@ -10,18 +10,34 @@ use std::process::Command;
 const TARGET: &str = "wasm32-wasip2";
 
 fn main() {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned();
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned();
     // The guest packages, not all of guest/: guest/edge/cloudflare holds npm's install and
     // wrangler's output, which each Cloudflare test rewrites (a rebuild of the host each time).
-    let guests = ["guest/site", "guest/tls", "guest/edge/src", "guest/edge/Cargo.toml", "guest/command"];
-    for input in guests.into_iter().chain(["wit", "assets", "Cargo.toml", "Cargo.lock"]) {
-        println!("cargo::rerun-if-changed={}", workspace.join(input).display());
+    let guests = [
+        "guest/site",
+        "guest/tls",
+        "guest/edge/src",
+        "guest/edge/Cargo.toml",
+        "guest/command",
+    ];
+    for input in guests
+        .into_iter()
+        .chain(["wit", "assets", "Cargo.toml", "Cargo.lock"])
+    {
+        println!(
+            "cargo::rerun-if-changed={}",
+            workspace.join(input).display()
+        );
     }
     // Where cargo builds: CARGO_TARGET_DIR if set (CI keeps it outside the checkout, as a cache
     // that outlives the clone; a relative one is taken from the workspace), else target/. Exported
     // as TLS_SITE_TARGET_DIR for the tests that build beside it (the microVM, the container).
     println!("cargo::rerun-if-env-changed=CARGO_TARGET_DIR");
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace.join("target"), |dir| workspace.join(dir));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace.join("target"), |dir| workspace.join(dir));
     println!("cargo::rustc-env=TLS_SITE_TARGET_DIR={}", target.display());
     // A target directory of its own: the outer cargo holds the lock on the main one.
     let target_dir = target.join("guest");
@@ -31,16 +47,37 @@ fn main() {
     // library, and cargo then writes that build's (empty) cdylib over tls_site_guest.wasm too.
     let release = target_dir.join(TARGET).join("release");
     for (package, features, file, variable) in [
-        ("tls-site-guest", "portable", "tls_site_guest_portable.wasm", "TLS_SITE_PORTABLE_COMPONENT"),
-        ("tls-site-guest", "", "tls_site_guest_keyless.wasm", "TLS_SITE_COMPONENT"),
-        ("tls-site-edge", "", "tls_site_edge.wasm", "TLS_SITE_EDGE_COMPONENT"),
-        ("tls-site-command", "", "tls_site_command.wasm", "TLS_SITE_COMMAND_COMPONENT"),
+        (
+            "tls-site-guest",
+            "portable",
+            "tls_site_guest_portable.wasm",
+            "TLS_SITE_PORTABLE_COMPONENT",
+        ),
+        (
+            "tls-site-guest",
+            "",
+            "tls_site_guest_keyless.wasm",
+            "TLS_SITE_COMPONENT",
+        ),
+        (
+            "tls-site-edge",
+            "",
+            "tls_site_edge.wasm",
+            "TLS_SITE_EDGE_COMPONENT",
+        ),
+        (
+            "tls-site-command",
+            "",
+            "tls_site_command.wasm",
+            "TLS_SITE_COMMAND_COMPONENT",
+        ),
     ] {
         build(&workspace, &target_dir, package, features);
         let built = release.join(format!("{}.wasm", package.replace('-', "_")));
         let component = release.join(file);
         if built != component {
-            std::fs::copy(&built, &component).unwrap_or_else(|error| panic!("copying {}: {error}", built.display()));
+            std::fs::copy(&built, &component)
+                .unwrap_or_else(|error| panic!("copying {}: {error}", built.display()));
         }
         println!("cargo::rustc-env={variable}={}", component.display());
     }
@@ -48,7 +85,9 @@ fn main() {
 
 fn build(workspace: &Path, target_dir: &Path, package: &str, features: &str) {
     let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or("cargo".into()));
-    cargo.current_dir(workspace).args(["build", "--release", "-p", package, "--target", TARGET]);
+    cargo
+        .current_dir(workspace)
+        .args(["build", "--release", "-p", package, "--target", TARGET]);
     if !features.is_empty() {
         cargo.args(["--features", features]);
     }
@@ -57,15 +96,31 @@ fn build(workspace: &Path, target_dir: &Path, package: &str, features: &str) {
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy();
         let inherited = (name.starts_with("CARGO_") && name != "CARGO_HOME")
-            || ["TARGET", "HOST", "OUT_DIR", "OPT_LEVEL", "PROFILE", "DEBUG", "NUM_JOBS", "RUSTC", "RUSTDOC", "RUSTC_LINKER", "RUSTFLAGS"]
-                .contains(&name.as_ref());
+            || [
+                "TARGET",
+                "HOST",
+                "OUT_DIR",
+                "OPT_LEVEL",
+                "PROFILE",
+                "DEBUG",
+                "NUM_JOBS",
+                "RUSTC",
+                "RUSTDOC",
+                "RUSTC_LINKER",
+                "RUSTFLAGS",
+            ]
+            .contains(&name.as_ref());
         if inherited {
             cargo.env_remove(name.as_ref());
         }
     }
-    let status = cargo.status().expect("cannot run cargo to build the guest components");
+    let status = cargo
+        .status()
+        .expect("cannot run cargo to build the guest components");
     if !status.success() {
-        eprintln!("error: building {package} failed (see above). If the target is missing: `rustup target add {TARGET}`");
+        eprintln!(
+            "error: building {package} failed (see above). If the target is missing: `rustup target add {TARGET}`"
+        );
         std::process::exit(1);
     }
 }

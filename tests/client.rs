@@ -28,7 +28,10 @@ pub struct Fetched {
 
 impl Fetched {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -48,12 +51,23 @@ pub fn config_for_versions(
     alpn: &[&[u8]],
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> ClientConfig {
-    config_with_provider(trust, alpn, versions, rustls::crypto::ring::default_provider())
+    config_with_provider(
+        trust,
+        alpn,
+        versions,
+        rustls::crypto::ring::default_provider(),
+    )
 }
 
 /// A client that offers only the key-exchange groups `groups`.
-pub fn config_for_groups(trust: Trust<'_>, groups: Vec<&'static dyn rustls::crypto::SupportedKxGroup>) -> ClientConfig {
-    let provider = rustls::crypto::CryptoProvider { kx_groups: groups, ..rustls::crypto::ring::default_provider() };
+pub fn config_for_groups(
+    trust: Trust<'_>,
+    groups: Vec<&'static dyn rustls::crypto::SupportedKxGroup>,
+) -> ClientConfig {
+    let provider = rustls::crypto::CryptoProvider {
+        kx_groups: groups,
+        ..rustls::crypto::ring::default_provider()
+    };
     config_with_provider(trust, &[], rustls::DEFAULT_VERSIONS, provider)
 }
 
@@ -64,11 +78,15 @@ fn config_with_provider(
     provider: rustls::crypto::CryptoProvider,
 ) -> ClientConfig {
     let provider = Arc::new(provider);
-    let builder = ClientConfig::builder_with_provider(provider.clone()).with_protocol_versions(versions).unwrap();
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .unwrap();
     let mut config = match trust {
         Trust::Ca(ca) => {
             let mut roots = RootCertStore::empty();
-            roots.add(CertificateDer::from_pem_file(ca).unwrap()).unwrap();
+            roots
+                .add(CertificateDer::from_pem_file(ca).unwrap())
+                .unwrap();
             builder.with_root_certificates(roots).with_no_client_auth()
         }
         Trust::Anyone => builder
@@ -81,19 +99,31 @@ fn config_with_provider(
 }
 
 /// Connects to `addr`, sends SNI `sni` (or none), asks for `/` and reads until the server closes.
-pub fn fetch(addr: SocketAddr, name: &str, send_sni: bool, mut config: ClientConfig) -> Result<Fetched, String> {
+pub fn fetch(
+    addr: SocketAddr,
+    name: &str,
+    send_sni: bool,
+    mut config: ClientConfig,
+) -> Result<Fetched, String> {
     config.enable_sni = send_sni;
     let server_name = ServerName::try_from(name.to_owned()).unwrap();
-    let connection = rustls::ClientConnection::new(Arc::new(config), server_name).map_err(|e| e.to_string())?;
+    let connection =
+        rustls::ClientConnection::new(Arc::new(config), server_name).map_err(|e| e.to_string())?;
     let socket = TcpStream::connect(addr).map_err(|e| e.to_string())?;
-    socket.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     let mut tls = rustls::StreamOwned::new(connection, socket);
     let request = format!("GET / HTTP/1.1\r\nHost: {name}\r\nUser-Agent: tls-site-test\r\n\r\n");
-    tls.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+    tls.write_all(request.as_bytes())
+        .map_err(|e| e.to_string())?;
     let mut response = Vec::new();
     // Ends cleanly only on close_notify: a reset or a bare close is an error here.
     tls.read_to_end(&mut response).map_err(|e| e.to_string())?;
-    let split = response.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no end of head")?;
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no end of head")?;
     let head = String::from_utf8(response[..split].to_vec()).map_err(|e| e.to_string())?;
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap_or_default().to_owned();
@@ -105,11 +135,19 @@ pub fn fetch(addr: SocketAddr, name: &str, send_sni: bool, mut config: ClientCon
         status_line,
         headers,
         body: response[split + 4..].to_vec(),
-        leaf: tls.conn.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec()).unwrap_or_default(),
+        leaf: tls
+            .conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.to_vec())
+            .unwrap_or_default(),
         alpn: tls.conn.alpn_protocol().map(<[u8]>::to_vec),
         version: tls.conn.protocol_version(),
         handshake: tls.conn.handshake_kind(),
-        key_exchange: tls.conn.negotiated_key_exchange_group().map(|group| group.name()),
+        key_exchange: tls
+            .conn
+            .negotiated_key_exchange_group()
+            .map(|group| group.name()),
     })
 }
 
@@ -134,7 +172,12 @@ impl ServerCertVerifier for AcceptAnything {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -143,7 +186,12 @@ impl ServerCertVerifier for AcceptAnything {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -179,9 +227,21 @@ impl rustls::crypto::SupportedKxGroup for X25519MlKem768 {
         let failed = |_| rustls::Error::General("aws-lc-rs: no key".into());
         let mlkem = kem::DecapsulationKey::generate(&kem::ML_KEM_768).map_err(failed)?;
         let x25519 = agreement::PrivateKey::generate(&agreement::X25519).map_err(failed)?;
-        let encapsulation_key = mlkem.encapsulation_key().map_err(failed)?.key_bytes().map_err(failed)?;
-        let share = [encapsulation_key.as_ref(), x25519.compute_public_key().map_err(failed)?.as_ref()].concat();
-        Ok(Box::new(HybridClientShare { mlkem, x25519, share }))
+        let encapsulation_key = mlkem
+            .encapsulation_key()
+            .map_err(failed)?
+            .key_bytes()
+            .map_err(failed)?;
+        let share = [
+            encapsulation_key.as_ref(),
+            x25519.compute_public_key().map_err(failed)?.as_ref(),
+        ]
+        .concat();
+        Ok(Box::new(HybridClientShare {
+            mlkem,
+            x25519,
+            share,
+        }))
     }
 
     fn name(&self) -> rustls::NamedGroup {
@@ -200,7 +260,10 @@ struct HybridClientShare {
 }
 
 impl rustls::crypto::ActiveKeyExchange for HybridClientShare {
-    fn complete(self: Box<Self>, server_share: &[u8]) -> Result<rustls::crypto::SharedSecret, rustls::Error> {
+    fn complete(
+        self: Box<Self>,
+        server_share: &[u8],
+    ) -> Result<rustls::crypto::SharedSecret, rustls::Error> {
         use aws_lc_rs::{agreement, kem};
         const CIPHERTEXT: usize = 1088;
         if server_share.len() != CIPHERTEXT + 32 {
@@ -208,12 +271,20 @@ impl rustls::crypto::ActiveKeyExchange for HybridClientShare {
         }
         let (ciphertext, x25519) = server_share.split_at(CIPHERTEXT);
         let invalid = |_| rustls::Error::from(rustls::PeerMisbehaved::InvalidKeyShare);
-        let mlkem = self.mlkem.decapsulate(kem::Ciphertext::from(ciphertext)).map_err(invalid)?;
-        let x25519 = agreement::agree(&self.x25519, agreement::UnparsedPublicKey::new(&agreement::X25519, x25519), (), |secret| {
-            Ok(secret.to_vec())
-        })
+        let mlkem = self
+            .mlkem
+            .decapsulate(kem::Ciphertext::from(ciphertext))
+            .map_err(invalid)?;
+        let x25519 = agreement::agree(
+            &self.x25519,
+            agreement::UnparsedPublicKey::new(&agreement::X25519, x25519),
+            (),
+            |secret| Ok(secret.to_vec()),
+        )
         .map_err(|()| rustls::Error::from(rustls::PeerMisbehaved::InvalidKeyShare))?;
-        Ok(rustls::crypto::SharedSecret::from([mlkem.as_ref(), &x25519[..]].concat()))
+        Ok(rustls::crypto::SharedSecret::from(
+            [mlkem.as_ref(), &x25519[..]].concat(),
+        ))
     }
 
     fn pub_key(&self) -> &[u8] {

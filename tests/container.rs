@@ -19,11 +19,15 @@ const BINARY: &str = env!("CARGO_BIN_EXE_tls-site");
 const PATIENCE: Duration = Duration::from_secs(180);
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
 }
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tls-site-container-{name}-{}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("tls-site-container-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -31,14 +35,28 @@ fn temp_dir(name: &str) -> PathBuf {
 
 /// Both tests need root: a new PID namespace, rootful podman. Say so rather than fail obscurely.
 fn require_root(what: &str) {
-    let uid = Command::new("id").arg("-u").output().expect("id (coreutils)");
-    assert_eq!(String::from_utf8_lossy(&uid.stdout).trim(), "0", "{what} needs root (CI runs as root); run layer 2 as root");
+    let uid = Command::new("id")
+        .arg("-u")
+        .output()
+        .expect("id (coreutils)");
+    assert_eq!(
+        String::from_utf8_lossy(&uid.stdout).trim(),
+        "0",
+        "{what} needs root (CI runs as root); run layer 2 as root"
+    );
 }
 
 /// `tls-site inspect --json`: every resource's hosts and digest, from the component itself.
 fn inspect() -> Vec<serde_json::Value> {
-    let output = Command::new(BINARY).args(["inspect", "--json"]).output().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = Command::new(BINARY)
+        .args(["inspect", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
@@ -51,7 +69,11 @@ struct Serving {
 
 impl Serving {
     fn spawn(command: &mut Command, what: &str) -> Serving {
-        let mut process = command.stdin(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("{what}: {e}"));
+        let mut process = command
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
         let (sender, log) = mpsc::channel();
         let stderr = BufReader::new(process.stderr.take().unwrap());
         std::thread::spawn(move || {
@@ -60,12 +82,19 @@ impl Serving {
                 let _ = sender.send(line);
             }
         });
-        Serving { process, log, seen: Vec::new() }
+        Serving {
+            process,
+            log,
+            seen: Vec::new(),
+        }
     }
 
     fn wait_for(&mut self, needle: &str) -> String {
         loop {
-            let line = self.log.recv_timeout(PATIENCE).unwrap_or_else(|_| panic!("no log line with {needle:?}; seen: {:#?}", self.seen));
+            let line = self
+                .log
+                .recv_timeout(PATIENCE)
+                .unwrap_or_else(|_| panic!("no log line with {needle:?}; seen: {:#?}", self.seen));
             self.seen.push(line.clone());
             if line.contains(needle) {
                 return line;
@@ -77,7 +106,12 @@ impl Serving {
     fn https_addr(&mut self) -> SocketAddr {
         let ready = self.wait_for("listening on https://");
         let start = ready.find("https://").unwrap() + "https://".len();
-        ready[start..].split([' ', ')']).next().unwrap().parse().unwrap()
+        ready[start..]
+            .split([' ', ')'])
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
     }
 
     fn wait_for_exit(&mut self) -> std::process::ExitStatus {
@@ -86,7 +120,10 @@ impl Serving {
             if let Some(status) = self.process.try_wait().unwrap() {
                 return status;
             }
-            assert!(started.elapsed() < PATIENCE, "still running {PATIENCE:?} after SIGTERM");
+            assert!(
+                started.elapsed() < PATIENCE,
+                "still running {PATIENCE:?} after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -104,10 +141,22 @@ fn fetch_every_host(https: SocketAddr, resources: &[serde_json::Value]) {
     let ca = workspace().join("certs/dev-ca.pem");
     for resource in resources {
         let host = resource["hosts"][0].as_str().unwrap();
-        let fetched = client::fetch(https, host, true, client::config(client::Trust::Ca(&ca), &[]))
-            .unwrap_or_else(|error| panic!("https://{host}/: {error}"));
-        assert!(fetched.status_line.starts_with("HTTP/1.1 200"), "{host}: {}", fetched.status_line);
-        let digest: String = Sha256::digest(&fetched.body).iter().map(|b| format!("{b:02x}")).collect();
+        let fetched = client::fetch(
+            https,
+            host,
+            true,
+            client::config(client::Trust::Ca(&ca), &[]),
+        )
+        .unwrap_or_else(|error| panic!("https://{host}/: {error}"));
+        assert!(
+            fetched.status_line.starts_with("HTTP/1.1 200"),
+            "{host}: {}",
+            fetched.status_line
+        );
+        let digest: String = Sha256::digest(&fetched.body)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         assert_eq!(digest, resource["sha256"].as_str().unwrap(), "{host}");
     }
 }
@@ -118,7 +167,11 @@ fn children(pid: u32) -> Vec<u32> {
     let mut children = Vec::new();
     for task in tasks.flatten() {
         let listed = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-        children.extend(listed.split_whitespace().map(|child| child.parse::<u32>().unwrap()));
+        children.extend(
+            listed
+                .split_whitespace()
+                .map(|child| child.parse::<u32>().unwrap()),
+        );
     }
     children
 }
@@ -136,21 +189,54 @@ fn serve_as_pid_1_serves_with_its_arguments_reaps_orphans_and_stops_on_sigterm()
     let resources = inspect();
     // unshare forks; its child becomes PID 1 of the new namespace and execs the host.
     let mut serving = Serving::spawn(
-        Command::new("unshare").args(["--pid", "--fork", "--mount-proc", BINARY, "serve", "--https", "127.0.0.1:0", "--no-http", "--certs"]).arg(workspace().join("certs")),
+        Command::new("unshare")
+            .args([
+                "--pid",
+                "--fork",
+                "--mount-proc",
+                BINARY,
+                "serve",
+                "--https",
+                "127.0.0.1:0",
+                "--no-http",
+                "--certs",
+            ])
+            .arg(workspace().join("certs")),
         "unshare (util-linux)",
     );
     let https = serving.https_addr();
-    let [host] = children(serving.process.id())[..] else { panic!("unshare has one child, the host") };
+    let [host] = children(serving.process.id())[..] else {
+        panic!("unshare has one child, the host")
+    };
     let status = std::fs::read_to_string(format!("/proc/{host}/status")).unwrap();
-    let namespaced = status.lines().find_map(|line| line.strip_prefix("NSpid:")).expect("NSpid in /proc/PID/status");
-    assert_eq!(namespaced.split_whitespace().last(), Some("1"), "the host is PID 1 in its namespace: NSpid {namespaced}");
-    assert!(!serving.seen.iter().any(|line| line.contains("init:")), "serve, not the microVM's init: {:#?}", serving.seen);
+    let namespaced = status
+        .lines()
+        .find_map(|line| line.strip_prefix("NSpid:"))
+        .expect("NSpid in /proc/PID/status");
+    assert_eq!(
+        namespaced.split_whitespace().last(),
+        Some("1"),
+        "the host is PID 1 in its namespace: NSpid {namespaced}"
+    );
+    assert!(
+        !serving.seen.iter().any(|line| line.contains("init:")),
+        "serve, not the microVM's init: {:#?}",
+        serving.seen
+    );
 
     fetch_every_host(https, &resources);
 
     // An orphan in the namespace is handed to the host, its PID 1, which must wait for it.
     let orphaned = Command::new("nsenter")
-        .args(["--target", &host.to_string(), "--pid", "--", "sh", "-c", "sleep 600 >/dev/null 2>&1 & exit 0"])
+        .args([
+            "--target",
+            &host.to_string(),
+            "--pid",
+            "--",
+            "sh",
+            "-c",
+            "sleep 600 >/dev/null 2>&1 & exit 0",
+        ])
         .status()
         .expect("nsenter (util-linux)");
     assert!(orphaned.success());
@@ -159,19 +245,34 @@ fn serve_as_pid_1_serves_with_its_arguments_reaps_orphans_and_stops_on_sigterm()
         if let Some(&orphan) = children(host).first() {
             break orphan;
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "the orphaned sleep was not handed to the host");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the orphaned sleep was not handed to the host"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
-    Command::new("kill").args(["-KILL", &orphan.to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-KILL", &orphan.to_string()])
+        .status()
+        .unwrap();
     let started = Instant::now();
     while let Some(letter) = state(orphan) {
-        assert!(started.elapsed() < Duration::from_secs(10), "the killed orphan {orphan} was not reaped (state {letter})");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the killed orphan {orphan} was not reaped (state {letter})"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    Command::new("kill").args(["-TERM", &host.to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &host.to_string()])
+        .status()
+        .unwrap();
     let stopped = serving.wait_for("stopped; connections:");
-    assert!(stopped.contains(&format!("served={}", resources.len())), "every fetch counted as served: {stopped}");
+    assert!(
+        stopped.contains(&format!("served={}", resources.len())),
+        "every fetch counted as served: {stopped}"
+    );
     let exit = serving.wait_for_exit();
     assert!(exit.success(), "unshare (and the host) exited with {exit}");
 }
@@ -184,7 +285,15 @@ fn podman(state: &Path) -> Command {
     let mut podman = Command::new("podman");
     podman
         .env("CONTAINERS_CONF", &conf)
-        .args(["--runtime", "runc", "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--root"])
+        .args([
+            "--runtime",
+            "runc",
+            "--storage-driver",
+            "vfs",
+            "--cgroup-manager",
+            "cgroupfs",
+            "--root",
+        ])
         .arg(state.join("storage"))
         .arg("--runroot")
         .arg(state.join("run"));
@@ -193,7 +302,12 @@ fn podman(state: &Path) -> Command {
 
 fn run(command: &mut Command, what: &str) -> String {
     let output = command.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(output.status.success(), "{what}: {}\n{}", output.status, String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{what}: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
@@ -202,7 +316,18 @@ fn run(command: &mut Command, what: &str) -> String {
 fn static_host() -> PathBuf {
     let target_dir = Path::new(env!("TLS_SITE_TARGET_DIR")).join("musl");
     let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or("cargo".into()));
-    cargo.current_dir(workspace()).args(["build", "--release", "--target", "x86_64-unknown-linux-musl", "-p", "tls-site", "--target-dir"]).arg(&target_dir);
+    cargo
+        .current_dir(workspace())
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "x86_64-unknown-linux-musl",
+            "-p",
+            "tls-site",
+            "--target-dir",
+        ])
+        .arg(&target_dir);
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy();
         if name.starts_with("CARGO_") && name != "CARGO_HOME" {
@@ -210,7 +335,10 @@ fn static_host() -> PathBuf {
         }
     }
     let status = cargo.status().expect("running cargo");
-    assert!(status.success(), "the static build failed (see above); it needs `rustup target add x86_64-unknown-linux-musl` and musl-tools");
+    assert!(
+        status.success(),
+        "the static build failed (see above); it needs `rustup target add x86_64-unknown-linux-musl` and musl-tools"
+    );
     target_dir.join("x86_64-unknown-linux-musl/release/tls-site")
 }
 
@@ -219,14 +347,23 @@ fn static_host() -> PathBuf {
 fn the_container_image_serves_every_host_as_a_non_root_user_and_stops_on_podman_stop() {
     require_root("rootful podman");
     let found = Command::new("podman").arg("--version").output();
-    assert!(found.is_ok_and(|o| o.status.success()), "podman is missing: apt-get install podman runc");
+    assert!(
+        found.is_ok_and(|o| o.status.success()),
+        "podman is missing: apt-get install podman runc"
+    );
     let resources = inspect();
 
     // The build context: the two files Containerfile copies, where it expects them.
     let context = temp_dir("context");
     for (from, to) in [
-        (static_host(), "target/x86_64-unknown-linux-musl/release/tls-site"),
-        (PathBuf::from(tls_site::BUILT_COMPONENT), "target/guest/wasm32-wasip2/release/tls_site_guest_keyless.wasm"),
+        (
+            static_host(),
+            "target/x86_64-unknown-linux-musl/release/tls-site",
+        ),
+        (
+            PathBuf::from(tls_site::BUILT_COMPONENT),
+            "target/guest/wasm32-wasip2/release/tls_site_guest_keyless.wasm",
+        ),
     ] {
         let to = context.join(to);
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
@@ -235,36 +372,99 @@ fn the_container_image_serves_every_host_as_a_non_root_user_and_stops_on_podman_
     let state = Path::new(env!("TLS_SITE_TARGET_DIR")).join("podman");
     std::fs::create_dir_all(&state).unwrap();
     let image = format!("localhost/tls-site-test:{}", std::process::id());
-    run(podman(&state).args(["build", "--quiet", "--tag", &image, "--file"]).arg(workspace().join("Containerfile")).arg(&context), "podman build");
+    run(
+        podman(&state)
+            .args(["build", "--quiet", "--tag", &image, "--file"])
+            .arg(workspace().join("Containerfile"))
+            .arg(&context),
+        "podman build",
+    );
 
-    let config = run(podman(&state).args(["image", "inspect", "--format", "{{.Config.User}} {{.Config.StopSignal}} {{.Config.ExposedPorts}}", &image]), "podman image inspect");
-    assert!(config.starts_with("65532:65532 SIGTERM "), "a non-root user and SIGTERM: {config}");
-    assert!(config.contains("443/tcp") && config.contains("80/tcp"), "443 and 80 exposed: {config}");
+    let config = run(
+        podman(&state).args([
+            "image",
+            "inspect",
+            "--format",
+            "{{.Config.User}} {{.Config.StopSignal}} {{.Config.ExposedPorts}}",
+            &image,
+        ]),
+        "podman image inspect",
+    );
+    assert!(
+        config.starts_with("65532:65532 SIGTERM "),
+        "a non-root user and SIGTERM: {config}"
+    );
+    assert!(
+        config.contains("443/tcp") && config.contains("80/tcp"),
+        "443 and 80 exposed: {config}"
+    );
 
     // The keys as an operator would mount them: readable by the image's user only.
     let certs = temp_dir("certs");
-    for entry in std::fs::read_dir(workspace().join("certs")).unwrap().flatten() {
+    for entry in std::fs::read_dir(workspace().join("certs"))
+        .unwrap()
+        .flatten()
+    {
         std::fs::copy(entry.path(), certs.join(entry.file_name())).unwrap();
     }
-    run(Command::new("chown").arg("65532:65532").arg(certs.join("dev.key.pem")), "chown");
-    run(Command::new("chmod").arg("600").arg(certs.join("dev.key.pem")), "chmod");
+    run(
+        Command::new("chown")
+            .arg("65532:65532")
+            .arg(certs.join("dev.key.pem")),
+        "chown",
+    );
+    run(
+        Command::new("chmod")
+            .arg("600")
+            .arg(certs.join("dev.key.pem")),
+        "chmod",
+    );
 
     // Host network and port 0: a non-root user cannot bind 443 there (README.md has the real run).
     let name = format!("tls-site-test-{}", std::process::id());
     let mut serving = Serving::spawn(
         podman(&state)
-            .args(["run", "--rm", "--name", &name, "--network", "host", "--volume"])
+            .args([
+                "run",
+                "--rm",
+                "--name",
+                &name,
+                "--network",
+                "host",
+                "--volume",
+            ])
             .arg(format!("{}:/certs:ro", certs.display()))
-            .args([&image, "serve", "/site.wasm", "--certs", "/certs", "--https", "127.0.0.1:0", "--no-http"]),
+            .args([
+                &image,
+                "serve",
+                "/site.wasm",
+                "--certs",
+                "/certs",
+                "--https",
+                "127.0.0.1:0",
+                "--no-http",
+            ]),
         "podman run",
     );
     let https = serving.https_addr();
     fetch_every_host(https, &resources);
 
-    run(podman(&state).args(["stop", "--time", "60", &name]), "podman stop");
+    run(
+        podman(&state).args(["stop", "--time", "60", &name]),
+        "podman stop",
+    );
     let stopped = serving.wait_for("stopped; connections:");
-    assert!(stopped.contains(&format!("served={}", resources.len())), "every fetch counted as served: {stopped}");
-    assert!(serving.seen.iter().any(|line| line.contains("shutting down (SIGTERM)")), "podman stop sent SIGTERM and the host heard it");
+    assert!(
+        stopped.contains(&format!("served={}", resources.len())),
+        "every fetch counted as served: {stopped}"
+    );
+    assert!(
+        serving
+            .seen
+            .iter()
+            .any(|line| line.contains("shutting down (SIGTERM)")),
+        "podman stop sent SIGTERM and the host heard it"
+    );
     let exit = serving.wait_for_exit();
     assert!(exit.success(), "podman run exited with {exit}");
     let _ = podman(&state).args(["rmi", &image]).output();

@@ -22,8 +22,15 @@ fn temp_dir(name: &str) -> PathBuf {
 
 /// `tls-site inspect --json`, parsed.
 fn inspect() -> Vec<serde_json::Value> {
-    let output = Command::new(BINARY).args(["inspect", "--json"]).output().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = Command::new(BINARY)
+        .args(["inspect", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
@@ -46,10 +53,26 @@ impl Running {
     /// As `start`, with more `serve` options.
     fn start_with(name: &str, options: &[&str]) -> Running {
         let certs = temp_dir(name);
-        let made = Command::new(BINARY).arg("dev-certs").arg("--out").arg(&certs).output().unwrap();
-        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+        let made = Command::new(BINARY)
+            .arg("dev-certs")
+            .arg("--out")
+            .arg(&certs)
+            .output()
+            .unwrap();
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
         let mut child = Command::new(BINARY)
-            .args(["serve", "--https", "127.0.0.1:0", "--http", "127.0.0.1:0", "--certs"])
+            .args([
+                "serve",
+                "--https",
+                "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
+                "--certs",
+            ])
             .arg(&certs)
             .args(options)
             .stderr(Stdio::piped())
@@ -65,7 +88,9 @@ impl Running {
         });
         let mut startup = Vec::new();
         let ready = loop {
-            let line = log.recv_timeout(Duration::from_secs(120)).expect("the server never said it was listening");
+            let line = log
+                .recv_timeout(Duration::from_secs(120))
+                .expect("the server never said it was listening");
             if line.contains("listening on https://") {
                 break line;
             }
@@ -73,10 +98,22 @@ impl Running {
         };
         let address = |marker: &str| -> SocketAddr {
             let start = ready.find(marker).unwrap() + marker.len();
-            ready[start..].split([' ', ')']).next().unwrap().parse().unwrap()
+            ready[start..]
+                .split([' ', ')'])
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
         };
         let (https, http) = (address("listening on https://"), address(" and http://"));
-        Running { child, https, http, certs, log, startup }
+        Running {
+            child,
+            https,
+            http,
+            certs,
+            log,
+            startup,
+        }
     }
 
     fn ca(&self) -> PathBuf {
@@ -93,7 +130,9 @@ impl Drop for Running {
 
 fn wait_for(log: &mpsc::Receiver<String>, needle: &str) -> String {
     loop {
-        let line = log.recv_timeout(Duration::from_secs(120)).unwrap_or_else(|_| panic!("no log line with {needle:?}"));
+        let line = log
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|_| panic!("no log line with {needle:?}"));
         if line.contains(needle) {
             return line;
         }
@@ -102,7 +141,10 @@ fn wait_for(log: &mpsc::Receiver<String>, needle: &str) -> String {
 
 fn sha256_of_file(path: &Path) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(std::fs::read(path).unwrap()).iter().map(|b| format!("{b:02x}")).collect()
+    sha2::Sha256::digest(std::fs::read(path).unwrap())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[test]
@@ -123,19 +165,37 @@ fn curl_fetches_every_resource_whole_and_follows_the_redirect() {
             .status()
             .expect("curl is installed (.ci/run installs it)");
         assert!(status.success(), "curl {host}");
-        assert_eq!(sha256_of_file(&file), resource["sha256"].as_str().unwrap(), "{host}");
-        assert_eq!(std::fs::metadata(&file).unwrap().len(), resource["bytes"].as_u64().unwrap());
+        assert_eq!(
+            sha256_of_file(&file),
+            resource["sha256"].as_str().unwrap(),
+            "{host}"
+        );
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().len(),
+            resource["bytes"].as_u64().unwrap()
+        );
         wait_for(&server.log, &format!("sni={host} resource={host}"));
     }
     // Port 80's answer, as curl sees it.
     let head = Command::new("curl")
-        .args(["--silent", "--include", "--header", "Host: tls-site.localhost"])
+        .args([
+            "--silent",
+            "--include",
+            "--header",
+            "Host: tls-site.localhost",
+        ])
         .arg(format!("http://{}/", server.http))
         .output()
         .unwrap();
     let head = String::from_utf8_lossy(&head.stdout);
     assert!(head.starts_with("HTTP/1.1 301"), "{head}");
-    assert!(head.contains(&format!("Location: https://tls-site.localhost:{}/", server.https.port())), "{head}");
+    assert!(
+        head.contains(&format!(
+            "Location: https://tls-site.localhost:{}/",
+            server.https.port()
+        )),
+        "{head}"
+    );
 }
 
 #[test]
@@ -144,7 +204,13 @@ fn openssl_sees_tls13_an_ecdsa_p256_key_and_http11() {
     let output = Command::new("openssl")
         .args(["s_client", "-connect"])
         .arg(server.https.to_string())
-        .args(["-servername", "tls-site.localhost", "-alpn", "h2,http/1.1", "-CAfile"])
+        .args([
+            "-servername",
+            "tls-site.localhost",
+            "-alpn",
+            "h2,http/1.1",
+            "-CAfile",
+        ])
         .arg(server.ca())
         .stdin(Stdio::null())
         .output()
@@ -153,18 +219,33 @@ fn openssl_sees_tls13_an_ecdsa_p256_key_and_http11() {
     assert!(text.contains("TLSv1.3"), "{text}");
     assert!(text.contains("ALPN protocol: http/1.1"), "{text}");
     assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
-    assert!(text.contains("Server public key is 256 bit") || text.contains("Peer signature type: ECDSA"), "{text}");
+    assert!(
+        text.contains("Server public key is 256 bit")
+            || text.contains("Peer signature type: ECDSA"),
+        "{text}"
+    );
 }
 
 #[test]
 fn sigterm_stops_the_server_cleanly() {
     let mut server = Running::start("sigterm");
-    let page = client::fetch(server.https, "tls-site.localhost", true, client::config(client::Trust::Ca(&server.ca()), &[]));
+    let page = client::fetch(
+        server.https,
+        "tls-site.localhost",
+        true,
+        client::config(client::Trust::Ca(&server.ca()), &[]),
+    );
     assert!(page.is_ok());
-    let killed = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    let killed = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(killed.success());
     let stopped = wait_for(&server.log, "stopped");
-    assert!(stopped.contains("served=1"), "the shutdown line counts connections: {stopped}");
+    assert!(
+        stopped.contains("served=1"),
+        "the shutdown line counts connections: {stopped}"
+    );
     let status = server.child.wait().unwrap();
     assert!(status.success(), "exit status {status}");
 }
@@ -187,7 +268,12 @@ fn memory_of(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let field = |name: &str| -> u64 {
         let line = status.lines().find(|line| line.starts_with(name)).unwrap();
-        line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            * 1024
     };
     (field("VmRSS:"), field("VmHWM:"))
 }
@@ -201,7 +287,9 @@ const HOST_MEMORY_BOUND: u64 = 128 << 20;
 fn with_500_idle_and_a_stream_of_garbage_connections_a_real_client_still_gets_the_right_bytes() {
     // Idle clients stay idle for the whole test: the hello timeout is far away.
     let server = Running::start_with("isolation", &["--hello-timeout", "600", "--stats", "1"]);
-    let idle: Vec<std::net::TcpStream> = (0..500).map(|_| std::net::TcpStream::connect(server.https).unwrap()).collect();
+    let idle: Vec<std::net::TcpStream> = (0..500)
+        .map(|_| std::net::TcpStream::connect(server.https).unwrap())
+        .collect();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let garbage_senders: Vec<_> = (0..2)
         .map(|seed: u8| {
@@ -209,10 +297,14 @@ fn with_500_idle_and_a_stream_of_garbage_connections_a_real_client_still_gets_th
             std::thread::spawn(move || {
                 use std::io::{Read, Write};
                 let mut sent = 0u32;
-                let garbage: Vec<u8> = (0..2048u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 ^ seed).collect();
+                let garbage: Vec<u8> = (0..2048u32)
+                    .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 ^ seed)
+                    .collect();
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let mut socket = std::net::TcpStream::connect(addr).unwrap();
-                    socket.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+                    socket
+                        .set_read_timeout(Some(Duration::from_secs(60)))
+                        .unwrap();
                     let _ = socket.write_all(&garbage);
                     let _ = socket.read_to_end(&mut Vec::new());
                     sent += 1;
@@ -226,22 +318,46 @@ fn with_500_idle_and_a_stream_of_garbage_connections_a_real_client_still_gets_th
     for round in 0..3 {
         for resource in inspect() {
             let host = resource["hosts"][0].as_str().unwrap();
-            let fetched = client::fetch(server.https, host, true, config()).unwrap_or_else(|e| panic!("round {round}, {host}: {e}"));
+            let fetched = client::fetch(server.https, host, true, config())
+                .unwrap_or_else(|e| panic!("round {round}, {host}: {e}"));
             use sha2::Digest;
-            let digest: String = sha2::Sha256::digest(&fetched.body).iter().map(|b| format!("{b:02x}")).collect();
-            assert_eq!(digest, resource["sha256"].as_str().unwrap(), "round {round}, {host}");
+            let digest: String = sha2::Sha256::digest(&fetched.body)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            assert_eq!(
+                digest,
+                resource["sha256"].as_str().unwrap(),
+                "round {round}, {host}"
+            );
         }
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let garbage: u32 = garbage_senders.into_iter().map(|sender| sender.join().unwrap()).sum();
+    let garbage: u32 = garbage_senders
+        .into_iter()
+        .map(|sender| sender.join().unwrap())
+        .sum();
     assert!(garbage > 0);
 
     let (rss, peak) = memory_of(server.child.id());
-    eprintln!("host memory with {} idle connections after {garbage} garbage connections: rss {} KiB, peak {} KiB", idle.len(), rss >> 10, peak >> 10);
-    assert!(peak < HOST_MEMORY_BOUND, "peak resident memory {} MiB, bound {} MiB", peak >> 20, HOST_MEMORY_BOUND >> 20);
+    eprintln!(
+        "host memory with {} idle connections after {garbage} garbage connections: rss {} KiB, peak {} KiB",
+        idle.len(),
+        rss >> 10,
+        peak >> 10
+    );
+    assert!(
+        peak < HOST_MEMORY_BOUND,
+        "peak resident memory {} MiB, bound {} MiB",
+        peak >> 20,
+        HOST_MEMORY_BOUND >> 20
+    );
     // The periodic stats line counts the garbage as TLS failures.
     let stats = wait_for(&server.log, "served=");
-    assert!(stats.contains("stats: open=") && stats.contains("tls-failed="), "{stats}");
+    assert!(
+        stats.contains("stats: open=") && stats.contains("tls-failed="),
+        "{stats}"
+    );
     drop(idle);
 }
 
@@ -249,14 +365,35 @@ fn with_500_idle_and_a_stream_of_garbage_connections_a_real_client_still_gets_th
 fn hitting_a_limit_says_which_and_clients_wait_rather_than_fail() {
     // Ten connections at most, idle ones closed after 1 s, and a guest memory budget that allows
     // two instances of 16 MiB.
-    let options = ["--max-connections", "10", "--hello-timeout", "1", "--guest-memory", "32", "--instance-memory", "16"];
+    let options = [
+        "--max-connections",
+        "10",
+        "--hello-timeout",
+        "1",
+        "--guest-memory",
+        "32",
+        "--instance-memory",
+        "16",
+    ];
     let server = Running::start_with("limits", &options);
-    let budget = server.startup.iter().find(|line| line.contains("limit: 2 instances at work at once, not 256 (--max-instances)"));
+    let budget = server.startup.iter().find(|line| {
+        line.contains("limit: 2 instances at work at once, not 256 (--max-instances)")
+    });
     assert!(budget.is_some(), "{:?}", server.startup);
-    let idle: Vec<std::net::TcpStream> = (0..30).map(|_| std::net::TcpStream::connect(server.https).unwrap()).collect();
-    wait_for(&server.log, "limit: the most connections allowed are open (--max-connections)");
+    let idle: Vec<std::net::TcpStream> = (0..30)
+        .map(|_| std::net::TcpStream::connect(server.https).unwrap())
+        .collect();
+    wait_for(
+        &server.log,
+        "limit: the most connections allowed are open (--max-connections)",
+    );
     // This client waits in the backlog until idle ones time out, then is served.
-    let page = client::fetch(server.https, "tls-site.localhost", true, client::config(client::Trust::Ca(&server.ca()), &[]));
+    let page = client::fetch(
+        server.https,
+        "tls-site.localhost",
+        true,
+        client::config(client::Trust::Ca(&server.ca()), &[]),
+    );
     assert!(page.is_ok(), "{:?}", page.err());
     drop(idle);
 }

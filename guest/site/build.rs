@@ -37,7 +37,13 @@ fn https_url(host: &str, port: u16) -> String {
 }
 
 /// Where each resource's body comes from: a rendered page written to OUT_DIR, or an asset.
-fn body_file(resource: &ResourceEntry, index: usize, papers: &[page::Paper], assets: &Path, out_dir: &Path) -> PathBuf {
+fn body_file(
+    resource: &ResourceEntry,
+    index: usize,
+    papers: &[page::Paper],
+    assets: &Path,
+    out_dir: &Path,
+) -> PathBuf {
     match (&resource.page, &resource.file) {
         (Some(name), _) => {
             let file = out_dir.join(format!("page-{index}-{name}.html"));
@@ -57,7 +63,12 @@ fn generate(manifest: &Manifest, assets: &Path, out_dir: &Path) -> String {
     let papers: Vec<page::Paper> = manifest
         .resources
         .iter()
-        .filter_map(|r| Some(page::Paper { title: r.title.clone()?, url: https_url(&r.hosts[0], manifest.https_port) }))
+        .filter_map(|r| {
+            Some(page::Paper {
+                title: r.title.clone()?,
+                url: https_url(&r.hosts[0], manifest.https_port),
+            })
+        })
         .collect();
     let mut code = String::from("static RESPONSES: &[Response] = &[\n");
     for (index, resource) in manifest.resources.iter().enumerate() {
@@ -73,7 +84,10 @@ fn generate(manifest: &Manifest, assets: &Path, out_dir: &Path) -> String {
             write!(head, "{}: {value}\r\n", header_case(name)).unwrap();
         }
         head.push_str("\r\n");
-        let sha256: String = Sha256::digest(&body).iter().map(|b| format!("{b:02x}")).collect();
+        let sha256: String = Sha256::digest(&body)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         writeln!(
             code,
             "    Response {{ hosts: &{:?}, content_type: {content_type:?}, headers: &{headers:?}, head: {head:?}, \
@@ -106,5 +120,8 @@ fn headers(content_type: &str, length: usize, is_page: bool) -> Vec<(&'static st
 
 /// `content-type` -> `Content-Type`: the spelling people expect to read on the wire.
 fn header_case(name: &str) -> String {
-    name.split('-').map(|word| word[..1].to_ascii_uppercase() + &word[1..]).collect::<Vec<_>>().join("-")
+    name.split('-')
+        .map(|word| word[..1].to_ascii_uppercase() + &word[1..])
+        .collect::<Vec<_>>()
+        .join("-")
 }

@@ -121,17 +121,26 @@ impl Row {
 
 fn main() {
     let options = parse_options();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned();
     let tls_site = PathBuf::from(env!("CARGO_BIN_EXE_tls-site"));
-    let pinned = !options.two_cores && std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
+    let pinned =
+        !options.two_cores && std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
     if pinned {
         // Threads spawned from here on inherit this CPU; the servers get the other one.
-        run(Command::new("taskset").args(["-p", "-c", CLIENT_CPU, &std::process::id().to_string()]).stdout(Stdio::null()));
+        run(Command::new("taskset")
+            .args(["-p", "-c", CLIENT_CPU, &std::process::id().to_string()])
+            .stdout(Stdio::null()));
     } else {
         eprintln!("one CPU only: servers and client share it");
     }
     let expected = expected_resources(&tls_site);
-    let client = Arc::new(client_config(&root.join("certs/dev-ca.pem"), options.hybrid));
+    let client = Arc::new(client_config(
+        &root.join("certs/dev-ca.pem"),
+        options.hybrid,
+    ));
     let mut resuming = client_config(&root.join("certs/dev-ca.pem"), options.hybrid);
     resuming.resumption = rustls::client::Resumption::in_memory_sessions(256);
     let resuming = Arc::new(resuming);
@@ -141,39 +150,79 @@ fn main() {
     let addr = free_addr();
     let mut tls_site = Command::new(&tls_site);
     tls_site.arg("serve").args(&options.component);
-    tls_site.args(["--no-http", "--certs"]).arg(root.join("certs")).arg("--https").arg(addr.to_string());
+    tls_site
+        .args(["--no-http", "--certs"])
+        .arg(root.join("certs"))
+        .arg("--https")
+        .arg(addr.to_string());
     let mut servers = vec![start("tls-site", pinned, &tls_site, addr, &work)];
     let nginx_workers = if options.two_cores { 2 } else { 1 };
     wait_ready(&mut servers[0], &client, &expected[0]);
     if options.nginx {
         match find_nginx() {
-            Some(nginx) => servers.push(start_nginx(&nginx, &root, &work, pinned, nginx_workers, &servers[0], &client, &expected)),
-            None => eprintln!("nginx is not installed (apt-get install nginx): its row is left out"),
+            Some(nginx) => servers.push(start_nginx(
+                &nginx,
+                &root,
+                &work,
+                pinned,
+                nginx_workers,
+                &servers[0],
+                &client,
+                &expected,
+            )),
+            None => {
+                eprintln!("nginx is not installed (apt-get install nginx): its row is left out")
+            }
         }
     }
     if options.native {
         let (mut native, addr) = (Command::new(build_native(&root)), free_addr());
-        native.args([root.join("certs/dev.chain.pem"), root.join("certs/dev.key.pem")]).arg(addr.to_string());
+        native
+            .args([
+                root.join("certs/dev.chain.pem"),
+                root.join("certs/dev.key.pem"),
+            ])
+            .arg(addr.to_string());
         servers.push(start("native", pinned, &native, addr, &work));
     }
     if options.command {
         // README.md's "On a stock WASI runtime", with the certificate directory by its full path.
         let (mut command, addr) = (Command::new("wasmtime"), free_addr());
-        command.args(["run", "-S", "inherit-network", "--dir"]).arg(format!("{}::certs", root.join("certs").display()));
-        command.arg(env!("TLS_SITE_COMMAND_COMPONENT")).arg(addr.to_string());
+        command
+            .args(["run", "-S", "inherit-network", "--dir"])
+            .arg(format!("{}::certs", root.join("certs").display()));
+        command
+            .arg(env!("TLS_SITE_COMMAND_COMPONENT"))
+            .arg(addr.to_string());
         servers.push(start("command", pinned, &command, addr, &work));
     }
 
     let mut rows = Vec::new();
     for (server_index, server) in servers.iter_mut().enumerate() {
         wait_ready(server, &client, &expected[0]);
-        let probe = fetch_with(server.addr, &expected[0].host, &client).map(|(tls, ..)| describe(&tls));
+        let probe =
+            fetch_with(server.addr, &expected[0].host, &client).map(|(tls, ..)| describe(&tls));
         eprintln!("{}: {}", server.name, probe.unwrap_or_else(|e| e));
-        let kinds: &[bool] = if ["native", "command"].contains(&server.name) || options.full_only { &[false] } else { &[false, true] };
+        let kinds: &[bool] = if ["native", "command"].contains(&server.name) || options.full_only {
+            &[false]
+        } else {
+            &[false, true]
+        };
         for &resumed in kinds {
             for (expected_index, expect) in expected.iter().enumerate() {
-                let host = format!("{} {}", expect.label, if resumed { "resumed" } else { "full" });
-                rows.push(Row { server: server.name, server_index, expected_index, resumed, host, ..Row::default() });
+                let host = format!(
+                    "{} {}",
+                    expect.label,
+                    if resumed { "resumed" } else { "full" }
+                );
+                rows.push(Row {
+                    server: server.name,
+                    server_index,
+                    expected_index,
+                    resumed,
+                    host,
+                    ..Row::default()
+                });
             }
         }
     }
@@ -185,7 +234,8 @@ fn main() {
             let (server, expect) = (&servers[row.server_index], &expected[row.expected_index]);
             if row.resumed {
                 // A ticket to start with; every connection then leaves a fresh one behind.
-                fetch(server.addr, &resuming, expect).unwrap_or_else(|e| die(&format!("{}: {e}", server.name)));
+                fetch(server.addr, &resuming, expect)
+                    .unwrap_or_else(|e| die(&format!("{}: {e}", server.name)));
                 measure(server, &resuming, expect, &options, row);
             } else {
                 measure(server, &client, expect, &options, row);
@@ -200,10 +250,28 @@ fn main() {
 }
 
 fn parse_options() -> Options {
-    let mut options = Options { smoke: false, seconds: 5.0, threads: 8, sequential: 100, rate: 200.0, rounds: 3, nginx: true, native: true, component: None, full_only: false, hybrid: false, command: false, two_cores: false };
+    let mut options = Options {
+        smoke: false,
+        seconds: 5.0,
+        threads: 8,
+        sequential: 100,
+        rate: 200.0,
+        rounds: 3,
+        nginx: true,
+        native: true,
+        component: None,
+        full_only: false,
+        hybrid: false,
+        command: false,
+        two_cores: false,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        let mut value = |name: &str| args.next().and_then(|v| v.parse::<f64>().ok()).unwrap_or_else(|| die(&format!("{name} needs a number")));
+        let mut value = |name: &str| {
+            args.next()
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or_else(|| die(&format!("{name} needs a number")))
+        };
         match arg.as_str() {
             "--smoke" => options.smoke = true,
             "--seconds" => options.seconds = value("--seconds"),
@@ -217,9 +285,17 @@ fn parse_options() -> Options {
             "--full-only" => options.full_only = true,
             "--hybrid" => options.hybrid = true,
             "--command" => options.command = true,
-            "--component" => options.component = Some(args.next().unwrap_or_else(|| die("--component needs a path")).into()),
+            "--component" => {
+                options.component = Some(
+                    args.next()
+                        .unwrap_or_else(|| die("--component needs a path"))
+                        .into(),
+                )
+            }
             "--bench" => {} // what `cargo bench` passes to every bench target
-            other => die(&format!("unknown option {other}; see the //! doc of host/benches/connections.rs")),
+            other => die(&format!(
+                "unknown option {other}; see the //! doc of host/benches/connections.rs"
+            )),
         }
     }
     if options.smoke {
@@ -234,24 +310,35 @@ static STARTED: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
 fn die(message: &str) -> ! {
     eprintln!("connections: {message}");
     for pid in STARTED.lock().map(|pids| pids.clone()).unwrap_or_default() {
-        let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
     }
     std::process::exit(1);
 }
 
 fn run(command: &mut Command) -> String {
-    let output = command.output().unwrap_or_else(|e| die(&format!("{command:?}: {e}")));
+    let output = command
+        .output()
+        .unwrap_or_else(|e| die(&format!("{command:?}: {e}")));
     if !output.status.success() {
-        die(&format!("{command:?}: {}", String::from_utf8_lossy(&output.stderr)));
+        die(&format!(
+            "{command:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
     }
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// The page (the default resource) and the first PDF, as `tls-site inspect --json` lists them.
 fn expected_resources(tls_site: &Path) -> Vec<Expected> {
-    let listing: Vec<serde_json::Value> = serde_json::from_str(&run(Command::new(tls_site).args(["inspect", "--json"]))).unwrap();
+    let listing: Vec<serde_json::Value> =
+        serde_json::from_str(&run(Command::new(tls_site).args(["inspect", "--json"]))).unwrap();
     let pick = |label, wanted: &dyn Fn(&serde_json::Value) -> bool| {
-        let r = listing.iter().find(|r| wanted(r)).unwrap_or_else(|| die(&format!("the site has no {label}")));
+        let r = listing
+            .iter()
+            .find(|r| wanted(r))
+            .unwrap_or_else(|| die(&format!("the site has no {label}")));
         Expected {
             label,
             host: r["hosts"][0].as_str().unwrap().to_owned(),
@@ -260,12 +347,20 @@ fn expected_resources(tls_site: &Path) -> Vec<Expected> {
             sha256: r["sha256"].as_str().unwrap().to_owned(),
         }
     };
-    vec![pick("page", &|r| r["default"] == true), pick("PDF", &|r| r["content_type"] == "application/pdf")]
+    vec![
+        pick("page", &|r| r["default"] == true),
+        pick("PDF", &|r| r["content_type"] == "application/pdf"),
+    ]
 }
 
 fn client_config(ca: &Path, hybrid: bool) -> ClientConfig {
     let mut roots = RootCertStore::empty();
-    roots.add(CertificateDer::from_pem_file(ca).unwrap_or_else(|e| die(&format!("{}: {e}", ca.display())))).unwrap();
+    roots
+        .add(
+            CertificateDer::from_pem_file(ca)
+                .unwrap_or_else(|e| die(&format!("{}: {e}", ca.display()))),
+        )
+        .unwrap();
     let mut provider = rustls::crypto::ring::default_provider();
     if hybrid {
         provider.kx_groups.insert(0, client::X25519MLKEM768);
@@ -283,20 +378,35 @@ fn client_config(ca: &Path, hybrid: bool) -> ClientConfig {
 }
 
 fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 /// Spawns `command`, which listens on `addr`, on the server CPU, its stderr in `work/NAME.log`.
-fn start(name: &'static str, pinned: bool, command: &Command, addr: SocketAddr, work: &Path) -> Server {
+fn start(
+    name: &'static str,
+    pinned: bool,
+    command: &Command,
+    addr: SocketAddr,
+    work: &Path,
+) -> Server {
     let log = std::fs::File::create(work.join(format!("{name}.log"))).unwrap();
     let program = command.get_program().to_owned();
     let args: Vec<_> = command.get_args().map(ToOwned::to_owned).collect();
-    let mut pinned_command = if pinned { Command::new("taskset") } else { Command::new(&program) };
+    let mut pinned_command = if pinned {
+        Command::new("taskset")
+    } else {
+        Command::new(&program)
+    };
     if pinned {
         pinned_command.args(["-c", SERVER_CPU]).arg(&program);
     }
     pinned_command.args(args).stdout(Stdio::null()).stderr(log);
-    let child = pinned_command.spawn().unwrap_or_else(|e| die(&format!("cannot start {name}: {e}")));
+    let child = pinned_command
+        .spawn()
+        .unwrap_or_else(|e| die(&format!("cannot start {name}: {e}")));
     STARTED.lock().unwrap().push(child.id());
     Server { name, child, addr }
 }
@@ -305,10 +415,16 @@ fn wait_ready(server: &mut Server, client: &Arc<ClientConfig>, expect: &Expected
     let started = Instant::now();
     while let Err(error) = fetch(server.addr, client, expect) {
         if let Ok(Some(status)) = server.child.try_wait() {
-            die(&format!("{} exited ({status}) before serving; see its log", server.name));
+            die(&format!(
+                "{} exited ({status}) before serving; see its log",
+                server.name
+            ));
         }
         if started.elapsed() > Duration::from_secs(120) {
-            die(&format!("{} did not serve within 2 minutes: {error}", server.name));
+            die(&format!(
+                "{} did not serve within 2 minutes: {error}",
+                server.name
+            ));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -316,7 +432,9 @@ fn wait_ready(server: &mut Server, client: &Arc<ClientConfig>, expect: &Expected
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         for _ in 0..100 {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return;
@@ -329,21 +447,37 @@ impl Drop for Server {
 }
 
 fn find_nginx() -> Option<PathBuf> {
-    ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"].iter().map(PathBuf::from).find(|p| p.exists())
+    ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
 }
 
 /// nginx with tls-site's certificate and TLS policy (its groups; its suite order, AES-128-GCM first
 /// unless the client lists ChaCha20 first), serving the bytes tls-site serves (fetched
 /// from it once), one `server` block per host name, one worker on the server CPU.
-fn start_nginx(nginx: &Path, root: &Path, work: &Path, pinned: bool, workers: usize, tls_site: &Server, client: &Arc<ClientConfig>, expected: &[Expected]) -> Server {
+fn start_nginx(
+    nginx: &Path,
+    root: &Path,
+    work: &Path,
+    pinned: bool,
+    workers: usize,
+    tls_site: &Server,
+    client: &Arc<ClientConfig>,
+    expected: &[Expected],
+) -> Server {
     let (prefix, addr) = (work.join("nginx"), free_addr());
     let mut servers = String::new();
     for (i, expect) in expected.iter().enumerate() {
         let dir = prefix.join(format!("site{i}"));
         std::fs::create_dir_all(&dir).unwrap();
-        let (_, body, _) = fetch(tls_site.addr, client, expect).unwrap_or_else(|e| die(&format!("fetching {} from tls-site: {e}", expect.host)));
+        let (_, body, _) = fetch(tls_site.addr, client, expect)
+            .unwrap_or_else(|e| die(&format!("fetching {} from tls-site: {e}", expect.host)));
         std::fs::write(dir.join("body"), body).unwrap();
-        let (mime, charset) = expect.content_type.split_once("; charset=").unwrap_or((&expect.content_type, "off"));
+        let (mime, charset) = expect
+            .content_type
+            .split_once("; charset=")
+            .unwrap_or((&expect.content_type, "off"));
         servers += &format!(
             "  server {{ listen {addr} ssl{default}; server_name {host}; root {dir};\n    types {{}} default_type {mime}; charset {charset};\n    add_header Strict-Transport-Security max-age=31536000; add_header X-Content-Type-Options nosniff;\n    location / {{ try_files /body =404; }} }}\n",
             default = if i == 0 { " default_server" } else { "" },
@@ -355,13 +489,23 @@ fn start_nginx(nginx: &Path, root: &Path, work: &Path, pinned: bool, workers: us
     let certs = root.join("certs");
     let config = format!(
         "daemon off; master_process on; worker_processes {workers}; {affinity}\npid {p}/nginx.pid; error_log {p}/error.log warn;\nevents {{ worker_connections 1024; }}\nhttp {{\n  access_log off; keepalive_timeout 0; server_tokens off;\n  client_body_temp_path {p}/tmp; proxy_temp_path {p}/tmp; fastcgi_temp_path {p}/tmp; uwsgi_temp_path {p}/tmp; scgi_temp_path {p}/tmp;\n  ssl_protocols TLSv1.3; ssl_ecdh_curve X25519:prime256v1:secp384r1;\n  ssl_prefer_server_ciphers on; ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256; ssl_conf_command Options PrioritizeChaCha;\n  ssl_session_cache off; ssl_session_tickets on;\n  ssl_certificate {chain}; ssl_certificate_key {key};\n{servers}}}\n",
-        affinity = if pinned { "worker_cpu_affinity 01;" } else { "" },
+        affinity = if pinned {
+            "worker_cpu_affinity 01;"
+        } else {
+            ""
+        },
         chain = certs.join("dev.chain.pem").display(),
         key = certs.join("dev.key.pem").display(),
     );
     std::fs::write(prefix.join("nginx.conf"), config).unwrap();
     let mut command = Command::new(nginx);
-    command.arg("-p").arg(&prefix).arg("-c").arg(prefix.join("nginx.conf")).arg("-e").arg(prefix.join("error.log"));
+    command
+        .arg("-p")
+        .arg(&prefix)
+        .arg("-c")
+        .arg(prefix.join("nginx.conf"))
+        .arg("-e")
+        .arg(prefix.join("error.log"));
     start("nginx", pinned, &command, addr, work)
 }
 
@@ -369,7 +513,20 @@ fn start_nginx(nginx: &Path, root: &Path, work: &Path, pinned: bool, workers: us
 fn build_native(root: &Path) -> PathBuf {
     let target = root.join("target").join("native");
     let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or("cargo".into()));
-    cargo.current_dir(root).args(["build", "--release", "-p", "tls-site-guest", "--features", "portable", "--example", "native", "--target-dir"]).arg(&target);
+    cargo
+        .current_dir(root)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "tls-site-guest",
+            "--features",
+            "portable",
+            "--example",
+            "native",
+            "--target-dir",
+        ])
+        .arg(&target);
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("CARGO_") && name != "CARGO_HOME" {
             cargo.env_remove(name);
@@ -382,23 +539,39 @@ fn build_native(root: &Path) -> PathBuf {
 }
 
 /// One new connection and one GET; returns once the server's close_notify has come in.
-fn fetch_with(addr: SocketAddr, host: &str, client: &Arc<ClientConfig>) -> Result<(ClientConnection, Vec<u8>, Timings), String> {
+fn fetch_with(
+    addr: SocketAddr,
+    host: &str,
+    client: &Arc<ClientConfig>,
+) -> Result<(ClientConnection, Vec<u8>, Timings), String> {
     let started = Instant::now();
     let name = ServerName::try_from(host.to_owned()).map_err(|e| e.to_string())?;
     let mut tls = ClientConnection::new(client.clone(), name).map_err(|e| e.to_string())?;
     let mut socket = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
     socket.set_nodelay(true).unwrap();
-    socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     // Queued now, sent by rustls as soon as the handshake allows.
-    tls.writer().write_all(format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes()).unwrap();
+    tls.writer()
+        .write_all(format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+        .unwrap();
     let (mut handshake, mut first_byte) = (None, None);
     let mut response = Vec::new();
     loop {
         while tls.wants_write() {
-            tls.write_tls(&mut socket).map_err(|e| format!("write: {e}"))?;
+            tls.write_tls(&mut socket)
+                .map_err(|e| format!("write: {e}"))?;
         }
-        if tls.read_tls(&mut socket).map_err(|e| format!("read: {e}"))? == 0 {
-            return Err(format!("closed without close_notify after {} bytes", response.len()));
+        if tls
+            .read_tls(&mut socket)
+            .map_err(|e| format!("read: {e}"))?
+            == 0
+        {
+            return Err(format!(
+                "closed without close_notify after {} bytes",
+                response.len()
+            ));
         }
         let state = tls.process_new_packets().map_err(|e| format!("tls: {e}"))?;
         if handshake.is_none() && !tls.is_handshaking() {
@@ -409,7 +582,9 @@ fn fetch_with(addr: SocketAddr, host: &str, client: &Arc<ClientConfig>) -> Resul
             first_byte.get_or_insert(started.elapsed());
             let old = response.len();
             response.resize(old + ready, 0);
-            tls.reader().read_exact(&mut response[old..]).map_err(|e| e.to_string())?;
+            tls.reader()
+                .read_exact(&mut response[old..])
+                .map_err(|e| e.to_string())?;
         }
         if state.peer_has_closed() {
             break;
@@ -418,36 +593,67 @@ fn fetch_with(addr: SocketAddr, host: &str, client: &Arc<ClientConfig>) -> Resul
     let last_byte = started.elapsed();
     tls.send_close_notify();
     let _ = tls.write_tls(&mut socket);
-    let timings = Timings { handshake: handshake.unwrap_or(last_byte), first_byte: first_byte.unwrap_or(last_byte), last_byte };
+    let timings = Timings {
+        handshake: handshake.unwrap_or(last_byte),
+        first_byte: first_byte.unwrap_or(last_byte),
+        last_byte,
+    };
     Ok((tls, response, timings))
 }
 
 /// A fetch whose response is checked against what the site serves; returns the body and whether
 /// the session was resumed.
-fn fetch(addr: SocketAddr, client: &Arc<ClientConfig>, expect: &Expected) -> Result<(Timings, Vec<u8>, bool), String> {
+fn fetch(
+    addr: SocketAddr,
+    client: &Arc<ClientConfig>,
+    expect: &Expected,
+) -> Result<(Timings, Vec<u8>, bool), String> {
     let (tls, response, timings) = fetch_with(addr, &expect.host, client)?;
     let resumed = tls.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
-    let split = response.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no end of head")?;
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no end of head")?;
     let head = String::from_utf8_lossy(&response[..split]);
     let body = &response[split + 4..];
     let status = head.lines().next().unwrap_or_default();
     if status != "HTTP/1.1 200 OK" {
         return Err(format!("{}: status {status:?}", expect.host));
     }
-    let length = head.lines().find_map(|l| l.split_once(": ").filter(|(n, _)| n.eq_ignore_ascii_case("content-length")));
+    let length = head.lines().find_map(|l| {
+        l.split_once(": ")
+            .filter(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+    });
     if length.map(|(_, v)| v.trim()) != Some(expect.bytes.to_string().as_str()) {
-        return Err(format!("{}: Content-Length {length:?}, expected {}", expect.host, expect.bytes));
+        return Err(format!(
+            "{}: Content-Length {length:?}, expected {}",
+            expect.host, expect.bytes
+        ));
     }
-    let digest: String = Sha256::digest(body).iter().map(|b| format!("{b:02x}")).collect();
+    let digest: String = Sha256::digest(body)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     if body.len() != expect.bytes || digest != expect.sha256 {
-        return Err(format!("{}: body of {} bytes with sha256 {digest}, expected {}", expect.host, body.len(), expect.sha256));
+        return Err(format!(
+            "{}: body of {} bytes with sha256 {digest}, expected {}",
+            expect.host,
+            body.len(),
+            expect.sha256
+        ));
     }
     Ok((timings, body.to_vec(), resumed))
 }
 
 fn describe(tls: &ClientConnection) -> String {
-    let suite = tls.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite())).unwrap_or_default();
-    let group = tls.negotiated_key_exchange_group().map(|g| format!("{:?}", g.name())).unwrap_or_default();
+    let suite = tls
+        .negotiated_cipher_suite()
+        .map(|s| format!("{:?}", s.suite()))
+        .unwrap_or_default();
+    let group = tls
+        .negotiated_key_exchange_group()
+        .map(|g| format!("{:?}", g.name()))
+        .unwrap_or_default();
     format!("{:?} {suite} {group}", tls.protocol_version().unwrap())
 }
 
@@ -455,7 +661,9 @@ fn describe(tls: &ClientConnection) -> String {
 /// accounting (proc(5), `/proc/PID/task/TID/schedstat`: time on the CPU first).
 fn cpu_ns(pid: u32) -> u64 {
     let threads_ns = |pid: u32| -> u64 {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return 0;
+        };
         tasks
             .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok())
             .filter_map(|stat| stat.split(' ').next()?.parse::<u64>().ok())
@@ -480,7 +688,13 @@ fn cpu_ticks(pid: u32) -> u64 {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         // proc(5): after the command name come field 3 (state), 4 (ppid), ... 14 (utime), 15
         // (stime), 16 (cutime), 17 (cstime); `f[i]` here is field `i + 4`.
-        Some(stat[stat.rfind(')')? + 2..].split(' ').skip(1).map(|f| f.parse().unwrap_or(0)).collect())
+        Some(
+            stat[stat.rfind(')')? + 2..]
+                .split(' ')
+                .skip(1)
+                .map(|f| f.parse().unwrap_or(0))
+                .collect(),
+        )
     };
     let own = fields(pid).map_or(0, |f| f[10] + f[11] + f[12] + f[13]);
     let children: u64 = std::fs::read_dir("/proc")
@@ -494,12 +708,21 @@ fn cpu_ticks(pid: u32) -> u64 {
 }
 
 fn ticks_per_second() -> f64 {
-    run(Command::new("getconf").arg("CLK_TCK")).trim().parse().unwrap_or(100.0)
+    run(Command::new("getconf").arg("CLK_TCK"))
+        .trim()
+        .parse()
+        .unwrap_or(100.0)
 }
 
 /// One round for one server and host: `--sequential` connections one after the other (paced), then
 /// `--threads` clients for `--seconds`; adds what it measured to `row`.
-fn measure(server: &Server, client: &Arc<ClientConfig>, expect: &Expected, options: &Options, row: &mut Row) {
+fn measure(
+    server: &Server,
+    client: &Arc<ClientConfig>,
+    expect: &Expected,
+    options: &Options,
+    row: &mut Row,
+) {
     let pid = server.child.id();
     let fail = |error: String| -> ! { die(&format!("{} {}: {error}", server.name, expect.host)) };
     let tick_us = 1e6 / ticks_per_second();
@@ -512,16 +735,26 @@ fn measure(server: &Server, client: &Arc<ClientConfig>, expect: &Expected, optio
         }
         let (timings, _, resumed) = fetch(server.addr, client, expect).unwrap_or_else(|e| fail(e));
         if resumed != row.resumed {
-            fail(format!("a connection {} resumed", if resumed { "was" } else { "was not" }));
+            fail(format!(
+                "a connection {} resumed",
+                if resumed { "was" } else { "was not" }
+            ));
         }
-        for (list, value) in row.latencies.iter_mut().zip([timings.handshake, timings.first_byte, timings.last_byte]) {
+        for (list, value) in
+            row.latencies
+                .iter_mut()
+                .zip([timings.handshake, timings.first_byte, timings.last_byte])
+        {
             list.push(value);
         }
     }
     row.sequential.0 += (cpu_ns(pid) - before) as f64 / 1e3;
     row.sequential.1 += options.sequential as u64;
     if options.smoke {
-        eprintln!("{} {}: {} connections checked", server.name, expect.host, options.sequential);
+        eprintln!(
+            "{} {}: {} connections checked",
+            server.name, expect.host, options.sequential
+        );
         return;
     }
 
@@ -529,7 +762,8 @@ fn measure(server: &Server, client: &Arc<ClientConfig>, expect: &Expected, optio
     let (before, started) = (cpu_ticks(pid), Instant::now());
     let clients: Vec<_> = (0..options.threads)
         .map(|_| {
-            let (stop, client, expect, addr) = (stop.clone(), client.clone(), expect.clone(), server.addr);
+            let (stop, client, expect, addr) =
+                (stop.clone(), client.clone(), expect.clone(), server.addr);
             std::thread::spawn(move || {
                 let (mut done, mut resumed) = (0u64, 0u64);
                 while !stop.load(Ordering::Relaxed) {
@@ -542,19 +776,37 @@ fn measure(server: &Server, client: &Arc<ClientConfig>, expect: &Expected, optio
         .collect();
     std::thread::sleep(Duration::from_secs_f64(options.seconds));
     stop.store(true, Ordering::Relaxed);
-    let counts: Vec<(u64, u64)> = clients.into_iter().map(|c| c.join().unwrap().unwrap_or_else(|e| fail(e))).collect();
-    let (done, resumed): (u64, u64) = (counts.iter().map(|c| c.0).sum(), counts.iter().map(|c| c.1).sum());
+    let counts: Vec<(u64, u64)> = clients
+        .into_iter()
+        .map(|c| c.join().unwrap().unwrap_or_else(|e| fail(e)))
+        .collect();
+    let (done, resumed): (u64, u64) = (
+        counts.iter().map(|c| c.0).sum(),
+        counts.iter().map(|c| c.1).sum(),
+    );
     // Clients racing for the shared ticket store may now and then find it empty.
     if row.resumed && resumed * 100 < done * 95 {
         fail(format!("only {resumed} of {done} connections resumed"));
     }
-    let (elapsed, cpu) = (started.elapsed().as_secs_f64(), (cpu_ticks(pid) - before) as f64 * tick_us);
+    let (elapsed, cpu) = (
+        started.elapsed().as_secs_f64(),
+        (cpu_ticks(pid) - before) as f64 * tick_us,
+    );
     row.load = (row.load.0 + cpu, row.load.1 + done, row.load.2 + elapsed);
-    eprintln!("{} {}: {done} connections in {elapsed:.1} s, server CPU {:.2} s", server.name, expect.host, cpu / 1e6);
+    eprintln!(
+        "{} {}: {done} connections in {elapsed:.1} s, server CPU {:.2} s",
+        server.name,
+        expect.host,
+        cpu / 1e6
+    );
 }
 
 fn print_table(rows: &[Row], options: &Options) {
-    let paced = if options.rate > 0.0 { format!("{:.0}/s", options.rate) } else { "back to back".to_owned() };
+    let paced = if options.rate > 0.0 {
+        format!("{:.0}/s", options.rate)
+    } else {
+        "back to back".to_owned()
+    };
     let ms = |list: &[Duration], q: f64| {
         let mut sorted = list.to_vec();
         sorted.sort();
@@ -566,13 +818,26 @@ fn print_table(rows: &[Row], options: &Options) {
     );
     println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
     for row in rows {
-        let nginx = rows.iter().find(|r| r.server == "nginx" && r.host == row.host);
-        let ratio = nginx.map_or("-".to_owned(), |n| format!("{:.2}", row.cpu_load_us() / n.cpu_load_us()));
+        let nginx = rows
+            .iter()
+            .find(|r| r.server == "nginx" && r.host == row.host);
+        let ratio = nginx.map_or("-".to_owned(), |n| {
+            format!("{:.2}", row.cpu_load_us() / n.cpu_load_us())
+        });
         let [handshake, first, last] = &row.latencies;
         println!(
             "| {} | {} | {:.0} | {ratio} | {:.0} | {:.0} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} |",
-            row.server, row.host, row.cpu_load_us(), row.sequential.0 / row.sequential.1 as f64, row.load.1 as f64 / row.load.2,
-            ms(handshake, 0.5), ms(handshake, 0.99), ms(first, 0.5), ms(first, 0.99), ms(last, 0.5), ms(last, 0.99),
+            row.server,
+            row.host,
+            row.cpu_load_us(),
+            row.sequential.0 / row.sequential.1 as f64,
+            row.load.1 as f64 / row.load.2,
+            ms(handshake, 0.5),
+            ms(handshake, 0.99),
+            ms(first, 0.5),
+            ms(first, 0.99),
+            ms(last, 0.5),
+            ms(last, 0.99),
         );
     }
     println!(

@@ -117,12 +117,20 @@ impl Stats {
 
 impl std::fmt::Display for Stats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let counted: Vec<String> =
-            Event::ALL.iter().filter(|&&event| self.get(event) > 0).map(|&event| format!("{}={}", event.name(), self.get(event))).collect();
+        let counted: Vec<String> = Event::ALL
+            .iter()
+            .filter(|&&event| self.get(event) > 0)
+            .map(|&event| format!("{}={}", event.name(), self.get(event)))
+            .collect();
         if counted.is_empty() {
             return write!(f, "no connections");
         }
-        write!(f, "{} guest-memory-peak={}KiB", counted.join(" "), self.memory_peak() >> 10)
+        write!(
+            f,
+            "{} guest-memory-peak={}KiB",
+            counted.join(" "),
+            self.memory_peak() >> 10
+        )
     }
 }
 
@@ -130,7 +138,10 @@ impl std::fmt::Display for Stats {
 pub fn log(line: std::fmt::Arguments<'_>) {
     // Formatted first, then written whole: stderr is unbuffered, and `eprintln!` would write each
     // piece of the format with a system call of its own (ten per connection, measured).
-    let line = format!("{} {line}\n", humantime::format_rfc3339_millis(SystemTime::now()));
+    let line = format!(
+        "{} {line}\n",
+        humantime::format_rfc3339_millis(SystemTime::now())
+    );
     let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
@@ -142,7 +153,10 @@ pub fn silent_line(stats: &Stats, peer: SocketAddr, why: &str) -> String {
 
 /// The line for a served (or not) HTTPS connection, counted in `stats` by how it ended.
 pub fn https_line(stats: &Stats, peer: SocketAddr, timeouts: &Timeouts, report: Report) -> String {
-    let Report { outcome, memory_peak } = report;
+    let Report {
+        outcome,
+        memory_peak,
+    } = report;
     stats.count(match &outcome {
         Outcome::Served(_) => Event::Served,
         Outcome::Failed(Failure::Tls(_)) => Event::TlsFailed,
@@ -163,24 +177,40 @@ pub fn https_line(stats: &Stats, peer: SocketAddr, timeouts: &Timeouts, report: 
             served.resource,
             served.bytes,
             served.key_exchange.as_deref().unwrap_or("-"),
-            if served.client_finished { "" } else { " (client did not finish its handshake)" },
+            if served.client_finished {
+                ""
+            } else {
+                " (client did not finish its handshake)"
+            },
             match served.ending {
                 Ending::Clean => "",
                 Ending::TimedOut => " (client did not close within the drain's second)",
-                Ending::CutOff => " (client cut off: it sent more than the drain's 256 KiB after the response, and got a reset)",
+                Ending::CutOff =>
+                    " (client cut off: it sent more than the drain's 256 KiB after the response, and got a reset)",
             },
         ),
         Outcome::Failed(Failure::Tls(why)) => format!("https {peer} failed tls: {why}"),
         Outcome::Failed(Failure::Io(why)) => format!("https {peer} failed io: {why}"),
-        Outcome::Failed(Failure::NotInitialised) => format!("https {peer} failed: component not initialised"),
+        Outcome::Failed(Failure::NotInitialised) => {
+            format!("https {peer} failed: component not initialised")
+        }
         Outcome::Failed(Failure::HandshakeTimeout) => {
-            format!("https {peer} timed out: no whole ClientHello within {} s (--handshake-timeout)", seconds(timeouts.handshake))
+            format!(
+                "https {peer} timed out: no whole ClientHello within {} s (--handshake-timeout)",
+                seconds(timeouts.handshake)
+            )
         }
         Outcome::Failed(Failure::Stalled) => {
-            format!("https {peer} stalled: the client took none of the response for {} s (--stall-timeout)", seconds(timeouts.stall))
+            format!(
+                "https {peer} stalled: the client took none of the response for {} s (--stall-timeout)",
+                seconds(timeouts.stall)
+            )
         }
         Outcome::Trapped(why) => format!("https {peer} trapped: {}", why.replace('\n', " | ")),
-        Outcome::TimedOut => format!("https {peer} timed out: connection not done within {} s (--timeout)", seconds(timeouts.connection)),
+        Outcome::TimedOut => format!(
+            "https {peer} timed out: connection not done within {} s (--timeout)",
+            seconds(timeouts.connection)
+        ),
         Outcome::NoInstance(why) => format!("https {peer} refused: no instance: {why}"),
     };
     format!("{line} mem={}KiB", memory_peak >> 10)
@@ -227,12 +257,22 @@ mod tests {
                 key_exchange: Some("X25519MLKEM768".into()),
                 ending,
             };
-            Report { outcome: Outcome::Served(served), memory_peak: 1 << 20 }
+            Report {
+                outcome: Outcome::Served(served),
+                memory_peak: 1 << 20,
+            }
         };
         let (stats, peer) = (Stats::default(), SocketAddr::from(([127, 0, 0, 1], 5000)));
-        let timeouts = Timeouts { handshake: Duration::from_secs(3), stall: Duration::from_secs(5), connection: Duration::from_secs(10) };
+        let timeouts = Timeouts {
+            handshake: Duration::from_secs(3),
+            stall: Duration::from_secs(5),
+            connection: Duration::from_secs(10),
+        };
         let clean = https_line(&stats, peer, &timeouts, served(Ending::Clean));
-        assert_eq!(clean, "https 127.0.0.1:5000 sni=tls-site.localhost resource=tls-site.localhost bytes=3119 kx=X25519MLKEM768 ok mem=1024KiB");
+        assert_eq!(
+            clean,
+            "https 127.0.0.1:5000 sni=tls-site.localhost resource=tls-site.localhost bytes=3119 kx=X25519MLKEM768 ok mem=1024KiB"
+        );
         let cut_off = https_line(&stats, peer, &timeouts, served(Ending::CutOff));
         assert!(cut_off.contains(" ok (client cut off: "), "{cut_off}");
         assert_eq!(stats.get(Event::Served), 2);
@@ -250,9 +290,13 @@ mod tests {
         for (n, &event) in Event::ALL.iter().enumerate() {
             assert_eq!(stats.get(event), n as u64 + 1, "{}", event.name());
         }
-        let names: std::collections::HashSet<_> = Event::ALL.iter().map(|event| event.name()).collect();
+        let names: std::collections::HashSet<_> =
+            Event::ALL.iter().map(|event| event.name()).collect();
         assert_eq!(names.len(), Event::ALL.len());
-        assert!(stats.to_string().starts_with("served=1 tls-failed=2 "), "{stats}");
+        assert!(
+            stats.to_string().starts_with("served=1 tls-failed=2 "),
+            "{stats}"
+        );
         assert_eq!(Stats::default().to_string(), "no connections");
     }
 }

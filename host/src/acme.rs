@@ -12,7 +12,10 @@ use crate::engine::Limits;
 use crate::inspect::{hosts_default_first, site_resources};
 use crate::redirect::Challenges;
 use crate::sandbox::{Sandbox, SandboxError};
-use instant_acme::{Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount, NewOrder};
+use instant_acme::{
+    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
+    NewOrder,
+};
 use instant_acme::{OrderStatus, RetryPolicy};
 use std::hash::{BuildHasher, Hasher};
 use std::io::Write;
@@ -114,26 +117,46 @@ impl AcmeOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AcmeError {
-    #[error("--acme needs --acme-directory: `letsencrypt-staging` to try, `letsencrypt` for real, or a directory URL")]
+    #[error(
+        "--acme needs --acme-directory: `letsencrypt-staging` to try, `letsencrypt` for real, or a directory URL"
+    )]
     NoDirectory,
     #[error("--acme-directory {0}: not `letsencrypt`, `letsencrypt-staging` or an https:// URL")]
     BadDirectory(String),
     #[error("--acme needs --acme-agree-terms: read the terms of service of {0} first")]
     TermsNotAgreed(String),
-    #[error("ACME's HTTP-01 challenge is answered on the HTTP side: drop --no-http, and make port 80 reach it")]
+    #[error(
+        "ACME's HTTP-01 challenge is answered on the HTTP side: drop --no-http, and make port 80 reach it"
+    )]
     NoHttpSide,
     #[error("{path}")]
-    State { path: PathBuf, source: std::io::Error },
+    State {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     BadState { path: PathBuf, message: String },
     #[error("ACME account at {directory}")]
-    Account { directory: String, source: instant_acme::Error },
+    Account {
+        directory: String,
+        source: instant_acme::Error,
+    },
     #[error("ACME order for {names}")]
-    Order { names: String, source: instant_acme::Error },
+    Order {
+        names: String,
+        source: instant_acme::Error,
+    },
     #[error("ACME order for {names} ended {status:?}: {detail}")]
-    OrderFailed { names: String, status: OrderStatus, detail: String },
+    OrderFailed {
+        names: String,
+        status: OrderStatus,
+        detail: String,
+    },
     #[error("ACME authorization for {name} is {status:?}; the CA will not accept it")]
-    AuthorizationFailed { name: String, status: AuthorizationStatus },
+    AuthorizationFailed {
+        name: String,
+        status: AuthorizationStatus,
+    },
     #[error("the CA offers no http-01 challenge for {0}")]
     NoHttp01(String),
     #[error(transparent)]
@@ -152,7 +175,9 @@ struct OpenChallenges<'a> {
 
 impl OpenChallenges<'_> {
     fn open(&mut self, token: &str, key_authorization: &str) {
-        self.challenges.tokens().insert(token.to_owned(), key_authorization.to_owned());
+        self.challenges
+            .tokens()
+            .insert(token.to_owned(), key_authorization.to_owned());
         self.tokens.push(token.to_owned());
     }
 }
@@ -177,10 +202,18 @@ impl StateDir {
     fn open(state_dir: &Path, directory: &str) -> Result<StateDir, AcmeError> {
         let dir = certificate_dir(state_dir, directory);
         for path in [state_dir, &dir] {
-            let failed = |source| AcmeError::State { path: path.to_owned(), source };
-            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path).map_err(failed)?;
+            let failed = |source| AcmeError::State {
+                path: path.to_owned(),
+                source,
+            };
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(path)
+                .map_err(failed)?;
             // An existing directory keeps its mode on create: make it owner-only too.
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(failed)?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+                .map_err(failed)?;
         }
         Ok(StateDir { dir })
     }
@@ -209,9 +242,14 @@ impl StateDir {
     fn account(&self) -> Result<Option<AccountCredentials>, AcmeError> {
         let path = self.dir.join(ACCOUNT_FILE);
         match std::fs::read(&path) {
-            Ok(json) => serde_json::from_slice(&json)
-                .map(Some)
-                .map_err(|error| AcmeError::BadState { path, message: format!("{error}; move it away to register a new account") }),
+            Ok(json) => {
+                serde_json::from_slice(&json)
+                    .map(Some)
+                    .map_err(|error| AcmeError::BadState {
+                        path,
+                        message: format!("{error}; move it away to register a new account"),
+                    })
+            }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(AcmeError::State { path, source }),
         }
@@ -219,8 +257,10 @@ impl StateDir {
 
     fn save_account(&self, credentials: &AccountCredentials) -> Result<(), AcmeError> {
         let path = self.dir.join(ACCOUNT_FILE);
-        let json = serde_json::to_vec_pretty(credentials)
-            .map_err(|error| AcmeError::BadState { path: path.clone(), message: error.to_string() })?;
+        let json = serde_json::to_vec_pretty(credentials).map_err(|error| AcmeError::BadState {
+            path: path.clone(),
+            message: error.to_string(),
+        })?;
         write_owner_only(&path, &json)
     }
 }
@@ -231,7 +271,13 @@ pub fn certificate_dir(state_dir: &Path, directory: &str) -> PathBuf {
     let ca: String = directory
         .trim_start_matches("https://")
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     state_dir.join(ca)
 }
@@ -239,10 +285,22 @@ pub fn certificate_dir(state_dir: &Path, directory: &str) -> PathBuf {
 /// Writes `path` whole (a temporary file renamed over it), readable by the owner only.
 fn write_owner_only(path: &Path, bytes: &[u8]) -> Result<(), AcmeError> {
     let temporary = path.with_extension("new");
-    let failed = |source| AcmeError::State { path: path.to_owned(), source };
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temporary).map_err(failed)?;
-    file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(failed)?;
-    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(failed)?;
+    let failed = |source| AcmeError::State {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temporary)
+        .map_err(failed)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(failed)?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(failed)?;
     std::fs::rename(&temporary, path).map_err(failed)
 }
 
@@ -255,17 +313,32 @@ pub struct Validity {
 
 impl Validity {
     pub fn of(certificate: &Certificate) -> Result<Validity, AcmeError> {
-        let bad = |message: String| AcmeError::BadState { path: certificate.source.clone(), message };
-        let leaf = certificate.chain.first().ok_or_else(|| bad("no certificate".into()))?;
-        let (_, parsed) = x509_parser::parse_x509_certificate(leaf).map_err(|error| bad(format!("unreadable leaf: {error}")))?;
-        let time = |t: x509_parser::time::ASN1Time| SystemTime::UNIX_EPOCH + Duration::from_secs(t.timestamp().max(0) as u64);
-        Ok(Validity { not_before: time(parsed.validity().not_before), not_after: time(parsed.validity().not_after) })
+        let bad = |message: String| AcmeError::BadState {
+            path: certificate.source.clone(),
+            message,
+        };
+        let leaf = certificate
+            .chain
+            .first()
+            .ok_or_else(|| bad("no certificate".into()))?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(leaf)
+            .map_err(|error| bad(format!("unreadable leaf: {error}")))?;
+        let time = |t: x509_parser::time::ASN1Time| {
+            SystemTime::UNIX_EPOCH + Duration::from_secs(t.timestamp().max(0) as u64)
+        };
+        Ok(Validity {
+            not_before: time(parsed.validity().not_before),
+            not_after: time(parsed.validity().not_after),
+        })
     }
 
     /// When to renew: once less than a third of the lifetime is left, up to a ninth of the
     /// lifetime earlier by `jitter` (0 to 1). A 90-day certificate: between day 50 and day 60.
     pub fn renewal_time(&self, jitter: f64) -> SystemTime {
-        let lifetime = self.not_after.duration_since(self.not_before).unwrap_or_default();
+        let lifetime = self
+            .not_after
+            .duration_since(self.not_before)
+            .unwrap_or_default();
         let early = (lifetime / JITTER).mul_f64(jitter.clamp(0.0, 1.0));
         self.not_after - lifetime / RENEW_WHEN_LEFT - early
     }
@@ -280,7 +353,9 @@ pub fn retry_wait(first: Duration, failures: u32) -> Duration {
 /// A number in [0, 1) for jitter. std's hasher keys are seeded from the OS's randomness, which
 /// is all jitter needs (nothing secret rests on it).
 fn jitter() -> f64 {
-    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
     (random >> 11) as f64 / (1u64 << 53) as f64
 }
 
@@ -288,7 +363,10 @@ fn jitter() -> f64 {
 pub fn placeholder(hosts: &[String]) -> Result<Certificate, AcmeError> {
     use rcgen::{CertificateParams, DnType, KeyPair};
     let mut params = CertificateParams::new(hosts.to_vec())?;
-    params.distinguished_name.push(DnType::CommonName, "tls-site placeholder (self-signed): waiting for an ACME certificate");
+    params.distinguished_name.push(
+        DnType::CommonName,
+        "tls-site placeholder (self-signed): waiting for an ACME certificate",
+    );
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let certificate = params.self_signed(&key)?;
     Ok(Certificate {
@@ -303,11 +381,15 @@ pub fn placeholder(hosts: &[String]) -> Result<Certificate, AcmeError> {
 /// Whether the private key belongs to the leaf: a crash between writing the key and the chain
 /// would leave a new key beside the old chain, and serving that pair fails every handshake.
 fn key_matches(certificate: &Certificate) -> bool {
-    let (Ok(key), Some(leaf)) = (rcgen::KeyPair::try_from(certificate.private_key.as_slice()), certificate.chain.first()) else {
+    let (Ok(key), Some(leaf)) = (
+        rcgen::KeyPair::try_from(certificate.private_key.as_slice()),
+        certificate.chain.first(),
+    ) else {
         return false;
     };
     let public_key = rcgen::PublicKeyData::der_bytes(&key);
-    x509_parser::parse_x509_certificate(leaf).is_ok_and(|(_, parsed)| parsed.public_key().subject_public_key.data.as_ref() == public_key)
+    x509_parser::parse_x509_certificate(leaf)
+        .is_ok_and(|(_, parsed)| parsed.public_key().subject_public_key.data.as_ref() == public_key)
 }
 
 /// The ACME side of a server between `prepare` (before the sandbox exists) and `run`.
@@ -340,9 +422,16 @@ pub(crate) async fn prepare(
     }
     let hosts = hosts_default_first(&site_resources(component, limits.clone()).await?);
     let state = StateDir::open(&options.state_dir, &options.directory)?;
-    let on_disk = state.certificate()?.map(|certificate| Validity::of(&certificate).map(|validity| (certificate, validity))).transpose()?;
+    let on_disk = state
+        .certificate()?
+        .map(|certificate| Validity::of(&certificate).map(|validity| (certificate, validity)))
+        .transpose()?;
     let usable = on_disk.filter(|(certificate, validity)| {
-        let covers_all = certs::uncovered(std::slice::from_ref(certificate), hosts.iter().map(String::as_str)).is_empty();
+        let covers_all = certs::uncovered(
+            std::slice::from_ref(certificate),
+            hosts.iter().map(String::as_str),
+        )
+        .is_empty();
         covers_all && validity.not_after > SystemTime::now() && key_matches(certificate)
     });
     let (certificate, serving) = match usable {
@@ -400,7 +489,10 @@ impl Renewal {
                 (0, None) => Duration::ZERO,
                 (0, Some(validity)) => {
                     let due = validity.renewal_time(jitter());
-                    log(format_args!("acme: renewal due at {}", humantime::format_rfc3339_seconds(due)));
+                    log(format_args!(
+                        "acme: renewal due at {}",
+                        humantime::format_rfc3339_seconds(due)
+                    ));
                     due.duration_since(SystemTime::now()).unwrap_or_default()
                 }
                 (failures, _) => retry_wait(self.options.first_retry_wait, failures),
@@ -424,7 +516,10 @@ impl Renewal {
                     stats.count(Event::AcmeFailed);
                     failures += 1;
                     let still = match self.serving {
-                        Some(validity) => format!("the old certificate, valid until {}", humantime::format_rfc3339_seconds(validity.not_after)),
+                        Some(validity) => format!(
+                            "the old certificate, valid until {}",
+                            humantime::format_rfc3339_seconds(validity.not_after)
+                        ),
                         None => "the self-signed placeholder".to_owned(),
                     };
                     let next = retry_wait(self.options.first_retry_wait, failures);
@@ -442,7 +537,11 @@ impl Renewal {
     }
 
     /// One order for all the site's names; the result saved, snapshotted and swapped in.
-    async fn renew(&self, account: &mut Option<Account>, install: &watch::Sender<Arc<Sandbox>>) -> Result<Validity, AcmeError> {
+    async fn renew(
+        &self,
+        account: &mut Option<Account>,
+        install: &watch::Sender<Arc<Sandbox>>,
+    ) -> Result<Validity, AcmeError> {
         let started = std::time::Instant::now();
         let account = match account {
             Some(account) => account,
@@ -450,17 +549,29 @@ impl Renewal {
         };
         let (chain_pem, key_pem) = self.order(account).await?;
         self.state.save_certificate(&chain_pem, &key_pem)?;
-        let certificate = self.state.certificate()?.ok_or_else(|| AcmeError::BadState {
-            path: self.state.chain_file(),
-            message: "just written, now missing".into(),
-        })?;
+        let certificate = self
+            .state
+            .certificate()?
+            .ok_or_else(|| AcmeError::BadState {
+                path: self.state.chain_file(),
+                message: "just written, now missing".into(),
+            })?;
         let validity = Validity::of(&certificate)?;
         // Initialising and snapshotting the component is seconds of CPU: keep it off the threads
         // that accept and serve connections.
-        let (component, limits, runtime) = (self.component.clone(), self.limits.clone(), tokio::runtime::Handle::current());
-        let sandbox = tokio::task::spawn_blocking(move || runtime.block_on(Sandbox::new(&component, &[certificate], limits)))
-            .await
-            .map_err(|join| AcmeError::BadState { path: self.component.clone(), message: format!("snapshotting panicked: {join}") })??;
+        let (component, limits, runtime) = (
+            self.component.clone(),
+            self.limits.clone(),
+            tokio::runtime::Handle::current(),
+        );
+        let sandbox = tokio::task::spawn_blocking(move || {
+            runtime.block_on(Sandbox::new(&component, &[certificate], limits))
+        })
+        .await
+        .map_err(|join| AcmeError::BadState {
+            path: self.component.clone(),
+            message: format!("snapshotting panicked: {join}"),
+        })??;
         // The session-ticket keys carry over, so returning clients still resume after the swap.
         let tickets = install.borrow().ticket_keys().clone();
         install.send_replace(Arc::new(sandbox.with_ticket_keys(tickets)));
@@ -476,7 +587,10 @@ impl Renewal {
     /// The account from the state directory, or a new one registered and saved there.
     async fn account(&self) -> Result<Account, AcmeError> {
         let directory = &self.options.directory;
-        let failed = |source| AcmeError::Account { directory: directory.clone(), source };
+        let failed = |source| AcmeError::Account {
+            directory: directory.clone(),
+            source,
+        };
         let builder = match &self.options.directory_ca {
             Some(root) => Account::builder_with_root(root),
             None => Account::builder(),
@@ -489,13 +603,29 @@ impl Renewal {
             .options
             .contacts
             .iter()
-            .map(|email| if email.starts_with("mailto:") { email.clone() } else { format!("mailto:{email}") })
+            .map(|email| {
+                if email.starts_with("mailto:") {
+                    email.clone()
+                } else {
+                    format!("mailto:{email}")
+                }
+            })
             .collect();
         let contact: Vec<&str> = contacts.iter().map(String::as_str).collect();
-        let new_account = NewAccount { contact: &contact, terms_of_service_agreed: true, only_return_existing: false };
-        let (account, credentials) = builder.create(&new_account, directory.clone(), None).await.map_err(failed)?;
+        let new_account = NewAccount {
+            contact: &contact,
+            terms_of_service_agreed: true,
+            only_return_existing: false,
+        };
+        let (account, credentials) = builder
+            .create(&new_account, directory.clone(), None)
+            .await
+            .map_err(failed)?;
         self.state.save_account(&credentials)?;
-        log(format_args!("acme: registered account {} at {directory}", account.id()));
+        log(format_args!(
+            "acme: registered account {} at {directory}",
+            account.id()
+        ));
         Ok(account)
     }
 
@@ -503,12 +633,28 @@ impl Renewal {
     /// Returns the chain and the private key, in PEM.
     async fn order(&self, account: &Account) -> Result<(String, String), AcmeError> {
         let names = self.hosts.join(",");
-        let failed = |source| AcmeError::Order { names: names.clone(), source };
-        let identifiers: Vec<Identifier> = self.hosts.iter().map(|host| Identifier::Dns(host.clone())).collect();
-        let mut order = account.new_order(&NewOrder::new(&identifiers)).await.map_err(failed)?;
-        log(format_args!("acme: ordered a certificate for {names} at {}", order.url()));
+        let failed = |source| AcmeError::Order {
+            names: names.clone(),
+            source,
+        };
+        let identifiers: Vec<Identifier> = self
+            .hosts
+            .iter()
+            .map(|host| Identifier::Dns(host.clone()))
+            .collect();
+        let mut order = account
+            .new_order(&NewOrder::new(&identifiers))
+            .await
+            .map_err(failed)?;
+        log(format_args!(
+            "acme: ordered a certificate for {names} at {}",
+            order.url()
+        ));
 
-        let mut open = OpenChallenges { challenges: &self.challenges, tokens: Vec::new() };
+        let mut open = OpenChallenges {
+            challenges: &self.challenges,
+            tokens: Vec::new(),
+        };
         let mut authorizations = order.authorizations();
         while let Some(authorization) = authorizations.next().await {
             let mut authorization = authorization.map_err(failed)?;
@@ -518,7 +664,9 @@ impl Renewal {
                 AuthorizationStatus::Valid => continue,
                 status => return Err(AcmeError::AuthorizationFailed { name, status }),
             }
-            let mut challenge = authorization.challenge(ChallengeType::Http01).ok_or(AcmeError::NoHttp01(name))?;
+            let mut challenge = authorization
+                .challenge(ChallengeType::Http01)
+                .ok_or(AcmeError::NoHttp01(name))?;
             open.open(&challenge.token, challenge.key_authorization().as_str());
             challenge.set_ready().await.map_err(failed)?;
         }
@@ -526,8 +674,16 @@ impl Renewal {
         let status = order.poll_ready(&patient).await.map_err(failed)?;
         drop(open);
         if status != OrderStatus::Ready {
-            let detail = order.state().error.as_ref().map_or_else(|| "no reason given".to_owned(), ToString::to_string);
-            return Err(AcmeError::OrderFailed { names, status, detail });
+            let detail = order
+                .state()
+                .error
+                .as_ref()
+                .map_or_else(|| "no reason given".to_owned(), ToString::to_string);
+            return Err(AcmeError::OrderFailed {
+                names,
+                status,
+                detail,
+            });
         }
 
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
@@ -549,7 +705,10 @@ mod tests {
     #[test]
     fn a_90_day_certificate_is_renewed_between_day_50_and_day_60() {
         let not_before = SystemTime::UNIX_EPOCH + days(1000);
-        let validity = Validity { not_before, not_after: not_before + days(90) };
+        let validity = Validity {
+            not_before,
+            not_after: not_before + days(90),
+        };
         assert_eq!(validity.renewal_time(0.0), not_before + days(60));
         assert_eq!(validity.renewal_time(1.0), not_before + days(50));
         let middle = validity.renewal_time(0.5);
@@ -560,7 +719,10 @@ mod tests {
     fn jitter_stays_in_its_range_and_varies() {
         let draws: Vec<f64> = (0..64).map(|_| jitter()).collect();
         assert!(draws.iter().all(|j| (0.0..1.0).contains(j)));
-        assert!(draws.iter().any(|j| *j != draws[0]), "64 equal draws: {draws:?}");
+        assert!(
+            draws.iter().any(|j| *j != draws[0]),
+            "64 equal draws: {draws:?}"
+        );
     }
 
     #[test]
@@ -576,27 +738,57 @@ mod tests {
     fn only_open_tokens_under_the_challenge_path_are_answered() {
         let challenges = Challenges::default();
         {
-            let mut open = OpenChallenges { challenges: &challenges, tokens: Vec::new() };
+            let mut open = OpenChallenges {
+                challenges: &challenges,
+                tokens: Vec::new(),
+            };
             open.open("tok3n", "tok3n.thumbprint");
-            assert_eq!(challenges.response("/.well-known/acme-challenge/tok3n").as_deref(), Some("tok3n.thumbprint"));
-            assert_eq!(challenges.response("/.well-known/acme-challenge/other"), None);
+            assert_eq!(
+                challenges
+                    .response("/.well-known/acme-challenge/tok3n")
+                    .as_deref(),
+                Some("tok3n.thumbprint")
+            );
+            assert_eq!(
+                challenges.response("/.well-known/acme-challenge/other"),
+                None
+            );
             assert_eq!(challenges.response("/tok3n"), None);
         }
-        assert_eq!(challenges.response("/.well-known/acme-challenge/tok3n"), None, "withdrawn when the order ends");
+        assert_eq!(
+            challenges.response("/.well-known/acme-challenge/tok3n"),
+            None,
+            "withdrawn when the order ends"
+        );
     }
 
     #[test]
     fn the_port_80_side_answers_open_tokens_and_redirects_the_rest() {
         use crate::redirect::{RedirectOutcome, RedirectTable, answer};
         let challenges = Challenges::default();
-        let table = RedirectTable::new(vec!["a.test".into()], "a.test".into(), 443).answering_challenges(challenges.clone());
-        let mut open = OpenChallenges { challenges: &challenges, tokens: Vec::new() };
+        let table = RedirectTable::new(vec!["a.test".into()], "a.test".into(), 443)
+            .answering_challenges(challenges.clone());
+        let mut open = OpenChallenges {
+            challenges: &challenges,
+            tokens: Vec::new(),
+        };
         open.open("tok3n", "tok3n.thumbprint");
-        let (response, outcome) = answer(&table, b"GET /.well-known/acme-challenge/tok3n HTTP/1.1\r\nHost: a.test\r\n\r\n").unwrap();
-        assert_eq!(outcome, RedirectOutcome::AcmeChallenge("/.well-known/acme-challenge/tok3n".into()));
+        let (response, outcome) = answer(
+            &table,
+            b"GET /.well-known/acme-challenge/tok3n HTTP/1.1\r\nHost: a.test\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(
+            outcome,
+            RedirectOutcome::AcmeChallenge("/.well-known/acme-challenge/tok3n".into())
+        );
         assert!(response.starts_with(b"HTTP/1.1 200 OK\r\n"));
         assert!(response.ends_with(b"\r\n\r\ntok3n.thumbprint"));
-        let (_, other) = answer(&table, b"GET /.well-known/acme-challenge/guess HTTP/1.1\r\nHost: a.test\r\n\r\n").unwrap();
+        let (_, other) = answer(
+            &table,
+            b"GET /.well-known/acme-challenge/guess HTTP/1.1\r\nHost: a.test\r\n\r\n",
+        )
+        .unwrap();
         assert_eq!(other, RedirectOutcome::Redirected("https://a.test/".into()));
     }
 
@@ -627,7 +819,13 @@ mod tests {
         assert!(text.contains("waiting for an ACME certificate"));
         assert!(key_matches(&placeholder));
         let other = super::placeholder(&hosts).unwrap();
-        assert!(!key_matches(&Certificate { private_key: other.private_key, ..placeholder }), "another key");
+        assert!(
+            !key_matches(&Certificate {
+                private_key: other.private_key,
+                ..placeholder
+            }),
+            "another key"
+        );
     }
 
     #[test]
@@ -641,11 +839,20 @@ mod tests {
             acme_directory_ca: None,
         };
         assert!(matches!(args(None).options(), Err(AcmeError::NoDirectory)));
-        assert!(matches!(args(Some("http://ca.test/dir")).options(), Err(AcmeError::BadDirectory(_))));
+        assert!(matches!(
+            args(Some("http://ca.test/dir")).options(),
+            Err(AcmeError::BadDirectory(_))
+        ));
         let options = args(Some("letsencrypt")).options().unwrap().unwrap();
         assert_eq!(options.directory, LETS_ENCRYPT);
-        assert!(!options.terms_agreed, "checked when the server starts, with the CA named");
-        let off = AcmeArgs { acme: false, ..args(None) };
+        assert!(
+            !options.terms_agreed,
+            "checked when the server starts, with the CA named"
+        );
+        let off = AcmeArgs {
+            acme: false,
+            ..args(None)
+        };
         assert!(off.options().unwrap().is_none());
     }
 }

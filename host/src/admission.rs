@@ -35,8 +35,15 @@ impl Admission {
             Ok(permit) => permit,
             Err(_) => {
                 self.stats.count(Event::WaitedForInstance);
-                log(format_args!("limit: all {} instances busy (--max-instances, --guest-memory); {peer} waits", self.max_instances));
-                self.instances.clone().acquire_owned().await.expect("the semaphore is never closed")
+                log(format_args!(
+                    "limit: all {} instances busy (--max-instances, --guest-memory); {peer} waits",
+                    self.max_instances
+                ));
+                self.instances
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("the semaphore is never closed")
             }
         };
         // The sandbox current now serves this connection to its end, even if a renewal swaps in
@@ -54,6 +61,9 @@ async fn first_bytes(stream: &TcpStream, timeout: Duration) -> Result<(), String
         Ok(Ok(0)) => Err("closed before sending anything".into()),
         Ok(Ok(_)) => Ok(()),
         Ok(Err(error)) => Err(format!("failed io: {error}")),
-        Err(_) => Err(format!("timed out: nothing sent within {} s (--hello-timeout)", timeout.as_secs_f64())),
+        Err(_) => Err(format!(
+            "timed out: nothing sent within {} s (--hello-timeout)",
+            timeout.as_secs_f64()
+        )),
     }
 }

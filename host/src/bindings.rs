@@ -41,5 +41,8 @@ pub async fn list_resources<T: Send + 'static>(
     store.set_epoch_deadline(crate::engine::ticks(crate::engine::START_UP_DEADLINE));
     store.epoch_deadline_trap();
     let instance = pre.instantiate_async(&mut store).await?;
-    indices.load(&mut store, &instance)?.call_resources(&mut store).await
+    indices
+        .load(&mut store, &instance)?
+        .call_resources(&mut store)
+        .await
 }

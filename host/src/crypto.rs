@@ -5,10 +5,12 @@
 //! `guest_state.rs` answers the guest's imports with it.
 
 use crate::certs::{Certificate, KeyFormat};
-use ring::aead::{AES_128_GCM, AES_256_GCM, Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
-use rustls::SignatureScheme;
 use aws_lc_rs::agreement::{self, PrivateKey, UnparsedPublicKey};
 use aws_lc_rs::kem::{EncapsulationKey, ML_KEM_768};
+use ring::aead::{
+    AES_128_GCM, AES_256_GCM, Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey,
+};
+use rustls::SignatureScheme;
 use rustls::crypto::ring::sign::any_supported_type;
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer};
 use rustls::sign::SigningKey;
@@ -65,22 +67,33 @@ struct HeldKey {
 impl Keys {
     /// Parses every certificate's key; the i-th certificate's key is `key-id` i.
     pub fn load(certificates: &[Certificate]) -> Result<Keys, UnusableKey> {
-        let held = certificates.iter().map(HeldKey::load).collect::<Result<_, _>>()?;
+        let held = certificates
+            .iter()
+            .map(HeldKey::load)
+            .collect::<Result<_, _>>()?;
         Ok(Keys { held })
     }
 
     /// The schemes `key` signs with, preferred first; none for an unknown key.
     pub fn signature_schemes(&self, key: u32) -> Vec<SignatureScheme> {
-        self.get(key).map(|held| held.schemes.clone()).unwrap_or_default()
+        self.get(key)
+            .map(|held| held.schemes.clone())
+            .unwrap_or_default()
     }
 
-    pub fn sign(&self, key: u32, scheme: SignatureScheme, message: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    pub fn sign(
+        &self,
+        key: u32,
+        scheme: SignatureScheme,
+        message: &[u8],
+    ) -> Result<Vec<u8>, CryptoError> {
         let held = self.get(key).ok_or(CryptoError::UnknownKey(key))?;
-        let signer = held
-            .signing
-            .choose_scheme(&[scheme])
-            .ok_or_else(|| CryptoError::Unsupported(format!("key {key} does not sign with {scheme:?}")))?;
-        signer.sign(message).map_err(|error| CryptoError::Rejected(error.to_string()))
+        let signer = held.signing.choose_scheme(&[scheme]).ok_or_else(|| {
+            CryptoError::Unsupported(format!("key {key} does not sign with {scheme:?}"))
+        })?;
+        signer
+            .sign(message)
+            .map_err(|error| CryptoError::Rejected(error.to_string()))
     }
 
     /// The key itself (DER), for the portable world while it initialises.
@@ -101,7 +114,10 @@ impl HeldKey {
             KeyFormat::Sec1 => PrivateKeyDer::Sec1(PrivateSec1KeyDer::from(&der[..])),
             KeyFormat::Pkcs1 => PrivateKeyDer::Pkcs1(PrivatePkcs1KeyDer::from(&der[..])),
         };
-        let unusable = |why: String| UnusableKey { file: certificate.source.clone(), why };
+        let unusable = |why: String| UnusableKey {
+            file: certificate.source.clone(),
+            why,
+        };
         let signing = any_supported_type(&parsed).map_err(|error| unusable(error.to_string()))?;
         let mut offered = SCHEMES.to_vec();
         let mut schemes = Vec::new();
@@ -112,7 +128,12 @@ impl HeldKey {
         if schemes.is_empty() {
             return Err(unusable("no TLS signature scheme fits it".into()));
         }
-        Ok(HeldKey { signing, schemes, der, format: certificate.key_format })
+        Ok(HeldKey {
+            signing,
+            schemes,
+            der,
+            format: certificate.key_format,
+        })
     }
 }
 
@@ -126,7 +147,12 @@ pub enum Group {
     Secp384r1,
 }
 
-pub const GROUPS: [Group; 4] = [Group::X25519MlKem768, Group::X25519, Group::Secp256r1, Group::Secp384r1];
+pub const GROUPS: [Group; 4] = [
+    Group::X25519MlKem768,
+    Group::X25519,
+    Group::Secp256r1,
+    Group::Secp384r1,
+];
 
 /// A server's answer to a client's key share: our share, and the shared secret.
 #[derive(Debug)]
@@ -144,17 +170,29 @@ pub fn encapsulate(group: Group, client_share: &[u8]) -> Result<Encapsulated, Cr
         Group::Secp256r1 => &agreement::ECDH_P256,
         Group::Secp384r1 => &agreement::ECDH_P384,
     };
-    let (share, shared_secret) = diffie_hellman(algorithm, client_share).map_err(|what| CryptoError::Rejected(format!("{group:?}: {what}")))?;
-    Ok(Encapsulated { share, shared_secret })
+    let (share, shared_secret) = diffie_hellman(algorithm, client_share)
+        .map_err(|what| CryptoError::Rejected(format!("{group:?}: {what}")))?;
+    Ok(Encapsulated {
+        share,
+        shared_secret,
+    })
 }
 
 /// An ephemeral key pair of `algorithm`, used once against the client's public key: our public
 /// key (in the TLS encoding) and the shared secret. aws-lc's, where ring's X25519 takes twice as
 /// long (59 against 32 µs a handshake on the bench machine, docs/performance.md).
-fn diffie_hellman(algorithm: &'static agreement::Algorithm, client_public: &[u8]) -> Result<(Vec<u8>, Vec<u8>), &'static str> {
+fn diffie_hellman(
+    algorithm: &'static agreement::Algorithm,
+    client_public: &[u8],
+) -> Result<(Vec<u8>, Vec<u8>), &'static str> {
     let ours = PrivateKey::generate(algorithm).map_err(|_| "no key pair")?;
     let our_public = ours.compute_public_key().map_err(|_| "no public key")?;
-    let secret = agreement::agree(&ours, UnparsedPublicKey::new(algorithm, client_public), "the client's public key is rejected", |secret| Ok(secret.to_vec()))?;
+    let secret = agreement::agree(
+        &ours,
+        UnparsedPublicKey::new(algorithm, client_public),
+        "the client's public key is rejected",
+        |secret| Ok(secret.to_vec()),
+    )?;
     Ok((our_public.as_ref().to_vec(), secret))
 }
 
@@ -167,7 +205,10 @@ const X25519_PUBLIC_KEY: usize = 32;
 /// key; ours the ML-KEM ciphertext and our X25519 public key; the secret ML-KEM's then X25519's.
 fn x25519_mlkem768(client_share: &[u8]) -> Result<Encapsulated, CryptoError> {
     if client_share.len() != MLKEM768_ENCAPSULATION_KEY + X25519_PUBLIC_KEY {
-        return Err(CryptoError::Rejected(format!("an X25519MLKEM768 share of {} bytes", client_share.len())));
+        return Err(CryptoError::Rejected(format!(
+            "an X25519MLKEM768 share of {} bytes",
+            client_share.len()
+        )));
     }
     let (mlkem, x25519) = client_share.split_at(MLKEM768_ENCAPSULATION_KEY);
     let failed = |what: &str| CryptoError::Rejected(format!("X25519MLKEM768: {what}"));
@@ -175,8 +216,12 @@ fn x25519_mlkem768(client_share: &[u8]) -> Result<Encapsulated, CryptoError> {
         .map_err(|_| failed("the client's ML-KEM-768 key is malformed"))?
         .encapsulate()
         .map_err(|_| failed("ML-KEM-768 encapsulation failed"))?;
-    let (our_public, x25519_secret) = diffie_hellman(&agreement::X25519, x25519).map_err(|what| failed(&format!("X25519: {what}")))?;
-    Ok(Encapsulated { share: [ciphertext.as_ref(), &our_public].concat(), shared_secret: [mlkem_secret.as_ref(), &x25519_secret].concat() })
+    let (our_public, x25519_secret) = diffie_hellman(&agreement::X25519, x25519)
+        .map_err(|what| failed(&format!("X25519: {what}")))?;
+    Ok(Encapsulated {
+        share: [ciphertext.as_ref(), &our_public].concat(),
+        shared_secret: [mlkem_secret.as_ref(), &x25519_secret].concat(),
+    })
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -196,13 +241,19 @@ impl RecordProtection {
             AeadAlgorithm::Aes256Gcm => &AES_256_GCM,
             AeadAlgorithm::Chacha20Poly1305 => &CHACHA20_POLY1305,
         };
-        let unbound = UnboundKey::new(algorithm, key)
-            .map_err(|_| CryptoError::Unsupported(format!("a {}-byte key for {algorithm:?}", key.len())))?;
+        let unbound = UnboundKey::new(algorithm, key).map_err(|_| {
+            CryptoError::Unsupported(format!("a {}-byte key for {algorithm:?}", key.len()))
+        })?;
         Ok(RecordProtection(LessSafeKey::new(unbound)))
     }
 
     /// `plaintext` encrypted in place, with the tag appended.
-    pub fn seal(&self, nonce: &[u8], aad: Vec<u8>, mut plaintext: Vec<u8>) -> Result<Vec<u8>, CryptoError> {
+    pub fn seal(
+        &self,
+        nonce: &[u8],
+        aad: Vec<u8>,
+        mut plaintext: Vec<u8>,
+    ) -> Result<Vec<u8>, CryptoError> {
         self.0
             .seal_in_place_append_tag(record_nonce(nonce)?, Aad::from(aad), &mut plaintext)
             .map_err(|_| CryptoError::Rejected("the record is too long to seal".into()))?;
@@ -210,7 +261,12 @@ impl RecordProtection {
     }
 
     /// `sealed` (ciphertext and tag) authenticated and decrypted in place.
-    pub fn open(&self, nonce: &[u8], aad: Vec<u8>, mut sealed: Vec<u8>) -> Result<Vec<u8>, CryptoError> {
+    pub fn open(
+        &self,
+        nonce: &[u8],
+        aad: Vec<u8>,
+        mut sealed: Vec<u8>,
+    ) -> Result<Vec<u8>, CryptoError> {
         let len = self
             .0
             .open_in_place(record_nonce(nonce)?, Aad::from(aad), &mut sealed)
@@ -223,7 +279,8 @@ impl RecordProtection {
 
 /// The guest makes each record's nonce (IV xor sequence number, RFC 8446 5.3), so it is unique.
 fn record_nonce(bytes: &[u8]) -> Result<Nonce, CryptoError> {
-    Nonce::try_assume_unique_for_key(bytes).map_err(|_| CryptoError::Rejected(format!("a nonce of {} bytes", bytes.len())))
+    Nonce::try_assume_unique_for_key(bytes)
+        .map_err(|_| CryptoError::Rejected(format!("a nonce of {} bytes", bytes.len())))
 }
 
 /// The hashes of the TLS 1.3 suites: the transcript hash, and the HMAC under HKDF.
@@ -251,12 +308,16 @@ impl HashAlgorithm {
 
 /// `data` hashed, in one step.
 pub fn hash(algorithm: HashAlgorithm, data: &[u8]) -> Vec<u8> {
-    ring::digest::digest(algorithm.digest(), data).as_ref().to_vec()
+    ring::digest::digest(algorithm.digest(), data)
+        .as_ref()
+        .to_vec()
 }
 
 /// HMAC of `message` under `key`: all of HKDF, as the guest's key schedule calls it.
 pub fn hmac(algorithm: HashAlgorithm, key: &[u8], message: &[u8]) -> Vec<u8> {
-    ring::hmac::sign(&ring::hmac::Key::new(algorithm.hmac(), key), message).as_ref().to_vec()
+    ring::hmac::sign(&ring::hmac::Key::new(algorithm.hmac(), key), message)
+        .as_ref()
+        .to_vec()
 }
 
 /// A running hash (the guest's handshake transcript): each call appends what the guest has
@@ -297,10 +358,21 @@ mod tests {
     #[test]
     fn a_record_sealed_opens_once_and_not_with_another_nonce() {
         let key = RecordProtection::new(AeadAlgorithm::Aes128Gcm, &[7; 16]).unwrap();
-        let sealed = key.seal(&[1; 12], b"aad".to_vec(), b"hello".to_vec()).unwrap();
-        assert_eq!(key.open(&[1; 12], b"aad".to_vec(), sealed.clone()).unwrap(), b"hello");
-        assert!(matches!(key.open(&[2; 12], b"aad".to_vec(), sealed), Err(CryptoError::Rejected(_))));
-        assert!(matches!(RecordProtection::new(AeadAlgorithm::Aes256Gcm, &[7; 16]), Err(CryptoError::Unsupported(_))));
+        let sealed = key
+            .seal(&[1; 12], b"aad".to_vec(), b"hello".to_vec())
+            .unwrap();
+        assert_eq!(
+            key.open(&[1; 12], b"aad".to_vec(), sealed.clone()).unwrap(),
+            b"hello"
+        );
+        assert!(matches!(
+            key.open(&[2; 12], b"aad".to_vec(), sealed),
+            Err(CryptoError::Rejected(_))
+        ));
+        assert!(matches!(
+            RecordProtection::new(AeadAlgorithm::Aes256Gcm, &[7; 16]),
+            Err(CryptoError::Unsupported(_))
+        ));
     }
 
     #[test]
@@ -312,9 +384,19 @@ mod tests {
         ] {
             let client = client.start().unwrap();
             let ours = encapsulate(group, client.pub_key()).unwrap();
-            assert_eq!(client.complete(&ours.share).unwrap().secret_bytes(), ours.shared_secret, "{group:?}");
+            assert_eq!(
+                client.complete(&ours.share).unwrap().secret_bytes(),
+                ours.shared_secret,
+                "{group:?}"
+            );
         }
-        assert!(matches!(encapsulate(Group::Secp256r1, &[4; 65]), Err(CryptoError::Rejected(_))), "off the curve");
+        assert!(
+            matches!(
+                encapsulate(Group::Secp256r1, &[4; 65]),
+                Err(CryptoError::Rejected(_))
+            ),
+            "off the curve"
+        );
     }
 
     /// As a client does it (what rustls's aws-lc-rs provider does): decapsulate the ciphertext,
@@ -324,38 +406,79 @@ mod tests {
         use aws_lc_rs::kem::{Ciphertext, DecapsulationKey};
         let mlkem = DecapsulationKey::generate(&ML_KEM_768).unwrap();
         let x25519 = PrivateKey::generate(&agreement::X25519).unwrap();
-        let share = [mlkem.encapsulation_key().unwrap().key_bytes().unwrap().as_ref(), x25519.compute_public_key().unwrap().as_ref()].concat();
+        let share = [
+            mlkem
+                .encapsulation_key()
+                .unwrap()
+                .key_bytes()
+                .unwrap()
+                .as_ref(),
+            x25519.compute_public_key().unwrap().as_ref(),
+        ]
+        .concat();
         assert_eq!(share.len(), 1216);
 
         let ours = encapsulate(Group::X25519MlKem768, &share).unwrap();
 
-        assert_eq!((ours.share.len(), ours.shared_secret.len()), (1088 + 32, 64));
+        assert_eq!(
+            (ours.share.len(), ours.shared_secret.len()),
+            (1088 + 32, 64)
+        );
         let (ciphertext, their_x25519) = ours.share.split_at(1088);
         let mlkem_secret = mlkem.decapsulate(Ciphertext::from(ciphertext)).unwrap();
-        let x25519_secret =
-            agreement::agree(&x25519, UnparsedPublicKey::new(&agreement::X25519, their_x25519), (), |secret| Ok(secret.to_vec())).unwrap();
-        assert_eq!(ours.shared_secret, [mlkem_secret.as_ref(), &x25519_secret].concat());
+        let x25519_secret = agreement::agree(
+            &x25519,
+            UnparsedPublicKey::new(&agreement::X25519, their_x25519),
+            (),
+            |secret| Ok(secret.to_vec()),
+        )
+        .unwrap();
+        assert_eq!(
+            ours.shared_secret,
+            [mlkem_secret.as_ref(), &x25519_secret].concat()
+        );
 
         for bad in [&share[..1215], &[0xff; 1216][..]] {
-            assert!(matches!(encapsulate(Group::X25519MlKem768, bad), Err(CryptoError::Rejected(_))), "{} bytes", bad.len());
+            assert!(
+                matches!(
+                    encapsulate(Group::X25519MlKem768, bad),
+                    Err(CryptoError::Rejected(_))
+                ),
+                "{} bytes",
+                bad.len()
+            );
         }
     }
 
     fn hex(text: &str) -> Vec<u8> {
-        (0..text.len()).step_by(2).map(|at| u8::from_str_radix(&text[at..at + 2], 16).unwrap()).collect()
+        (0..text.len())
+            .step_by(2)
+            .map(|at| u8::from_str_radix(&text[at..at + 2], 16).unwrap())
+            .collect()
     }
 
     /// FIPS 180-2, appendix B.1 and D.1 ("abc"), B.2 (two blocks), and the empty message.
     #[test]
     fn hashes_match_the_standards_vectors() {
-        assert_eq!(hash(HashAlgorithm::Sha256, b"abc"), hex("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"));
+        assert_eq!(
+            hash(HashAlgorithm::Sha256, b"abc"),
+            hex("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        );
         assert_eq!(
             hash(HashAlgorithm::Sha384, b"abc"),
-            hex("cb00753f45a35e8bb5a03d699ac65007272c32ab0eded1631a8b605a43ff5bed8086072ba1e7cc2358baeca134c825a7")
+            hex(
+                "cb00753f45a35e8bb5a03d699ac65007272c32ab0eded1631a8b605a43ff5bed8086072ba1e7cc2358baeca134c825a7"
+            )
         );
-        assert_eq!(hash(HashAlgorithm::Sha256, b""), hex("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"));
+        assert_eq!(
+            hash(HashAlgorithm::Sha256, b""),
+            hex("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        );
         let two_blocks = b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
-        assert_eq!(hash(HashAlgorithm::Sha256, two_blocks), hex("248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"));
+        assert_eq!(
+            hash(HashAlgorithm::Sha256, two_blocks),
+            hex("248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1")
+        );
     }
 
     /// A running hash, fed in pieces, forked and finished, agrees with the one-step hash of the
@@ -366,11 +489,27 @@ mod tests {
         let (first, rest) = message.split_at(20);
         for algorithm in [HashAlgorithm::Sha256, HashAlgorithm::Sha384] {
             let mut running = HashContext::new(algorithm);
-            assert_eq!(running.digest(first), hash(algorithm, first), "{algorithm:?}");
+            assert_eq!(
+                running.digest(first),
+                hash(algorithm, first),
+                "{algorithm:?}"
+            );
             let fork = running.fork(b"");
-            assert_eq!(running.digest(rest), hash(algorithm, message), "{algorithm:?}");
-            assert_eq!(fork.finish(b"xyz"), hash(algorithm, &[first, b"xyz"].concat()), "{algorithm:?}: the fork goes on on its own");
-            assert_eq!(running.finish(b""), hash(algorithm, message), "{algorithm:?}");
+            assert_eq!(
+                running.digest(rest),
+                hash(algorithm, message),
+                "{algorithm:?}"
+            );
+            assert_eq!(
+                fork.finish(b"xyz"),
+                hash(algorithm, &[first, b"xyz"].concat()),
+                "{algorithm:?}: the fork goes on on its own"
+            );
+            assert_eq!(
+                running.finish(b""),
+                hash(algorithm, message),
+                "{algorithm:?}"
+            );
         }
     }
 
@@ -407,12 +546,28 @@ mod tests {
     /// calls (Extract: one; Expand: one per hash-length block).
     #[test]
     fn hkdf_made_of_hmac_calls_matches_rfc_5869() {
-        let (ikm, salt, info) = ([0x0b; 22], hex("000102030405060708090a0b0c"), hex("f0f1f2f3f4f5f6f7f8f9"));
+        let (ikm, salt, info) = (
+            [0x0b; 22],
+            hex("000102030405060708090a0b0c"),
+            hex("f0f1f2f3f4f5f6f7f8f9"),
+        );
         let prk = hmac(HashAlgorithm::Sha256, &salt, &ikm);
-        assert_eq!(prk, hex("077709362c2e32df0ddc3f0dc47bba6390b6c73bb50f9c3122ec844ad7c2b3e5"));
+        assert_eq!(
+            prk,
+            hex("077709362c2e32df0ddc3f0dc47bba6390b6c73bb50f9c3122ec844ad7c2b3e5")
+        );
         let t1 = hmac(HashAlgorithm::Sha256, &prk, &[&info[..], &[1]].concat());
-        let t2 = hmac(HashAlgorithm::Sha256, &prk, &[&t1[..], &info, &[2]].concat());
+        let t2 = hmac(
+            HashAlgorithm::Sha256,
+            &prk,
+            &[&t1[..], &info, &[2]].concat(),
+        );
         let okm = [t1, t2].concat();
-        assert_eq!(okm[..42], hex("3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865"));
+        assert_eq!(
+            okm[..42],
+            hex(
+                "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865"
+            )
+        );
     }
 }

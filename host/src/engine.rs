@@ -2,7 +2,9 @@
 //! the epoch clock that CPU deadlines count in, and the limits each instance lives under.
 
 use std::time::Duration;
-use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter,
+};
 
 /// How often the engine's epoch advances; CPU deadlines are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -41,7 +43,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { instances: 256, memory_bytes: DEFAULT_INSTANCE_MEMORY }
+        Limits {
+            instances: 256,
+            memory_bytes: DEFAULT_INSTANCE_MEMORY,
+        }
     }
 }
 
@@ -66,7 +71,11 @@ pub fn engine(limits: &Limits) -> wasmtime::Result<Engine> {
 pub fn baseline_compiler(limits: &Limits) -> wasmtime::Result<Engine> {
     let mut baseline = config(limits);
     // An explicit target turns off the detection of this CPU's extensions.
-    baseline.target(&format!("{}-unknown-{}", std::env::consts::ARCH, std::env::consts::OS))?;
+    baseline.target(&format!(
+        "{}-unknown-{}",
+        std::env::consts::ARCH,
+        std::env::consts::OS
+    ))?;
     Engine::new(&baseline)
 }
 
@@ -87,7 +96,9 @@ fn config(limits: &Limits) -> Config {
     // budget every time, so the budget is given only with it. The dirty bytes of a slot beyond
     // the budget are still dropped with madvise.
     if PoolingAllocationConfig::is_pagemap_scan_available() {
-        pool.pagemap_scan(Enabled::Yes).linear_memory_keep_resident(MEMORY_KEEP_RESIDENT).table_keep_resident(TABLE_KEEP_RESIDENT);
+        pool.pagemap_scan(Enabled::Yes)
+            .linear_memory_keep_resident(MEMORY_KEEP_RESIDENT)
+            .table_keep_resident(TABLE_KEEP_RESIDENT);
     }
     let mut config = Config::new();
     config
@@ -127,7 +138,12 @@ impl MemoryCap {
 }
 
 impl ResourceLimiter for MemoryCap {
-    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         self.peak = self.peak.max(current);
         let allowed = desired <= self.limit;
         if allowed {
@@ -136,7 +152,12 @@ impl ResourceLimiter for MemoryCap {
         Ok(allowed)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= MAX_TABLE_ELEMENTS)
     }
 }

@@ -4,10 +4,14 @@
 //! over (but to the portable world, while it initialises).
 
 use crate::bindings::portable::tls_site::site::private_keys;
-use crate::bindings::tls_site::site::crypto::{self as wit, Aead, HashAlgorithm, KeyId, NamedGroup};
+use crate::bindings::tls_site::site::crypto::{
+    self as wit, Aead, HashAlgorithm, KeyId, NamedGroup,
+};
 use crate::bindings::tls_site::site::{identity, tickets};
 use crate::certs::{Certificate, KeyFormat};
-use crate::crypto::{self as native, AeadAlgorithm, CryptoError, Group, HashContext, Keys, RecordProtection};
+use crate::crypto::{
+    self as native, AeadAlgorithm, CryptoError, Group, HashContext, Keys, RecordProtection,
+};
 use crate::engine::MemoryCap;
 use crate::tickets::TicketKeys;
 use std::sync::Arc;
@@ -43,12 +47,25 @@ impl GuestState {
 
     /// The state of the one instance that initialises, and is then snapshotted: it gets the
     /// certificates (as the i-th names its key by `key-id` i, `Keys::load`).
-    pub fn initialising(memory_bytes: usize, certificates: &[Certificate], keys: Arc<Keys>, tickets: Arc<TicketKeys>) -> GuestState {
+    pub fn initialising(
+        memory_bytes: usize,
+        certificates: &[Certificate],
+        keys: Arc<Keys>,
+        tickets: Arc<TicketKeys>,
+    ) -> GuestState {
         let certificates = (0..)
             .zip(certificates)
-            .map(|(key, certificate)| identity::Certificate { chain: certificate.chain.clone(), names: certificate.names.clone(), key })
+            .map(|(key, certificate)| identity::Certificate {
+                chain: certificate.chain.clone(),
+                names: certificate.names.clone(),
+                key,
+            })
             .collect();
-        GuestState { certificates, initialising: true, ..GuestState::serving(memory_bytes, keys, tickets) }
+        GuestState {
+            certificates,
+            initialising: true,
+            ..GuestState::serving(memory_bytes, keys, tickets)
+        }
     }
 }
 
@@ -76,7 +93,10 @@ pub fn empty_wasi() -> WasiCtx {
 
 impl WasiView for GuestState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -98,11 +118,24 @@ impl From<CryptoError> for wit::CryptoError {
 
 impl wit::Host for GuestState {
     fn signature_schemes(&mut self, key: KeyId) -> wasmtime::Result<Vec<u16>> {
-        Ok(self.keys.signature_schemes(key).into_iter().map(u16::from).collect())
+        Ok(self
+            .keys
+            .signature_schemes(key)
+            .into_iter()
+            .map(u16::from)
+            .collect())
     }
 
-    fn sign(&mut self, key: KeyId, scheme: u16, message: Vec<u8>) -> wasmtime::Result<Result<Vec<u8>, wit::CryptoError>> {
-        Ok(self.keys.sign(key, scheme.into(), &message).map_err(Into::into))
+    fn sign(
+        &mut self,
+        key: KeyId,
+        scheme: u16,
+        message: Vec<u8>,
+    ) -> wasmtime::Result<Result<Vec<u8>, wit::CryptoError>> {
+        Ok(self
+            .keys
+            .sign(key, scheme.into(), &message)
+            .map_err(Into::into))
     }
 
     fn named_groups(&mut self) -> wasmtime::Result<Vec<NamedGroup>> {
@@ -117,7 +150,11 @@ impl wit::Host for GuestState {
             .collect())
     }
 
-    fn encapsulate(&mut self, group: NamedGroup, client_share: Vec<u8>) -> wasmtime::Result<Result<wit::Encapsulated, wit::CryptoError>> {
+    fn encapsulate(
+        &mut self,
+        group: NamedGroup,
+        client_share: Vec<u8>,
+    ) -> wasmtime::Result<Result<wit::Encapsulated, wit::CryptoError>> {
         let group = match group {
             NamedGroup::X25519Mlkem768 => Group::X25519MlKem768,
             NamedGroup::X25519 => Group::X25519,
@@ -125,7 +162,10 @@ impl wit::Host for GuestState {
             NamedGroup::Secp384r1 => Group::Secp384r1,
         };
         Ok(crate::crypto::encapsulate(group, &client_share)
-            .map(|done| wit::Encapsulated { share: done.share, shared_secret: done.shared_secret })
+            .map(|done| wit::Encapsulated {
+                share: done.share,
+                shared_secret: done.shared_secret,
+            })
             .map_err(Into::into))
     }
 
@@ -133,7 +173,12 @@ impl wit::Host for GuestState {
         Ok(native::hash(algorithm.into(), &data))
     }
 
-    fn hmac(&mut self, algorithm: HashAlgorithm, key: Vec<u8>, message: Vec<u8>) -> wasmtime::Result<Vec<u8>> {
+    fn hmac(
+        &mut self,
+        algorithm: HashAlgorithm,
+        key: Vec<u8>,
+        message: Vec<u8>,
+    ) -> wasmtime::Result<Vec<u8>> {
         Ok(native::hmac(algorithm.into(), &key, &message))
     }
 }
@@ -152,16 +197,28 @@ impl wit::HostHashContext for GuestState {
         Ok(self.table.push(HashContext::new(algorithm.into()))?)
     }
 
-    fn digest(&mut self, context: Resource<HashContext>, data: Vec<u8>) -> wasmtime::Result<Vec<u8>> {
+    fn digest(
+        &mut self,
+        context: Resource<HashContext>,
+        data: Vec<u8>,
+    ) -> wasmtime::Result<Vec<u8>> {
         Ok(self.table.get_mut(&context)?.digest(&data))
     }
 
-    fn fork(&mut self, context: Resource<HashContext>, data: Vec<u8>) -> wasmtime::Result<Resource<HashContext>> {
+    fn fork(
+        &mut self,
+        context: Resource<HashContext>,
+        data: Vec<u8>,
+    ) -> wasmtime::Result<Resource<HashContext>> {
         let fork = self.table.get_mut(&context)?.fork(&data);
         Ok(self.table.push(fork)?)
     }
 
-    fn finish(&mut self, context: Resource<HashContext>, data: Vec<u8>) -> wasmtime::Result<Vec<u8>> {
+    fn finish(
+        &mut self,
+        context: Resource<HashContext>,
+        data: Vec<u8>,
+    ) -> wasmtime::Result<Vec<u8>> {
         Ok(self.table.delete(context)?.finish(&data))
     }
 
@@ -172,7 +229,11 @@ impl wit::HostHashContext for GuestState {
 }
 
 impl wit::HostRecordKey for GuestState {
-    fn new(&mut self, algorithm: Aead, key: Vec<u8>) -> wasmtime::Result<Result<Resource<RecordProtection>, wit::CryptoError>> {
+    fn new(
+        &mut self,
+        algorithm: Aead,
+        key: Vec<u8>,
+    ) -> wasmtime::Result<Result<Resource<RecordProtection>, wit::CryptoError>> {
         let algorithm = match algorithm {
             Aead::Aes128Gcm => AeadAlgorithm::Aes128Gcm,
             Aead::Aes256Gcm => AeadAlgorithm::Aes256Gcm,
@@ -184,12 +245,32 @@ impl wit::HostRecordKey for GuestState {
         }
     }
 
-    fn seal(&mut self, key: Resource<RecordProtection>, nonce: Vec<u8>, aad: Vec<u8>, plaintext: Vec<u8>) -> wasmtime::Result<Result<Vec<u8>, wit::CryptoError>> {
-        Ok(self.table.get(&key)?.seal(&nonce, aad, plaintext).map_err(Into::into))
+    fn seal(
+        &mut self,
+        key: Resource<RecordProtection>,
+        nonce: Vec<u8>,
+        aad: Vec<u8>,
+        plaintext: Vec<u8>,
+    ) -> wasmtime::Result<Result<Vec<u8>, wit::CryptoError>> {
+        Ok(self
+            .table
+            .get(&key)?
+            .seal(&nonce, aad, plaintext)
+            .map_err(Into::into))
     }
 
-    fn open(&mut self, key: Resource<RecordProtection>, nonce: Vec<u8>, aad: Vec<u8>, sealed: Vec<u8>) -> wasmtime::Result<Result<Vec<u8>, wit::CryptoError>> {
-        Ok(self.table.get(&key)?.open(&nonce, aad, sealed).map_err(Into::into))
+    fn open(
+        &mut self,
+        key: Resource<RecordProtection>,
+        nonce: Vec<u8>,
+        aad: Vec<u8>,
+        sealed: Vec<u8>,
+    ) -> wasmtime::Result<Result<Vec<u8>, wit::CryptoError>> {
+        Ok(self
+            .table
+            .get(&key)?
+            .open(&nonce, aad, sealed)
+            .map_err(Into::into))
     }
 
     fn drop(&mut self, key: Resource<RecordProtection>) -> wasmtime::Result<()> {
@@ -217,13 +298,16 @@ impl private_keys::Host for GuestState {
         if !self.initialising {
             return Ok(None);
         }
-        Ok(self.keys.der(key).map(|(der, format)| private_keys::KeyDer {
-            der: der.to_vec(),
-            format: match format {
-                KeyFormat::Pkcs8 => private_keys::KeyFormat::Pkcs8,
-                KeyFormat::Sec1 => private_keys::KeyFormat::Sec1,
-                KeyFormat::Pkcs1 => private_keys::KeyFormat::Pkcs1,
-            },
-        }))
+        Ok(self
+            .keys
+            .der(key)
+            .map(|(der, format)| private_keys::KeyDer {
+                der: der.to_vec(),
+                format: match format {
+                    KeyFormat::Pkcs8 => private_keys::KeyFormat::Pkcs8,
+                    KeyFormat::Sec1 => private_keys::KeyFormat::Sec1,
+                    KeyFormat::Pkcs1 => private_keys::KeyFormat::Pkcs1,
+                },
+            }))
     }
 }

@@ -19,7 +19,11 @@ const INTERFACE: &str = "eth0";
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
     #[error("cannot mount {what} on {target}: {source}")]
-    Mount { what: &'static str, target: &'static str, source: std::io::Error },
+    Mount {
+        what: &'static str,
+        target: &'static str,
+        source: std::io::Error,
+    },
     #[error("randomness: {0}")]
     Randomness(String),
     #[error("kernel command line: {0}")]
@@ -42,14 +46,26 @@ pub struct NetworkConfig {
 
 impl NetworkConfig {
     pub fn from_command_line(line: &str) -> Result<NetworkConfig, InitError> {
-        let mut config = NetworkConfig { address: Ipv4Addr::new(10, 0, 2, 15), prefix: 24, gateway: Some(Ipv4Addr::new(10, 0, 2, 2)) };
-        let bad = |parameter: &str, expected: &str| InitError::CommandLine(format!("{parameter}: expected {expected}"));
+        let mut config = NetworkConfig {
+            address: Ipv4Addr::new(10, 0, 2, 15),
+            prefix: 24,
+            gateway: Some(Ipv4Addr::new(10, 0, 2, 2)),
+        };
+        let bad = |parameter: &str, expected: &str| {
+            InitError::CommandLine(format!("{parameter}: expected {expected}"))
+        };
         for parameter in line.split_ascii_whitespace() {
             if let Some(value) = parameter.strip_prefix("tls_site.ip=") {
                 let expected = "tls_site.ip=ADDRESS/PREFIX, e.g. tls_site.ip=10.0.2.15/24";
-                let (address, prefix) = value.split_once('/').ok_or_else(|| bad(parameter, expected))?;
+                let (address, prefix) = value
+                    .split_once('/')
+                    .ok_or_else(|| bad(parameter, expected))?;
                 config.address = address.parse().map_err(|_| bad(parameter, expected))?;
-                config.prefix = prefix.parse().ok().filter(|p| *p <= 32).ok_or_else(|| bad(parameter, expected))?;
+                config.prefix = prefix
+                    .parse()
+                    .ok()
+                    .filter(|p| *p <= 32)
+                    .ok_or_else(|| bad(parameter, expected))?;
             } else if let Some(value) = parameter.strip_prefix("tls_site.gw=") {
                 let expected = "tls_site.gw=ADDRESS or tls_site.gw=none";
                 config.gateway = match value {
@@ -57,7 +73,9 @@ impl NetworkConfig {
                     address => Some(address.parse().map_err(|_| bad(parameter, expected))?),
                 };
             } else if parameter.starts_with("tls_site.") {
-                return Err(InitError::CommandLine(format!("{parameter}: unknown; the parameters are tls_site.ip= and tls_site.gw=")));
+                return Err(InitError::CommandLine(format!(
+                    "{parameter}: unknown; the parameters are tls_site.ip= and tls_site.gw="
+                )));
             }
         }
         Ok(config)
@@ -70,11 +88,17 @@ pub async fn prepare() -> Result<ServeOptions, InitError> {
     // Ctrl-Alt-Del then sends us SIGINT, a clean shutdown, instead of an immediate reboot.
     let _ = rustix::system::reboot(RebootCommand::CadOff);
     log(format_args!("init: {}", randomness_ready()?));
-    let command_line = std::fs::read_to_string("/proc/cmdline").map_err(|e| InitError::CommandLine(e.to_string()))?;
+    let command_line = std::fs::read_to_string("/proc/cmdline")
+        .map_err(|e| InitError::CommandLine(e.to_string()))?;
     let network = NetworkConfig::from_command_line(&command_line)?;
     configure_network(&network).await?;
-    let gateway = network.gateway.map_or("no gateway".to_owned(), |gateway| format!("gateway {gateway}"));
-    log(format_args!("init: {INTERFACE} {}/{}, {gateway}", network.address, network.prefix));
+    let gateway = network.gateway.map_or("no gateway".to_owned(), |gateway| {
+        format!("gateway {gateway}")
+    });
+    log(format_args!(
+        "init: {INTERFACE} {}/{}, {gateway}",
+        network.address, network.prefix
+    ));
 
     let mut options = ServeOptions::new(COMPONENT.into(), CERTS.into());
     options.https = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 443));
@@ -82,16 +106,24 @@ pub async fn prepare() -> Result<ServeOptions, InitError> {
     // A small VM has far less than the default 1 GiB for guest instances, and PID 1 is the one
     // process the kernel cannot kill when memory runs out: it would panic. Half of what is free
     // now goes to instances; the rest is the host's, the sockets' and the kernel's.
-    let meminfo = std::fs::read_to_string("/proc/meminfo").map_err(|e| InitError::Memory(e.to_string()))?;
-    let available = memory_available(&meminfo).ok_or_else(|| InitError::Memory("no MemAvailable in /proc/meminfo".into()))?;
+    let meminfo =
+        std::fs::read_to_string("/proc/meminfo").map_err(|e| InitError::Memory(e.to_string()))?;
+    let available = memory_available(&meminfo)
+        .ok_or_else(|| InitError::Memory("no MemAvailable in /proc/meminfo".into()))?;
     options.guest_memory = (available / 2).max(options.instance_memory);
-    log(format_args!("init: {} MiB free; guest instances may use {} MiB", available >> 20, options.guest_memory >> 20));
+    log(format_args!(
+        "init: {} MiB free; guest instances may use {} MiB",
+        available >> 20,
+        options.guest_memory >> 20
+    ));
     Ok(options)
 }
 
 /// Bytes the kernel says can be allocated without swapping (there is no swap): `MemAvailable`.
 fn memory_available(meminfo: &str) -> Option<usize> {
-    let line = meminfo.lines().find_map(|line| line.strip_prefix("MemAvailable:"))?;
+    let line = meminfo
+        .lines()
+        .find_map(|line| line.strip_prefix("MemAvailable:"))?;
     let kib: usize = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
     kib.checked_mul(1024)
 }
@@ -133,7 +165,8 @@ pub fn reap_children() -> std::io::Result<()> {
 pub fn power_off() -> ! {
     log(format_args!("init: powering off"));
     rustix::fs::sync();
-    let error = rustix::system::reboot(RebootCommand::PowerOff).expect_err("reboot(POWER_OFF) returns only on failure");
+    let error = rustix::system::reboot(RebootCommand::PowerOff)
+        .expect_err("reboot(POWER_OFF) returns only on failure");
     log(format_args!("init: cannot power off ({error}); halting"));
     loop {
         std::thread::park();
@@ -145,10 +178,15 @@ fn mount_filesystems() -> Result<(), InitError> {
     // The console is already open (build-image puts /dev/console in the initramfs); devtmpfs
     // brings the rest of /dev, including the input devices the power button speaks through.
     for (what, target) in [("devtmpfs", "/dev"), ("proc", "/proc"), ("sysfs", "/sys")] {
-        let failed = |source: std::io::Error| InitError::Mount { what, target, source };
+        let failed = |source: std::io::Error| InitError::Mount {
+            what,
+            target,
+            source,
+        };
         std::fs::create_dir_all(target).map_err(failed)?;
         let flags = MountFlags::NOSUID | MountFlags::NOEXEC;
-        mount(what, target, what, flags, None::<&std::ffi::CStr>).map_err(|errno| failed(errno.into()))?;
+        mount(what, target, what, flags, None::<&std::ffi::CStr>)
+            .map_err(|errno| failed(errno.into()))?;
     }
     Ok(())
 }
@@ -169,23 +207,48 @@ fn randomness_ready() -> Result<String, InitError> {
 async fn configure_network(config: &NetworkConfig) -> Result<(), InitError> {
     use futures_util::TryStreamExt as _;
     use rtnetlink::{LinkUnspec, RouteMessageBuilder};
-    let failed = |doing: &str, error: rtnetlink::Error| InitError::Network(format!("{doing}: {error}"));
-    let (connection, handle, _) = rtnetlink::new_connection().map_err(|e| InitError::Network(format!("netlink socket: {e}")))?;
+    let failed =
+        |doing: &str, error: rtnetlink::Error| InitError::Network(format!("{doing}: {error}"));
+    let (connection, handle, _) = rtnetlink::new_connection()
+        .map_err(|e| InitError::Network(format!("netlink socket: {e}")))?;
     tokio::spawn(connection);
     let mut eth0 = None;
     for name in ["lo", INTERFACE] {
         let mut links = std::pin::pin!(handle.link().get().match_name(name.to_owned()).execute());
-        let link = links.try_next().await.map_err(|e| failed(&format!("finding {name} (is virtio-net attached?)"), e))?;
-        let index = link.ok_or_else(|| InitError::Network(format!("no interface {name}")))?.header.index;
+        let link = links
+            .try_next()
+            .await
+            .map_err(|e| failed(&format!("finding {name} (is virtio-net attached?)"), e))?;
+        let index = link
+            .ok_or_else(|| InitError::Network(format!("no interface {name}")))?
+            .header
+            .index;
         // Up, lo gets 127.0.0.1/8 from the kernel by itself.
-        handle.link().set(LinkUnspec::new_with_index(index).up().build()).execute().await.map_err(|e| failed(&format!("{name} up"), e))?;
+        handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).up().build())
+            .execute()
+            .await
+            .map_err(|e| failed(&format!("{name} up"), e))?;
         eth0 = Some(index);
     }
     let eth0 = eth0.expect("the loop ends with eth0");
-    handle.address().add(eth0, config.address.into(), config.prefix).execute().await.map_err(|e| failed("address", e))?;
+    handle
+        .address()
+        .add(eth0, config.address.into(), config.prefix)
+        .execute()
+        .await
+        .map_err(|e| failed("address", e))?;
     if let Some(gateway) = config.gateway {
-        let route = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gateway).build();
-        handle.route().add(route).execute().await.map_err(|e| failed("default route", e))?;
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .gateway(gateway)
+            .build();
+        handle
+            .route()
+            .add(route)
+            .execute()
+            .await
+            .map_err(|e| failed("default route", e))?;
     }
     Ok(())
 }
@@ -212,15 +275,22 @@ fn watch_power_button() -> tokio::sync::mpsc::UnboundedReceiver<()> {
         .into_iter()
         .flatten()
         .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-        .filter(|path| path.file_name().is_some_and(|name| name.to_string_lossy().starts_with("event")))
+        .filter(|path| {
+            path.file_name()
+                .is_some_and(|name| name.to_string_lossy().starts_with("event"))
+        })
         .collect();
     if devices.is_empty() {
-        log(format_args!("init: warning: no input devices; the ACPI power button will not be heard"));
+        log(format_args!(
+            "init: warning: no input devices; the ACPI power button will not be heard"
+        ));
     }
     for device in devices {
         let pressed = pressed.clone();
         std::thread::spawn(move || {
-            let Ok(mut events) = std::fs::File::open(&device) else { return };
+            let Ok(mut events) = std::fs::File::open(&device) else {
+                return;
+            };
             let mut event = [0u8; INPUT_EVENT_BYTES];
             while events.read_exact(&mut event).is_ok() {
                 if is_power_key_press(&event) {
@@ -241,24 +311,50 @@ mod tests {
     #[test]
     fn without_parameters_the_network_is_qemus_user_network() {
         let config = NetworkConfig::from_command_line("console=ttyS0 quiet").unwrap();
-        assert_eq!(config, NetworkConfig { address: Ipv4Addr::new(10, 0, 2, 15), prefix: 24, gateway: Some(Ipv4Addr::new(10, 0, 2, 2)) });
+        assert_eq!(
+            config,
+            NetworkConfig {
+                address: Ipv4Addr::new(10, 0, 2, 15),
+                prefix: 24,
+                gateway: Some(Ipv4Addr::new(10, 0, 2, 2))
+            }
+        );
     }
 
     #[test]
     fn address_and_gateway_come_from_the_command_line() {
-        let config = NetworkConfig::from_command_line("console=ttyS0 tls_site.ip=192.0.2.7/28 tls_site.gw=none").unwrap();
-        assert_eq!(config, NetworkConfig { address: Ipv4Addr::new(192, 0, 2, 7), prefix: 28, gateway: None });
+        let config = NetworkConfig::from_command_line(
+            "console=ttyS0 tls_site.ip=192.0.2.7/28 tls_site.gw=none",
+        )
+        .unwrap();
+        assert_eq!(
+            config,
+            NetworkConfig {
+                address: Ipv4Addr::new(192, 0, 2, 7),
+                prefix: 28,
+                gateway: None
+            }
+        );
         let config = NetworkConfig::from_command_line("tls_site.gw=192.0.2.1").unwrap();
         assert_eq!(config.gateway, Some(Ipv4Addr::new(192, 0, 2, 1)));
     }
 
     #[test]
     fn a_malformed_parameter_says_what_was_expected() {
-        for line in ["tls_site.ip=10.0.2.15", "tls_site.ip=10.0.2.15/33", "tls_site.ip=ten/24", "tls_site.gw=x"] {
-            let error = NetworkConfig::from_command_line(line).unwrap_err().to_string();
+        for line in [
+            "tls_site.ip=10.0.2.15",
+            "tls_site.ip=10.0.2.15/33",
+            "tls_site.ip=ten/24",
+            "tls_site.gw=x",
+        ] {
+            let error = NetworkConfig::from_command_line(line)
+                .unwrap_err()
+                .to_string();
             assert!(error.contains("expected tls_site."), "{line}: {error}");
         }
-        let error = NetworkConfig::from_command_line("tls_site.address=1.2.3.4").unwrap_err().to_string();
+        let error = NetworkConfig::from_command_line("tls_site.address=1.2.3.4")
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("unknown"), "{error}");
     }
 

@@ -19,13 +19,19 @@ pub struct ListenError {
 }
 
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ListenError> {
-    TcpListener::bind(addr).await.map_err(|source| ListenError { addr, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ListenError { addr, source })
 }
 
 /// Accepts connections while fewer than `permits` are in flight (the rest wait in the kernel's
 /// backlog, never in a queue of ours), serves each in its own task, logs the line it returns.
-pub async fn accept_loop<F, Fut>(listener: TcpListener, permits: Arc<Semaphore>, mut stopped: watch::Receiver<bool>, serve: F)
-where
+pub async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    permits: Arc<Semaphore>,
+    mut stopped: watch::Receiver<bool>,
+    serve: F,
+) where
     F: Fn(TcpStream, SocketAddr) -> Fut,
     Fut: Future<Output = String> + Send + 'static,
 {
@@ -40,7 +46,9 @@ where
             Err(_) => {
                 // Once per episode, not once per connection that waits.
                 if !full {
-                    log(format_args!("limit: the most connections allowed are open (--max-connections); new ones wait in the listen backlog"));
+                    log(format_args!(
+                        "limit: the most connections allowed are open (--max-connections); new ones wait in the listen backlog"
+                    ));
                     full = true;
                 }
                 tokio::select! {
@@ -61,7 +69,10 @@ where
                 let served = serve(stream, peer);
                 connections.spawn(async move {
                     let line = served.await;
-                    log(format_args!("{line} ms={:.1}", started.elapsed().as_secs_f64() * 1e3));
+                    log(format_args!(
+                        "{line} ms={:.1}",
+                        started.elapsed().as_secs_f64() * 1e3
+                    ));
                     drop(permit);
                 });
             }

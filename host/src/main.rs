@@ -9,7 +9,10 @@ use tls_site::inspect::{hosts_default_first, site_resources};
 use tls_site::{BUILT_COMPONENT, ServeOptions, Server, certs, log};
 
 #[derive(Parser)]
-#[command(version, about = "A website served over HTTPS by a sandboxed WebAssembly component")]
+#[command(
+    version,
+    about = "A website served over HTTPS by a sandboxed WebAssembly component"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -82,7 +85,10 @@ async fn main() -> anyhow::Result<()> {
     // The microVM's kernel starts this binary as /init; by name, so that no argument is needed.
     // Never by process id: `serve` is PID 1 in a container started without an init too.
     #[cfg(target_os = "linux")]
-    if std::env::args_os().next().is_some_and(|arg0| std::path::Path::new(&arg0).file_name() == Some("init".as_ref())) {
+    if std::env::args_os()
+        .next()
+        .is_some_and(|arg0| std::path::Path::new(&arg0).file_name() == Some("init".as_ref()))
+    {
         run_init().await;
     }
     match Cli::parse().command {
@@ -90,19 +96,35 @@ async fn main() -> anyhow::Result<()> {
         Command::Init => run_init().await,
         Command::Serve(options) => {
             #[cfg(feature = "acme")]
-            let options = ServeOptions { acme: options.acme_args.options()?, ..options };
+            let options = ServeOptions {
+                acme: options.acme_args.options()?,
+                ..options
+            };
             // Installed before the slow start: PID 1 ignores a signal it has no handler for, so a
             // SIGTERM during start-up would otherwise be lost (`podman stop` would wait and kill).
             let stop = shutdown_signal()?;
             serve(options, stop).await
         }
         #[cfg(feature = "edge")]
-        Command::ServeHttp { component, addr, max_connections, timeout } => {
-            let component = component.unwrap_or_else(|| PathBuf::from(tls_site::BUILT_EDGE_COMPONENT));
-            let deadline = std::time::Duration::try_from_secs_f64(timeout).map_err(|error| anyhow::anyhow!("--timeout: {error}"))?;
+        Command::ServeHttp {
+            component,
+            addr,
+            max_connections,
+            timeout,
+        } => {
+            let component =
+                component.unwrap_or_else(|| PathBuf::from(tls_site::BUILT_EDGE_COMPONENT));
+            let deadline = std::time::Duration::try_from_secs_f64(timeout)
+                .map_err(|error| anyhow::anyhow!("--timeout: {error}"))?;
             let stop = shutdown_signal()?;
-            let server = tls_site::edge::EdgeServer::start(&component, addr, max_connections, deadline).await?;
-            log(format_args!("serving {} over HTTP on http://{} (edge twin; TLS is the platform's job)", component.display(), server.addr()));
+            let server =
+                tls_site::edge::EdgeServer::start(&component, addr, max_connections, deadline)
+                    .await?;
+            log(format_args!(
+                "serving {} over HTTP on http://{} (edge twin; TLS is the platform's job)",
+                component.display(),
+                server.addr()
+            ));
             stop.await;
             server.shutdown().await;
             log(format_args!("stopped"));
@@ -110,12 +132,26 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Inspect { component, json } => inspect(component_or_built(component), json).await,
         #[cfg(feature = "compiler")]
-        Command::Compile { component, certs, out } => {
+        Command::Compile {
+            component,
+            certs,
+            out,
+        } => {
             let started = Instant::now();
             let certificates = certs::load_dir(&certs)?;
-            let precompiled = tls_site::sandbox::Sandbox::precompile(&component_or_built(component), &certificates).await?;
-            std::fs::write(&out, &precompiled).map_err(|error| anyhow::anyhow!("writing {}: {error}", out.display()))?;
-            log(format_args!("wrote {} ({} bytes) in {} ms", out.display(), precompiled.len(), started.elapsed().as_millis()));
+            let precompiled = tls_site::sandbox::Sandbox::precompile(
+                &component_or_built(component),
+                &certificates,
+            )
+            .await?;
+            std::fs::write(&out, &precompiled)
+                .map_err(|error| anyhow::anyhow!("writing {}: {error}", out.display()))?;
+            log(format_args!(
+                "wrote {} ({} bytes) in {} ms",
+                out.display(),
+                precompiled.len(),
+                started.elapsed().as_millis()
+            ));
             Ok(())
         }
         Command::DevCerts { component, out } => {
@@ -123,31 +159,59 @@ async fn main() -> anyhow::Result<()> {
             for file in certs::dev_certs(&out, &hosts)? {
                 println!("wrote {}", file.display());
             }
-            println!("Development certificates only: the CA's key was thrown away. To make curl trust them:");
-            println!("  curl --cacert {} https://{}:8443/", out.join(certs::DEV_CA_FILE).display(), hosts[0]);
+            println!(
+                "Development certificates only: the CA's key was thrown away. To make curl trust them:"
+            );
+            println!(
+                "  curl --cacert {} https://{}:8443/",
+                out.join(certs::DEV_CA_FILE).display(),
+                hosts[0]
+            );
             Ok(())
         }
     }
 }
 
 /// Serves until `stop` resolves (it names what asked to stop), then finishes what is in flight.
-async fn serve(options: ServeOptions, stop: impl Future<Output = &'static str>) -> anyhow::Result<()> {
+async fn serve(
+    options: ServeOptions,
+    stop: impl Future<Output = &'static str>,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     let server = Server::start(&options).await?;
     for resource in server.resources() {
-        let default = if resource.is_default { " (default)" } else { "" };
-        log(format_args!("serving {} {} bytes {}{default}", resource.hosts.join(","), resource.bytes, resource.content_type));
+        let default = if resource.is_default {
+            " (default)"
+        } else {
+            ""
+        };
+        log(format_args!(
+            "serving {} {} bytes {}{default}",
+            resource.hosts.join(","),
+            resource.bytes,
+            resource.content_type
+        ));
     }
     let port = server.https_addr().port();
-    let default_host = server.resources().iter().find(|r| r.is_default).map(|r| r.hosts[0].as_str()).unwrap_or("localhost");
+    let default_host = server
+        .resources()
+        .iter()
+        .find(|r| r.is_default)
+        .map(|r| r.hosts[0].as_str())
+        .unwrap_or("localhost");
     log(format_args!(
         "listening on https://{} (open https://{default_host}:{port}/){} - ready in {} ms",
         server.https_addr(),
-        server.http_addr().map(|addr| format!(" and http://{addr}")).unwrap_or_default(),
+        server
+            .http_addr()
+            .map(|addr| format!(" and http://{addr}"))
+            .unwrap_or_default(),
         started.elapsed().as_millis(),
     ));
     let why = stop.await;
-    log(format_args!("shutting down ({why}): no new connections; finishing those in flight"));
+    log(format_args!(
+        "shutting down ({why}): no new connections; finishing those in flight"
+    ));
     let stats = server.shutdown().await;
     log(format_args!("stopped; connections: {stats}"));
     Ok(())
@@ -159,7 +223,9 @@ async fn serve(options: ServeOptions, stop: impl Future<Output = &'static str>) 
 async fn run_init() -> ! {
     if std::process::id() != 1 {
         // It mounts filesystems and powers the machine off: never on a machine it does not own.
-        log(format_args!("error: `tls-site init` (or a binary named init) is the microVM's PID 1 and runs only as process 1; to serve, run `tls-site serve`"));
+        log(format_args!(
+            "error: `tls-site init` (or a binary named init) is the microVM's PID 1 and runs only as process 1; to serve, run `tls-site serve`"
+        ));
         std::process::exit(2);
     }
     let served = match tls_site::init::prepare().await {
@@ -189,7 +255,9 @@ fn shutdown_signal() -> std::io::Result<impl Future<Output = &'static str>> {
 }
 
 async fn site_hosts(component: &std::path::Path) -> anyhow::Result<Vec<String>> {
-    Ok(hosts_default_first(&site_resources(component, Limits::default()).await?))
+    Ok(hosts_default_first(
+        &site_resources(component, Limits::default()).await?,
+    ))
 }
 
 async fn inspect(component: PathBuf, json: bool) -> anyhow::Result<()> {
@@ -208,7 +276,13 @@ async fn inspect(component: PathBuf, json: bool) -> anyhow::Result<()> {
     } else {
         for r in &resources {
             let default = if r.is_default { "  (default)" } else { "" };
-            println!("{:<40} {:>9} bytes  {:<26} sha256:{}{default}", r.hosts.join(","), r.bytes, r.content_type, r.sha256);
+            println!(
+                "{:<40} {:>9} bytes  {:<26} sha256:{}{default}",
+                r.hosts.join(","),
+                r.bytes,
+                r.content_type,
+                r.sha256
+            );
         }
     }
     Ok(())

@@ -84,7 +84,11 @@ impl ServeOptions {
     /// The defaults of `tls-site serve`, for `component` with the certificates in `certs`.
     pub fn new(component: PathBuf, certs: PathBuf) -> ServeOptions {
         let defaults = Defaults::parse_from(["tls-site"]).options;
-        ServeOptions { component, certs, ..defaults }
+        ServeOptions {
+            component,
+            certs,
+            ..defaults
+        }
     }
 
     /// The port-80 side, unless HTTPS only.
@@ -95,11 +99,17 @@ impl ServeOptions {
     /// Instances at work at once: `max_instances`, unless the total guest memory allows fewer.
     pub fn instances(&self) -> u32 {
         let affordable = self.guest_memory / self.instance_memory.max(1);
-        self.max_instances.min(affordable.try_into().unwrap_or(u32::MAX)).max(1)
+        self.max_instances
+            .min(affordable.try_into().unwrap_or(u32::MAX))
+            .max(1)
     }
 
     pub fn timeouts(&self) -> Timeouts {
-        Timeouts { handshake: self.handshake_timeout, stall: self.stall_timeout, connection: self.connection_deadline }
+        Timeouts {
+            handshake: self.handshake_timeout,
+            stall: self.stall_timeout,
+            connection: self.connection_deadline,
+        }
     }
 }
 
@@ -112,14 +122,19 @@ fn at_least_one(text: &str) -> Result<usize, String> {
 }
 
 fn seconds(text: &str) -> Result<Duration, String> {
-    let seconds: f64 = text.parse().map_err(|_| format!("{text}: not a number of seconds"))?;
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("{text}: not a number of seconds"))?;
     Duration::try_from_secs_f64(seconds).map_err(|error| format!("{text}: {error}"))
 }
 
 /// MiB on the command line, bytes in the options.
 fn mebibytes(text: &str) -> Result<usize, String> {
-    let mib: usize = text.parse().map_err(|_| format!("{text}: not a whole number of MiB"))?;
-    mib.checked_mul(1 << 20).ok_or_else(|| format!("{text} MiB: too large"))
+    let mib: usize = text
+        .parse()
+        .map_err(|_| format!("{text}: not a whole number of MiB"))?;
+    mib.checked_mul(1 << 20)
+        .ok_or_else(|| format!("{text} MiB: too large"))
 }
 
 #[cfg(test)]
@@ -131,23 +146,65 @@ mod tests {
         let options = ServeOptions::new("site.wasm".into(), "certs".into());
         assert_eq!(options.component, PathBuf::from("site.wasm"));
         assert_eq!(options.https, SocketAddr::from(([127, 0, 0, 1], 8443)));
-        assert_eq!(options.http_side(), Some(SocketAddr::from(([127, 0, 0, 1], 8080))));
-        assert_eq!((options.hello_timeout, options.connection_deadline), (Duration::from_secs(5), Duration::from_secs(10)));
-        assert_eq!((options.instance_memory, options.guest_memory), (crate::engine::DEFAULT_INSTANCE_MEMORY, 1 << 30));
-        assert_eq!(options.instances(), 256, "the instance and memory caps agree by default");
+        assert_eq!(
+            options.http_side(),
+            Some(SocketAddr::from(([127, 0, 0, 1], 8080)))
+        );
+        assert_eq!(
+            (options.hello_timeout, options.connection_deadline),
+            (Duration::from_secs(5), Duration::from_secs(10))
+        );
+        assert_eq!(
+            (options.instance_memory, options.guest_memory),
+            (crate::engine::DEFAULT_INSTANCE_MEMORY, 1 << 30)
+        );
+        assert_eq!(
+            options.instances(),
+            256,
+            "the instance and memory caps agree by default"
+        );
         assert!(options.stats_interval.is_none());
         assert_eq!(options.threads, None, "one per CPU");
     }
 
     #[test]
     fn seconds_and_mebibytes_parse_and_say_what_is_wrong() {
-        let parsed = Defaults::try_parse_from(["tls-site", "--timeout", "0.5", "--instance-memory", "8", "--no-http"]).unwrap().options;
-        assert_eq!((parsed.connection_deadline, parsed.instance_memory, parsed.http_side()), (Duration::from_millis(500), 8 << 20, None));
-        let error = Defaults::try_parse_from(["tls-site", "--hello-timeout", "soon"]).err().unwrap();
-        assert!(error.to_string().contains("soon: not a number of seconds"), "{error}");
+        let parsed = Defaults::try_parse_from([
+            "tls-site",
+            "--timeout",
+            "0.5",
+            "--instance-memory",
+            "8",
+            "--no-http",
+        ])
+        .unwrap()
+        .options;
+        assert_eq!(
+            (
+                parsed.connection_deadline,
+                parsed.instance_memory,
+                parsed.http_side()
+            ),
+            (Duration::from_millis(500), 8 << 20, None)
+        );
+        let error = Defaults::try_parse_from(["tls-site", "--hello-timeout", "soon"])
+            .err()
+            .unwrap();
+        assert!(
+            error.to_string().contains("soon: not a number of seconds"),
+            "{error}"
+        );
         assert!(Defaults::try_parse_from(["tls-site", "--stall-timeout", "-1"]).is_err());
-        assert_eq!(Defaults::try_parse_from(["tls-site", "--threads", "3"]).unwrap().options.threads, Some(3));
-        let error = Defaults::try_parse_from(["tls-site", "--threads", "0"]).err().unwrap();
+        assert_eq!(
+            Defaults::try_parse_from(["tls-site", "--threads", "3"])
+                .unwrap()
+                .options
+                .threads,
+            Some(3)
+        );
+        let error = Defaults::try_parse_from(["tls-site", "--threads", "0"])
+            .err()
+            .unwrap();
         assert!(error.to_string().contains("at least 1"), "{error}");
     }
 }

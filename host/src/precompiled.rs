@@ -14,11 +14,17 @@ const DIGEST_BYTES: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PrecompiledError {
-    #[error("precompiled by another build of tls-site or for another kind of machine; make it again with this binary's `tls-site compile`: {0:#}")]
+    #[error(
+        "precompiled by another build of tls-site or for another kind of machine; make it again with this binary's `tls-site compile`: {0:#}"
+    )]
     Elsewhere(wasmtime::Error),
-    #[error("precompiled with other certificates than these; make it again with `tls-site compile --certs` and the certificates to serve")]
+    #[error(
+        "precompiled with other certificates than these; make it again with `tls-site compile --certs` and the certificates to serve"
+    )]
     OtherCertificates,
-    #[error("damaged, its contents are not those it was written with: a partial copy, or (in a VM) an initramfs the kernel could not unpack whole for lack of memory")]
+    #[error(
+        "damaged, its contents are not those it was written with: a partial copy, or (in a VM) an initramfs the kernel could not unpack whole for lack of memory"
+    )]
     Damaged,
 }
 
@@ -36,17 +42,33 @@ pub fn body(file: &[u8]) -> Option<&[u8]> {
 
 /// The whole file for `code` (wasmtime's serialized component) made with `certificates`.
 pub fn file(certificates: &[Certificate], code: &[u8]) -> Vec<u8> {
-    [MAGIC, &certificates_digest(certificates), digest(&SHA256, code).as_ref(), code].concat()
+    [
+        MAGIC,
+        &certificates_digest(certificates),
+        digest(&SHA256, code).as_ref(),
+        code,
+    ]
+    .concat()
 }
 
 /// The component in `body`, if it is whole and (when given) made with `certificates`.
-pub fn load(engine: &Engine, body: &[u8], certificates: Option<&[Certificate]>) -> Result<Component, PrecompiledError> {
-    let (certificates_seen, rest) = body.split_first_chunk::<DIGEST_BYTES>().ok_or(PrecompiledError::Damaged)?;
-    let (code_digest, code) = rest.split_first_chunk::<DIGEST_BYTES>().ok_or(PrecompiledError::Damaged)?;
+pub fn load(
+    engine: &Engine,
+    body: &[u8],
+    certificates: Option<&[Certificate]>,
+) -> Result<Component, PrecompiledError> {
+    let (certificates_seen, rest) = body
+        .split_first_chunk::<DIGEST_BYTES>()
+        .ok_or(PrecompiledError::Damaged)?;
+    let (code_digest, code) = rest
+        .split_first_chunk::<DIGEST_BYTES>()
+        .ok_or(PrecompiledError::Damaged)?;
     if digest(&SHA256, code).as_ref() != code_digest {
         return Err(PrecompiledError::Damaged);
     }
-    if certificates.is_some_and(|certificates| certificates_digest(certificates) != *certificates_seen) {
+    if certificates
+        .is_some_and(|certificates| certificates_digest(certificates) != *certificates_seen)
+    {
         return Err(PrecompiledError::OtherCertificates);
     }
     // SAFETY: wasmtime runs the bytes as machine code. They come from the operator's own file,
@@ -70,7 +92,11 @@ fn certificates_digest(certificates: &[Certificate]) -> [u8; DIGEST_BYTES] {
         update(&mut certificate.names.iter().map(String::as_bytes));
         update(&mut certificate.chain.iter().map(Vec::as_slice));
     }
-    digest.finish().as_ref().try_into().expect("SHA-256 is 32 bytes")
+    digest
+        .finish()
+        .as_ref()
+        .try_into()
+        .expect("SHA-256 is 32 bytes")
 }
 
 #[cfg(test)]
@@ -96,7 +122,11 @@ mod tests {
         second.names.truncate(1);
         let in_order = certificates_digest(&[first.clone(), second.clone()]);
         assert_ne!(in_order, digest, "one more certificate");
-        assert_ne!(certificates_digest(&[second, first]), in_order, "the order is the guest's key ids");
+        assert_ne!(
+            certificates_digest(&[second, first]),
+            in_order,
+            "the order is the guest's key ids"
+        );
     }
 
     #[test]
@@ -104,10 +134,22 @@ mod tests {
         let engine = Engine::default();
         let whole = file(&[], b"code");
         let body = body(&whole).unwrap();
-        assert!(matches!(load(&engine, &body[..body.len() - 1], None), Err(PrecompiledError::Damaged)));
+        assert!(matches!(
+            load(&engine, &body[..body.len() - 1], None),
+            Err(PrecompiledError::Damaged)
+        ));
         let mut flipped = body.to_vec();
         *flipped.last_mut().unwrap() ^= 1;
-        assert!(matches!(load(&engine, &flipped, None), Err(PrecompiledError::Damaged)));
-        assert!(matches!(load(&engine, body, None), Err(PrecompiledError::Elsewhere(_))), "whole, but not wasmtime's");
+        assert!(matches!(
+            load(&engine, &flipped, None),
+            Err(PrecompiledError::Damaged)
+        ));
+        assert!(
+            matches!(
+                load(&engine, body, None),
+                Err(PrecompiledError::Elsewhere(_))
+            ),
+            "whole, but not wasmtime's"
+        );
     }
 }

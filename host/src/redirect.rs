@@ -24,7 +24,9 @@ impl Challenges {
     }
 
     pub(crate) fn tokens(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -43,19 +45,32 @@ pub struct RedirectTable {
 
 impl RedirectTable {
     pub fn new(hosts: Vec<String>, default_host: String, https_port: u16) -> RedirectTable {
-        RedirectTable { hosts, default_host, https_port, challenges: None }
+        RedirectTable {
+            hosts,
+            default_host,
+            https_port,
+            challenges: None,
+        }
     }
 
     /// Also answers `/.well-known/acme-challenge/TOKEN` for the tokens of open ACME orders.
     pub fn answering_challenges(self, challenges: Challenges) -> RedirectTable {
-        RedirectTable { challenges: Some(challenges), ..self }
+        RedirectTable {
+            challenges: Some(challenges),
+            ..self
+        }
     }
 
     /// `https://host[:port]/` for the Host header given, or for the default host.
     pub fn location(&self, host_header: Option<&[u8]>) -> String {
         let requested = host_header
             .and_then(|value| std::str::from_utf8(value).ok())
-            .map(|value| value.trim().split_once(':').map_or(value.trim(), |(name, _port)| name))
+            .map(|value| {
+                value
+                    .trim()
+                    .split_once(':')
+                    .map_or(value.trim(), |(name, _port)| name)
+            })
             .map(|name| name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase());
         let host = requested
             .as_deref()
@@ -87,15 +102,23 @@ pub fn answer(table: &RedirectTable, head: &[u8]) -> Option<(Vec<u8>, RedirectOu
     match request.parse(head) {
         Ok(httparse::Status::Complete(_)) => {
             let challenge = request.path.zip(table.challenges.as_ref());
-            if let Some((path, key_authorization)) = challenge.and_then(|(path, open)| Some((path, open.response(path)?))) {
+            if let Some((path, key_authorization)) =
+                challenge.and_then(|(path, open)| Some((path, open.response(path)?)))
+            {
                 let response = format!(
                     "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\
                      Connection: close\r\n\r\n{key_authorization}",
                     key_authorization.len()
                 );
-                return Some((response.into_bytes(), RedirectOutcome::AcmeChallenge(path.to_owned())));
+                return Some((
+                    response.into_bytes(),
+                    RedirectOutcome::AcmeChallenge(path.to_owned()),
+                ));
             }
-            let host = request.headers.iter().find(|h| h.name.eq_ignore_ascii_case("host"));
+            let host = request
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("host"));
             let location = table.location(host.map(|h| h.value));
             let response = format!(
                 "HTTP/1.1 301 Moved Permanently\r\nLocation: {location}\r\nContent-Length: 0\r\n\
@@ -115,7 +138,11 @@ fn bad_request(why: &'static str) -> (Vec<u8>, RedirectOutcome) {
 }
 
 /// Reads one request head (bounded by `MAX_REQUEST_HEAD` and `deadline`) and answers it.
-pub async fn serve_connection(table: &RedirectTable, mut stream: TcpStream, deadline: Duration) -> RedirectOutcome {
+pub async fn serve_connection(
+    table: &RedirectTable,
+    mut stream: TcpStream,
+    deadline: Duration,
+) -> RedirectOutcome {
     let _ = stream.set_nodelay(true);
     let exchange = async {
         let mut head = Vec::with_capacity(1024);
@@ -134,7 +161,9 @@ pub async fn serve_connection(table: &RedirectTable, mut stream: TcpStream, dead
             }
         }
     };
-    tokio::time::timeout(deadline, exchange).await.unwrap_or(RedirectOutcome::TimedOut)
+    tokio::time::timeout(deadline, exchange)
+        .await
+        .unwrap_or(RedirectOutcome::TimedOut)
 }
 
 #[cfg(test)]
@@ -148,8 +177,15 @@ mod tests {
 
     #[test]
     fn a_known_host_is_redirected_to_itself() {
-        let (response, outcome) = answer(&table(8443), b"GET /x HTTP/1.1\r\nHost: paper.a.test\r\n\r\n").unwrap();
-        assert_eq!(outcome, RedirectOutcome::Redirected("https://paper.a.test:8443/".into()));
+        let (response, outcome) = answer(
+            &table(8443),
+            b"GET /x HTTP/1.1\r\nHost: paper.a.test\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(
+            outcome,
+            RedirectOutcome::Redirected("https://paper.a.test:8443/".into())
+        );
         let text = String::from_utf8(response).unwrap();
         assert!(text.starts_with("HTTP/1.1 301 Moved Permanently\r\n"));
         assert!(text.contains("\r\nLocation: https://paper.a.test:8443/\r\n"));
@@ -157,16 +193,30 @@ mod tests {
 
     #[test]
     fn the_port_443_is_left_out_and_host_ports_ignored() {
-        let (_, outcome) = answer(&table(443), b"GET / HTTP/1.1\r\nHost: PAPER.a.test:80\r\n\r\n").unwrap();
-        assert_eq!(outcome, RedirectOutcome::Redirected("https://paper.a.test/".into()));
+        let (_, outcome) = answer(
+            &table(443),
+            b"GET / HTTP/1.1\r\nHost: PAPER.a.test:80\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(
+            outcome,
+            RedirectOutcome::Redirected("https://paper.a.test/".into())
+        );
     }
 
     #[test]
     fn unknown_or_missing_hosts_go_to_the_default() {
-        let (_, unknown) = answer(&table(443), b"GET / HTTP/1.1\r\nHost: evil.example\r\n\r\n").unwrap();
-        assert_eq!(unknown, RedirectOutcome::Redirected("https://a.test/".into()));
+        let (_, unknown) =
+            answer(&table(443), b"GET / HTTP/1.1\r\nHost: evil.example\r\n\r\n").unwrap();
+        assert_eq!(
+            unknown,
+            RedirectOutcome::Redirected("https://a.test/".into())
+        );
         let (_, missing) = answer(&table(443), b"GET / HTTP/1.0\r\n\r\n").unwrap();
-        assert_eq!(missing, RedirectOutcome::Redirected("https://a.test/".into()));
+        assert_eq!(
+            missing,
+            RedirectOutcome::Redirected("https://a.test/".into())
+        );
     }
 
     #[test]
@@ -181,6 +231,9 @@ mod tests {
         assert_eq!(outcome, RedirectOutcome::BadRequest("malformed request"));
         let mut huge = b"GET / HTTP/1.1\r\nX: ".to_vec();
         huge.resize(MAX_REQUEST_HEAD, b'a');
-        assert_eq!(answer(&table(443), &huge).unwrap().1, RedirectOutcome::BadRequest("request head too large"));
+        assert_eq!(
+            answer(&table(443), &huge).unwrap().1,
+            RedirectOutcome::BadRequest("request head too large")
+        );
     }
 }

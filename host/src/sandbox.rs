@@ -3,8 +3,8 @@
 //! the host's crypto (`guest_state.rs`); the host reads and writes the socket, the instance's
 //! `handler.connection` says what to send and what to wait for, within the deadlines.
 
-use crate::bindings::{Event, Next, TlsSite, TlsSitePre, portable, tls_site};
 pub use crate::bindings::{Ending, Failure, Resource, Served};
+use crate::bindings::{Event, Next, TlsSite, TlsSitePre, portable, tls_site};
 use crate::certs::Certificate;
 use crate::crypto::{Keys, UnusableKey};
 use crate::engine::{self, Limits};
@@ -32,15 +32,29 @@ const DRAIN_TIME: Duration = Duration::from_secs(1);
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
     #[error("{path}: cannot read the component: {source}")]
-    Unreadable { path: PathBuf, source: std::io::Error },
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: not a tls-site component: {source:#}")]
-    NotAComponent { path: PathBuf, source: wasmtime::Error },
+    NotAComponent {
+        path: PathBuf,
+        source: wasmtime::Error,
+    },
     #[error("{path}: {source}")]
-    Precompiled { path: PathBuf, source: PrecompiledError },
+    Precompiled {
+        path: PathBuf,
+        source: PrecompiledError,
+    },
     #[cfg(feature = "compiler")]
     #[error("{path}: {source}")]
-    Snapshot { path: PathBuf, source: SnapshotError },
-    #[error("{path}: this tls-site is built without a compiler (the microVM's, `--no-default-features`) and loads only what `tls-site compile` made; compile the component first, with a full build: `tls-site compile --certs DIR --out site.cwasm`")]
+    Snapshot {
+        path: PathBuf,
+        source: SnapshotError,
+    },
+    #[error(
+        "{path}: this tls-site is built without a compiler (the microVM's, `--no-default-features`) and loads only what `tls-site compile` made; compile the component first, with a full build: `tls-site compile --certs DIR --out site.cwasm`"
+    )]
     NeedsCompiling { path: PathBuf },
     #[error(transparent)]
     UnusableKey(#[from] UnusableKey),
@@ -93,7 +107,11 @@ impl Sandbox {
     /// Compiles the component, initialises it once with the certificates, snapshots the result,
     /// and prepares instances of the snapshot. A file `tls-site compile` made is that snapshot
     /// already compiled: it is only loaded.
-    pub async fn new(component_path: &Path, certificates: &[Certificate], limits: Limits) -> Result<Sandbox, SandboxError> {
+    pub async fn new(
+        component_path: &Path,
+        certificates: &[Certificate],
+        limits: Limits,
+    ) -> Result<Sandbox, SandboxError> {
         let file = read_component(component_path)?;
         let engine = engine::engine(&limits)?;
         let linker = linker(&engine)?;
@@ -101,22 +119,51 @@ impl Sandbox {
         let tickets = Arc::new(TicketKeys::new(TICKET_KEY_ROTATION));
 
         let component = match precompiled::body(&file) {
-            Some(body) => precompiled::load(&engine, body, Some(certificates))
-                .map_err(|source| SandboxError::Precompiled { path: component_path.to_owned(), source })?,
+            Some(body) => {
+                precompiled::load(&engine, body, Some(certificates)).map_err(|source| {
+                    SandboxError::Precompiled {
+                        path: component_path.to_owned(),
+                        source,
+                    }
+                })?
+            }
             #[cfg(not(feature = "compiler"))]
-            None => return Err(SandboxError::NeedsCompiling { path: component_path.to_owned() }),
+            None => {
+                return Err(SandboxError::NeedsCompiling {
+                    path: component_path.to_owned(),
+                });
+            }
             #[cfg(feature = "compiler")]
             None => {
-                let state = GuestState::initialising(limits.memory_bytes, certificates, keys.clone(), tickets.clone());
-                let snapshot = snapshot::snapshot(&linker, &file, state)
-                    .await
-                    .map_err(|source| SandboxError::Snapshot { path: component_path.to_owned(), source })?;
-                wasmtime::component::Component::new(&engine, &snapshot)
-                    .map_err(|source| SandboxError::NotAComponent { path: component_path.to_owned(), source })?
+                let state = GuestState::initialising(
+                    limits.memory_bytes,
+                    certificates,
+                    keys.clone(),
+                    tickets.clone(),
+                );
+                let snapshot =
+                    snapshot::snapshot(&linker, &file, state)
+                        .await
+                        .map_err(|source| SandboxError::Snapshot {
+                            path: component_path.to_owned(),
+                            source,
+                        })?;
+                wasmtime::component::Component::new(&engine, &snapshot).map_err(|source| {
+                    SandboxError::NotAComponent {
+                        path: component_path.to_owned(),
+                        source,
+                    }
+                })?
             }
         };
         let pre = TlsSitePre::new(linker.instantiate_pre(&component)?)?;
-        Ok(Sandbox { engine, pre, limits, keys, tickets })
+        Ok(Sandbox {
+            engine,
+            pre,
+            limits,
+            keys,
+            tickets,
+        })
     }
 
     /// What `Sandbox::new` makes of the component at start-up, made now and compiled to machine
@@ -124,22 +171,40 @@ impl Sandbox {
     /// to load: no Cranelift, no snapshot, which matters where start-up is slow (a microVM in
     /// software emulation). The certificates' chains are in it (their keys are not).
     #[cfg(feature = "compiler")]
-    pub async fn precompile(component_path: &Path, certificates: &[Certificate]) -> Result<Vec<u8>, SandboxError> {
+    pub async fn precompile(
+        component_path: &Path,
+        certificates: &[Certificate],
+    ) -> Result<Vec<u8>, SandboxError> {
         let wasm = read_component(component_path)?;
         if precompiled::body(&wasm).is_some() {
-            let source = wasmtime::Error::msg("it is precompiled already; give the .wasm it was made from");
-            return Err(SandboxError::NotAComponent { path: component_path.to_owned(), source });
+            let source =
+                wasmtime::Error::msg("it is precompiled already; give the .wasm it was made from");
+            return Err(SandboxError::NotAComponent {
+                path: component_path.to_owned(),
+                source,
+            });
         }
         let limits = Limits::default();
         let linker = linker(&engine::engine(&limits)?)?;
         let keys = Arc::new(Keys::load(certificates)?);
-        let state = GuestState::initialising(limits.memory_bytes, certificates, keys, Arc::new(TicketKeys::new(TICKET_KEY_ROTATION)));
+        let state = GuestState::initialising(
+            limits.memory_bytes,
+            certificates,
+            keys,
+            Arc::new(TicketKeys::new(TICKET_KEY_ROTATION)),
+        );
         let snapshot = snapshot::snapshot(&linker, &wasm, state)
             .await
-            .map_err(|source| SandboxError::Snapshot { path: component_path.to_owned(), source })?;
+            .map_err(|source| SandboxError::Snapshot {
+                path: component_path.to_owned(),
+                source,
+            })?;
         let code = engine::baseline_compiler(&limits)?
             .precompile_component(&snapshot)
-            .map_err(|source| SandboxError::NotAComponent { path: component_path.to_owned(), source })?;
+            .map_err(|source| SandboxError::NotAComponent {
+                path: component_path.to_owned(),
+                source,
+            })?;
         Ok(precompiled::file(certificates, &code))
     }
 
@@ -156,7 +221,14 @@ impl Sandbox {
     }
 
     fn store(&self) -> Store<GuestState> {
-        new_store(&self.engine, GuestState::serving(self.limits.memory_bytes, self.keys.clone(), self.tickets.clone()))
+        new_store(
+            &self.engine,
+            GuestState::serving(
+                self.limits.memory_bytes,
+                self.keys.clone(),
+                self.tickets.clone(),
+            ),
+        )
     }
 
     /// What the component serves.
@@ -170,14 +242,24 @@ impl Sandbox {
     pub async fn serve_connection(&self, stream: TcpStream, timeouts: Timeouts) -> Report {
         let mut store = self.store();
         let outcome = serve_in(&self.pre, &mut store, stream, timeouts).await;
-        Report { outcome, memory_peak: store.data().memory.peak() }
+        Report {
+            outcome,
+            memory_peak: store.data().memory.peak(),
+        }
     }
 }
 
-async fn serve_in(pre: &TlsSitePre<GuestState>, store: &mut Store<GuestState>, stream: TcpStream, timeouts: Timeouts) -> Outcome {
+async fn serve_in(
+    pre: &TlsSitePre<GuestState>,
+    store: &mut Store<GuestState>,
+    stream: TcpStream,
+    timeouts: Timeouts,
+) -> Outcome {
     let site = match pre.instantiate_async(&mut *store).await {
         Ok(site) => site,
-        Err(error) if error.is::<wasmtime::Trap>() => return Outcome::Trapped(format!("{error:#}")),
+        Err(error) if error.is::<wasmtime::Trap>() => {
+            return Outcome::Trapped(format!("{error:#}"));
+        }
         Err(error) => return Outcome::NoInstance(format!("{error:#}")),
     };
     cpu_deadline(store, timeouts.connection);
@@ -275,7 +357,10 @@ async fn read(stream: &mut TcpStream, until: Instant) -> Event {
 }
 
 pub(crate) fn read_component(path: &Path) -> Result<Vec<u8>, SandboxError> {
-    std::fs::read(path).map_err(|source| SandboxError::Unreadable { path: path.to_owned(), source })
+    std::fs::read(path).map_err(|source| SandboxError::Unreadable {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// What a guest is linked with: WASI (granted empty) and the host's own interfaces.
@@ -285,7 +370,10 @@ pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<GuestState>> {
     tls_site::site::identity::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |state| state)?;
     tls_site::site::crypto::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |state| state)?;
     tls_site::site::tickets::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |state| state)?;
-    portable::tls_site::site::private_keys::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |state| state)?;
+    portable::tls_site::site::private_keys::add_to_linker::<_, HasSelf<GuestState>>(
+        &mut linker,
+        |state| state,
+    )?;
     Ok(linker)
 }
 
@@ -311,7 +399,11 @@ mod tests {
     async fn dev_certificates(component_path: &Path, label: &str) -> (PathBuf, Vec<Certificate>) {
         let dir = std::env::temp_dir().join(format!("tls-site-{label}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let hosts = crate::inspect::hosts_default_first(&crate::inspect::site_resources(component_path, Limits::default()).await.unwrap());
+        let hosts = crate::inspect::hosts_default_first(
+            &crate::inspect::site_resources(component_path, Limits::default())
+                .await
+                .unwrap(),
+        );
         crate::certs::dev_certs(&dir, &hosts).unwrap();
         let certificates = crate::certs::load_dir(&dir).unwrap();
         (dir, certificates)
@@ -329,45 +421,96 @@ mod tests {
     }
 
     impl Initialised {
-        async fn new(component_path: &Path, certificates: &[Certificate], limits: Limits) -> Initialised {
+        async fn new(
+            component_path: &Path,
+            certificates: &[Certificate],
+            limits: Limits,
+        ) -> Initialised {
             let engine = engine::engine(&limits).unwrap();
             let linker = linker(&engine).unwrap();
             let keys = Arc::new(Keys::load(certificates).unwrap());
             let tickets = Arc::new(TicketKeys::new(TICKET_KEY_ROTATION));
-            let state = GuestState::initialising(limits.memory_bytes, certificates, keys.clone(), tickets.clone());
-            let snapshot = snapshot::snapshot(&linker, &std::fs::read(component_path).unwrap(), state).await.unwrap();
-            Initialised { snapshot, engine, linker, keys, tickets, limits }
+            let state = GuestState::initialising(
+                limits.memory_bytes,
+                certificates,
+                keys.clone(),
+                tickets.clone(),
+            );
+            let snapshot =
+                snapshot::snapshot(&linker, &std::fs::read(component_path).unwrap(), state)
+                    .await
+                    .unwrap();
+            Initialised {
+                snapshot,
+                engine,
+                linker,
+                keys,
+                tickets,
+                limits,
+            }
         }
 
         fn store(&self) -> Store<GuestState> {
-            new_store(&self.engine, GuestState::serving(self.limits.memory_bytes, self.keys.clone(), self.tickets.clone()))
+            new_store(
+                &self.engine,
+                GuestState::serving(
+                    self.limits.memory_bytes,
+                    self.keys.clone(),
+                    self.tickets.clone(),
+                ),
+            )
         }
     }
 
     /// A real client on a thread of its own, fetching the default page over a new connection
     /// (trusting the development CA in `dir`, offering `groups`): the connection, accepted, and
     /// the client, to be joined with `fetched`.
-    async fn client_connection(dir: &Path, groups: Vec<&'static dyn rustls::crypto::SupportedKxGroup>) -> (TcpStream, std::thread::JoinHandle<Result<client::Fetched, String>>) {
+    async fn client_connection(
+        dir: &Path,
+        groups: Vec<&'static dyn rustls::crypto::SupportedKxGroup>,
+    ) -> (
+        TcpStream,
+        std::thread::JoinHandle<Result<client::Fetched, String>>,
+    ) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let ca = dir.join(crate::certs::DEV_CA_FILE);
-        let client = std::thread::spawn(move || fetch(addr, "tls-site.localhost", true, config_for_groups(Trust::Ca(&ca), groups)));
+        let client = std::thread::spawn(move || {
+            fetch(
+                addr,
+                "tls-site.localhost",
+                true,
+                config_for_groups(Trust::Ca(&ca), groups),
+            )
+        });
         (listener.accept().await.unwrap().0, client)
     }
 
     /// What the client of `client_connection` fetched; it must have succeeded.
-    async fn fetched(client: std::thread::JoinHandle<Result<client::Fetched, String>>) -> client::Fetched {
-        tokio::task::spawn_blocking(move || client.join().unwrap()).await.unwrap().unwrap()
+    async fn fetched(
+        client: std::thread::JoinHandle<Result<client::Fetched, String>>,
+    ) -> client::Fetched {
+        tokio::task::spawn_blocking(move || client.join().unwrap())
+            .await
+            .unwrap()
+            .unwrap()
     }
 
     fn timeouts(seconds: u64) -> Timeouts {
         let each = Duration::from_secs(seconds);
-        Timeouts { handshake: each, stall: each, connection: each }
+        Timeouts {
+            handshake: each,
+            stall: each,
+            connection: each,
+        }
     }
 
     /// The component's memory (as a snapshot component) after serving `connections`, and the
     /// private scalar of the P-256 key it served with.
-    async fn memory_after_connections(component_path: &Path, connections: usize) -> (Vec<u8>, Vec<u8>) {
+    async fn memory_after_connections(
+        component_path: &Path,
+        connections: usize,
+    ) -> (Vec<u8>, Vec<u8>) {
         let name = component_path.file_stem().unwrap().to_string_lossy();
         let (dir, certificates) = dev_certificates(component_path, &format!("memory-{name}")).await;
         let scalar = p256_scalar(&certificates[0].private_key);
@@ -377,16 +520,38 @@ mod tests {
         let (context, instrumented) = wizer.instrument_component(&initialised.snapshot).unwrap();
         let component = Component::new(&initialised.engine, &instrumented).unwrap();
         let mut store = initialised.store();
-        let instance = initialised.linker.instantiate_async(&mut store, &component).await.unwrap();
+        let instance = initialised
+            .linker
+            .instantiate_async(&mut store, &component)
+            .await
+            .unwrap();
         let site = TlsSite::new(&mut store, &instance).unwrap();
         for _ in 0..connections {
             // The hybrid group first, as browsers offer it: its secrets pass through the guest too.
-            let (stream, client) = client_connection(&dir, vec![client::X25519MLKEM768, rustls::crypto::ring::kx_group::X25519]).await;
-            let served = drive(&site, &mut store, stream, timeouts(60)).await.unwrap();
+            let (stream, client) = client_connection(
+                &dir,
+                vec![
+                    client::X25519MLKEM768,
+                    rustls::crypto::ring::kx_group::X25519,
+                ],
+            )
+            .await;
+            let served = drive(&site, &mut store, stream, timeouts(60))
+                .await
+                .unwrap();
             assert!(served.is_ok(), "{served:?}");
             assert_eq!(fetched(client).await.status_line, "HTTP/1.1 200 OK");
         }
-        let memory = wizer.snapshot_component(&context, &mut WasmtimeWizerComponent { store: &mut store, instance }).await.unwrap();
+        let memory = wizer
+            .snapshot_component(
+                &context,
+                &mut WasmtimeWizerComponent {
+                    store: &mut store,
+                    instance,
+                },
+            )
+            .await
+            .unwrap();
         (memory, scalar)
     }
 
@@ -396,29 +561,74 @@ mod tests {
     #[test]
     fn the_next_instance_in_a_slot_starts_from_the_snapshot() {
         runtime().block_on(async {
-            let (dir, certificates) = dev_certificates(Path::new(crate::BUILT_COMPONENT), "reset").await;
-            let limits = Limits { instances: 1, ..Limits::default() };
-            let initialised = Initialised::new(Path::new(crate::BUILT_COMPONENT), &certificates, limits).await;
+            let (dir, certificates) =
+                dev_certificates(Path::new(crate::BUILT_COMPONENT), "reset").await;
+            let limits = Limits {
+                instances: 1,
+                ..Limits::default()
+            };
+            let initialised =
+                Initialised::new(Path::new(crate::BUILT_COMPONENT), &certificates, limits).await;
             let wizer = Wizer::new();
-            let (context, instrumented) = wizer.instrument_component(&initialised.snapshot).unwrap();
+            let (context, instrumented) =
+                wizer.instrument_component(&initialised.snapshot).unwrap();
             let component = Component::new(&initialised.engine, &instrumented).unwrap();
             let memory_of_a_new_instance = async || {
                 let mut store = initialised.store();
-                let instance = initialised.linker.instantiate_async(&mut store, &component).await.unwrap();
-                wizer.snapshot_component(&context, &mut WasmtimeWizerComponent { store: &mut store, instance }).await.unwrap()
+                let instance = initialised
+                    .linker
+                    .instantiate_async(&mut store, &component)
+                    .await
+                    .unwrap();
+                wizer
+                    .snapshot_component(
+                        &context,
+                        &mut WasmtimeWizerComponent {
+                            store: &mut store,
+                            instance,
+                        },
+                    )
+                    .await
+                    .unwrap()
             };
 
             let pristine = memory_of_a_new_instance().await;
             {
                 let mut store = initialised.store();
-                let instance = initialised.linker.instantiate_async(&mut store, &component).await.unwrap();
+                let instance = initialised
+                    .linker
+                    .instantiate_async(&mut store, &component)
+                    .await
+                    .unwrap();
                 let site = TlsSite::new(&mut store, &instance).unwrap();
-                let (stream, client) = client_connection(&dir, vec![rustls::crypto::ring::kx_group::X25519]).await;
-                assert!(drive(&site, &mut store, stream, timeouts(60)).await.unwrap().is_ok());
+                let (stream, client) =
+                    client_connection(&dir, vec![rustls::crypto::ring::kx_group::X25519]).await;
+                assert!(
+                    drive(&site, &mut store, stream, timeouts(60))
+                        .await
+                        .unwrap()
+                        .is_ok()
+                );
                 fetched(client).await;
-                assert_ne!(wizer.snapshot_component(&context, &mut WasmtimeWizerComponent { store: &mut store, instance }).await.unwrap(), pristine, "serving changed the instance's memory");
+                assert_ne!(
+                    wizer
+                        .snapshot_component(
+                            &context,
+                            &mut WasmtimeWizerComponent {
+                                store: &mut store,
+                                instance
+                            }
+                        )
+                        .await
+                        .unwrap(),
+                    pristine,
+                    "serving changed the instance's memory"
+                );
             }
-            assert!(memory_of_a_new_instance().await == pristine, "the next instance in the slot kept something of the connection before it");
+            assert!(
+                memory_of_a_new_instance().await == pristine,
+                "the next instance in the slot kept something of the connection before it"
+            );
             let _ = std::fs::remove_dir_all(&dir);
         });
     }
@@ -430,8 +640,15 @@ mod tests {
     #[test]
     fn a_guest_yields_at_epoch_ticks_and_is_cut_off_only_by_its_deadline() {
         runtime().block_on(async {
-            let (dir, certificates) = dev_certificates(Path::new(crate::BUILT_COMPONENT), "yield").await;
-            let sandbox = Sandbox::new(Path::new(crate::BUILT_COMPONENT), &certificates, Limits::default()).await.unwrap();
+            let (dir, certificates) =
+                dev_certificates(Path::new(crate::BUILT_COMPONENT), "yield").await;
+            let sandbox = Sandbox::new(
+                Path::new(crate::BUILT_COMPONENT),
+                &certificates,
+                Limits::default(),
+            )
+            .await
+            .unwrap();
             let racing = Arc::new(std::sync::atomic::AtomicBool::new(true));
             let epoch = {
                 let (engine, racing) = (sandbox.engine.clone(), racing.clone());
@@ -444,11 +661,16 @@ mod tests {
                     }
                 })
             };
-            let (stream, client) = client_connection(&dir, vec![rustls::crypto::ring::kx_group::X25519]).await;
+            let (stream, client) =
+                client_connection(&dir, vec![rustls::crypto::ring::kx_group::X25519]).await;
             let report = sandbox.serve_connection(stream, timeouts(10)).await;
             racing.store(false, std::sync::atomic::Ordering::Relaxed);
             epoch.join().unwrap();
-            assert!(matches!(report.outcome, Outcome::Served(_)), "{:?}", report.outcome);
+            assert!(
+                matches!(report.outcome, Outcome::Served(_)),
+                "{:?}",
+                report.outcome
+            );
             assert_eq!(fetched(client).await.status_line, "HTTP/1.1 200 OK");
             let _ = std::fs::remove_dir_all(&dir);
         });
@@ -457,7 +679,10 @@ mod tests {
     /// The 32-byte private scalar in a P-256 PKCS#8 key: the OCTET STRING after ECPrivateKey's
     /// version 1 (RFC 5915).
     fn p256_scalar(pkcs8: &[u8]) -> Vec<u8> {
-        let at = pkcs8.windows(5).position(|w| w == [0x02, 0x01, 0x01, 0x04, 0x20]).expect("an ECPrivateKey");
+        let at = pkcs8
+            .windows(5)
+            .position(|w| w == [0x02, 0x01, 0x01, 0x04, 0x20])
+            .expect("an ECPrivateKey");
         pkcs8[at + 5..at + 37].to_vec()
     }
 
@@ -465,7 +690,11 @@ mod tests {
     /// reversed (little-endian limbs).
     fn holds_part_of(memory: &[u8], secret: &[u8]) -> bool {
         let reversed: Vec<u8> = secret.iter().rev().copied().collect();
-        [secret, &reversed[..]].iter().any(|bytes| bytes.windows(16).any(|part| memory.windows(16).any(|w| w == part)))
+        [secret, &reversed[..]].iter().any(|bytes| {
+            bytes
+                .windows(16)
+                .any(|part| memory.windows(16).any(|w| w == part))
+        })
     }
 
     fn runtime() -> tokio::runtime::Runtime {
@@ -474,15 +703,31 @@ mod tests {
 
     #[test]
     fn the_keyless_component_never_holds_the_private_key() {
-        let (memory, scalar) = runtime().block_on(memory_after_connections(Path::new(crate::BUILT_COMPONENT), 3));
-        assert!(memory.len() > 1 << 19, "the snapshot holds the site's bytes: {}", memory.len());
-        assert!(!holds_part_of(&memory, &scalar), "the private key is in the keyless component's memory");
+        let (memory, scalar) = runtime().block_on(memory_after_connections(
+            Path::new(crate::BUILT_COMPONENT),
+            3,
+        ));
+        assert!(
+            memory.len() > 1 << 19,
+            "the snapshot holds the site's bytes: {}",
+            memory.len()
+        );
+        assert!(
+            !holds_part_of(&memory, &scalar),
+            "the private key is in the keyless component's memory"
+        );
     }
 
     /// The check above can fail: the portable component parses the key itself, and it is found.
     #[test]
     fn the_portable_component_does_hold_the_private_key() {
-        let (memory, scalar) = runtime().block_on(memory_after_connections(Path::new(crate::BUILT_PORTABLE_COMPONENT), 3));
-        assert!(holds_part_of(&memory, &scalar), "the portable component's memory should hold its key");
+        let (memory, scalar) = runtime().block_on(memory_after_connections(
+            Path::new(crate::BUILT_PORTABLE_COMPONENT),
+            3,
+        ));
+        assert!(
+            holds_part_of(&memory, &scalar),
+            "the portable component's memory should hold its key"
+        );
     }
 }

@@ -3,16 +3,16 @@
 //! shutdown that lets connections in flight finish.
 
 use crate::access_log::{self, Stats, log};
+#[cfg(feature = "acme")]
+use crate::acme;
 use crate::admission::Admission;
-use crate::listener::{ListenError, accept_loop, bind};
 use crate::bindings::Resource;
 use crate::engine::Limits;
+use crate::listener::{ListenError, accept_loop, bind};
 use crate::redirect::{self, RedirectTable};
 use crate::sandbox::{Sandbox, SandboxError};
 use crate::threads::{self, serve_on_threads};
 use crate::tickets::TicketKeys;
-#[cfg(feature = "acme")]
-use crate::acme;
 use crate::{ServeOptions, certs};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,7 +32,9 @@ pub enum StartError {
     Acme(#[from] acme::AcmeError),
     #[error(transparent)]
     Listen(#[from] ListenError),
-    #[error("{0}: a precompiled component holds the certificates it was made with, so ACME cannot renew them; serve the .wasm")]
+    #[error(
+        "{0}: a precompiled component holds the certificates it was made with, so ACME cannot renew them; serve the .wasm"
+    )]
     PrecompiledWithAcme(PathBuf),
 }
 
@@ -57,23 +59,38 @@ impl Server {
         if max_instances < options.max_instances {
             log(format_args!(
                 "limit: {max_instances} instances at work at once, not {} (--max-instances): {} MiB of guest memory (--guest-memory) at {} MiB each (--instance-memory)",
-                options.max_instances, options.guest_memory >> 20, options.instance_memory >> 20,
+                options.max_instances,
+                options.guest_memory >> 20,
+                options.instance_memory >> 20,
             ));
         }
-        let limits = Limits { instances: max_instances + 1, memory_bytes: options.instance_memory };
+        let limits = Limits {
+            instances: max_instances + 1,
+            memory_bytes: options.instance_memory,
+        };
         #[cfg(not(feature = "acme"))]
         let (certificates, renewal) = (certs::load_dir(&options.certs)?, None::<Renewal>);
         #[cfg(feature = "acme")]
         let (certificates, renewal) = match &options.acme {
             None => (certs::load_dir(&options.certs)?, None),
-            Some(_) if is_precompiled(&options.component)? => return Err(StartError::PrecompiledWithAcme(options.component.clone())),
+            Some(_) if is_precompiled(&options.component)? => {
+                return Err(StartError::PrecompiledWithAcme(options.component.clone()));
+            }
             Some(acme) => {
-                let (certificates, renewal) = acme::prepare(acme, &options.component, &limits, options.http_side().is_some()).await?;
+                let (certificates, renewal) = acme::prepare(
+                    acme,
+                    &options.component,
+                    &limits,
+                    options.http_side().is_some(),
+                )
+                .await?;
                 (certificates, Some(renewal))
             }
         };
         let sandbox = Sandbox::new(&options.component, &certificates, limits).await?;
-        let sandbox = Arc::new(sandbox.with_ticket_keys(Arc::new(TicketKeys::new(options.ticket_key_rotation))));
+        let sandbox = Arc::new(
+            sandbox.with_ticket_keys(Arc::new(TicketKeys::new(options.ticket_key_rotation))),
+        );
         let resources = sandbox.resources().await?;
 
         let (stop, stopped) = watch::channel(false);
@@ -91,10 +108,16 @@ impl Server {
             stats: stats.clone(),
         });
         let threads = options.threads.unwrap_or_else(threads::per_cpu);
-        let (https_addr, https_threads) = serve_on_threads(options.https, threads, permits.clone(), stopped.clone(), move |stream, peer| {
-            let admission = admission.clone();
-            async move { admission.serve(stream, peer).await }
-        })?;
+        let (https_addr, https_threads) = serve_on_threads(
+            options.https,
+            threads,
+            permits.clone(),
+            stopped.clone(),
+            move |stream, peer| {
+                let admission = admission.clone();
+                async move { admission.serve(stream, peer).await }
+            },
+        )?;
         for finished in https_threads {
             listeners.spawn(async move {
                 let _ = finished.await;
@@ -105,28 +128,60 @@ impl Server {
             None => None,
             Some(addr) => {
                 let http = bind(addr).await?;
-                let http_addr = http.local_addr().map_err(|source| ListenError { addr, source })?;
-                let mut table = redirect_table(&resources, options.public_https_port.unwrap_or(https_addr.port()));
+                let http_addr = http
+                    .local_addr()
+                    .map_err(|source| ListenError { addr, source })?;
+                let mut table = redirect_table(
+                    &resources,
+                    options.public_https_port.unwrap_or(https_addr.port()),
+                );
                 if let Some(renewal) = &renewal {
                     table = table.answering_challenges(renewal.challenges());
                 }
-                let (table, stats, deadline) = (Arc::new(table), stats.clone(), options.connection_deadline);
-                listeners.spawn(accept_loop(http, permits.clone(), stopped.clone(), move |stream, peer| {
-                    let (table, stats) = (table.clone(), stats.clone());
-                    async move { access_log::http_line(&stats, peer, redirect::serve_connection(&table, stream, deadline).await) }
-                }));
+                let (table, stats, deadline) =
+                    (Arc::new(table), stats.clone(), options.connection_deadline);
+                listeners.spawn(accept_loop(
+                    http,
+                    permits.clone(),
+                    stopped.clone(),
+                    move |stream, peer| {
+                        let (table, stats) = (table.clone(), stats.clone());
+                        async move {
+                            access_log::http_line(
+                                &stats,
+                                peer,
+                                redirect::serve_connection(&table, stream, deadline).await,
+                            )
+                        }
+                    },
+                ));
                 Some(http_addr)
             }
         };
         if let Some(every) = options.stats_interval {
-            listeners.spawn(print_stats(stats.clone(), every, permits, options.max_connections, stopped.clone()));
+            listeners.spawn(print_stats(
+                stats.clone(),
+                every,
+                permits,
+                options.max_connections,
+                stopped.clone(),
+            ));
         }
         let renew_now = renewal.map(|renewal| {
             let renew_now = Arc::new(Notify::new());
             listeners.spawn(renewal.run(install, stats.clone(), renew_now.clone(), stopped));
             renew_now
         });
-        Ok(Server { https_addr, http_addr, resources, sandbox, stats, stop, renew_now, listeners })
+        Ok(Server {
+            https_addr,
+            http_addr,
+            resources,
+            sandbox,
+            stats,
+            stop,
+            renew_now,
+            listeners,
+        })
     }
 
     pub fn https_addr(&self) -> SocketAddr {
@@ -154,7 +209,10 @@ impl Server {
     /// time had come (a request made while an order runs is kept for after it). The tests use it
     /// so as not to wait for a certificate to age. False without ACME.
     pub fn renew_certificate_now(&self) -> bool {
-        self.renew_now.as_ref().inspect(|renew_now| renew_now.notify_one()).is_some()
+        self.renew_now
+            .as_ref()
+            .inspect(|renew_now| renew_now.notify_one())
+            .is_some()
     }
 
     /// Stops accepting, lets connections in flight finish (each is bounded by its deadline),
@@ -176,24 +234,43 @@ impl Renewal {
         match *self {}
     }
 
-    async fn run(self, _: watch::Sender<Arc<Sandbox>>, _: Arc<Stats>, _: Arc<Notify>, _: watch::Receiver<bool>) {
+    async fn run(
+        self,
+        _: watch::Sender<Arc<Sandbox>>,
+        _: Arc<Stats>,
+        _: Arc<Notify>,
+        _: watch::Receiver<bool>,
+    ) {
         match self {}
     }
 }
 
 #[cfg(feature = "acme")]
 fn is_precompiled(component: &std::path::Path) -> Result<bool, SandboxError> {
-    crate::precompiled::is_precompiled(component).map_err(|source| SandboxError::Unreadable { path: component.to_owned(), source })
+    crate::precompiled::is_precompiled(component).map_err(|source| SandboxError::Unreadable {
+        path: component.to_owned(),
+        source,
+    })
 }
 
 fn redirect_table(resources: &[Resource], https_port: u16) -> RedirectTable {
     let hosts = resources.iter().flat_map(|r| r.hosts.clone()).collect();
-    let default_host = resources.iter().find(|r| r.is_default).map(|r| r.hosts[0].clone()).unwrap_or_default();
+    let default_host = resources
+        .iter()
+        .find(|r| r.is_default)
+        .map(|r| r.hosts[0].clone())
+        .unwrap_or_default();
     RedirectTable::new(hosts, default_host, https_port)
 }
 
 /// Every `every`, one line: how connections ended so far, how many are open, the host's memory.
-async fn print_stats(stats: Arc<Stats>, every: Duration, permits: Arc<Semaphore>, max_connections: u32, mut stopped: watch::Receiver<bool>) {
+async fn print_stats(
+    stats: Arc<Stats>,
+    every: Duration,
+    permits: Arc<Semaphore>,
+    max_connections: u32,
+    mut stopped: watch::Receiver<bool>,
+) {
     let mut ticks = tokio::time::interval(every);
     ticks.tick().await;
     loop {
@@ -202,7 +279,9 @@ async fn print_stats(stats: Arc<Stats>, every: Duration, permits: Arc<Semaphore>
             _ = stopped.changed() => return,
         }
         let open = max_connections as usize - permits.available_permits();
-        let rss = access_log::resident_memory().map(|bytes| format!(" host-rss={:.1}MiB", bytes as f64 / (1 << 20) as f64)).unwrap_or_default();
+        let rss = access_log::resident_memory()
+            .map(|bytes| format!(" host-rss={:.1}MiB", bytes as f64 / (1 << 20) as f64))
+            .unwrap_or_default();
         log(format_args!("stats: open={open}{rss} {stats}"));
     }
 }

@@ -21,9 +21,15 @@ pub enum SnapshotError {
 
 /// Instantiates `wasm` with `state`, calls its `initialise` and returns the initialised instance
 /// as a component.
-pub async fn snapshot(linker: &Linker<GuestState>, wasm: &[u8], state: GuestState) -> Result<Vec<u8>, SnapshotError> {
+pub async fn snapshot(
+    linker: &Linker<GuestState>,
+    wasm: &[u8],
+    state: GuestState,
+) -> Result<Vec<u8>, SnapshotError> {
     let mut store = crate::guest_state::new_store(linker.engine(), state);
-    let instantiate = async |store: &mut Store<GuestState>, component: &Component| linker.instantiate_async(store, component).await;
+    let instantiate = async |store: &mut Store<GuestState>, component: &Component| {
+        linker.instantiate_async(store, component).await
+    };
     let (snapshot, returned) = wasmtime_wizer::Wizer::new()
         .init_func(INIT_CALL)
         .run_component(&mut store, wasm, instantiate)
@@ -38,7 +44,11 @@ pub async fn snapshot(linker: &Linker<GuestState>, wasm: &[u8], state: GuestStat
 /// Wizer compiles and instantiates the component: its errors are those of a bad file, a
 /// component of another world, or a trap in `initialise`.
 fn classify(error: wasmtime::Error) -> SnapshotError {
-    if error.chain().any(|cause| cause.to_string().contains("initialization function trapped")) {
+    if error.chain().any(|cause| {
+        cause
+            .to_string()
+            .contains("initialization function trapped")
+    }) {
         SnapshotError::Trapped(error)
     } else {
         SnapshotError::NotAComponent(error)
@@ -49,7 +59,17 @@ fn classify(error: wasmtime::Error) -> SnapshotError {
 fn describe(error: Option<&Val>) -> String {
     let text = |value: &Val| match value {
         Val::String(text) => text.clone(),
-        Val::List(items) => items.iter().map(|item| if let Val::String(text) = item { text.clone() } else { format!("{item:?}") }).collect::<Vec<_>>().join(", "),
+        Val::List(items) => items
+            .iter()
+            .map(|item| {
+                if let Val::String(text) = item {
+                    text.clone()
+                } else {
+                    format!("{item:?}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
         other => format!("{other:?}"),
     };
     match error {

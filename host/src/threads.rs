@@ -34,10 +34,16 @@ where
 {
     let failed = |source| ListenError { addr, source };
     let bound = claim(addr).map_err(failed)?;
-    let listeners = (0..threads.max(1)).map(|_| reuse_port_listener(bound)).collect::<Result<Vec<_>, _>>().map_err(failed)?;
+    let listeners = (0..threads.max(1))
+        .map(|_| reuse_port_listener(bound))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(failed)?;
     let mut finished = Vec::new();
     for (index, listener) in listeners.into_iter().enumerate() {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(failed)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(failed)?;
         let (done, thread_finished) = oneshot::channel();
         let (permits, stopped, serve) = (permits.clone(), stopped.clone(), serve.clone());
         std::thread::Builder::new()
@@ -46,7 +52,9 @@ where
                 runtime.block_on(async move {
                     match TcpListener::from_std(listener) {
                         Ok(listener) => accept_loop(listener, permits, stopped, serve).await,
-                        Err(error) => crate::access_log::log(format_args!("https thread {index}: its listener is unusable: {error}")),
+                        Err(error) => crate::access_log::log(format_args!(
+                            "https thread {index}: its listener is unusable: {error}"
+                        )),
                     }
                 });
                 let _ = done.send(());
@@ -68,7 +76,9 @@ fn claim(addr: SocketAddr) -> std::io::Result<SocketAddr> {
     socket.set_reuse_address(true)?;
     socket.bind(&addr.into())?;
     let bound = socket.local_addr()?;
-    bound.as_socket().ok_or_else(|| std::io::Error::other("not an IP address"))
+    bound
+        .as_socket()
+        .ok_or_else(|| std::io::Error::other("not an IP address"))
 }
 
 /// A non-blocking listener on `addr` that others of this process (and user) may share.
@@ -100,17 +110,24 @@ mod tests {
             String::new()
         };
         let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let (bound, finished) = serve_on_threads(addr, 2, Arc::new(Semaphore::new(64)), stopped, serve).unwrap();
+        let (bound, finished) =
+            serve_on_threads(addr, 2, Arc::new(Semaphore::new(64)), stopped, serve).unwrap();
         assert_ne!(bound.port(), 0);
         let mut threads_seen = std::collections::BTreeSet::new();
         // Clients from different ports hash to either listener; 64 all landing on one would be
         // a broken SO_REUSEPORT (chance 2^-63).
         for _ in 0..64 {
             let mut name = String::new();
-            std::net::TcpStream::connect(bound).unwrap().read_to_string(&mut name).unwrap();
+            std::net::TcpStream::connect(bound)
+                .unwrap()
+                .read_to_string(&mut name)
+                .unwrap();
             threads_seen.insert(name);
         }
-        assert_eq!(threads_seen.into_iter().collect::<Vec<_>>(), ["https-0", "https-1"]);
+        assert_eq!(
+            threads_seen.into_iter().collect::<Vec<_>>(),
+            ["https-0", "https-1"]
+        );
         stop.send(true).unwrap();
         for thread in finished {
             thread.blocking_recv().expect("the thread ends and says so");
@@ -125,11 +142,31 @@ mod tests {
         let serve = |_: TcpStream, _| async { String::new() };
         let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let taken = plain.local_addr().unwrap();
-        let error = serve_on_threads(taken, 2, Arc::new(Semaphore::new(1)), stopped.clone(), serve).err().expect("refused");
-        assert_eq!((error.addr, error.source.kind()), (taken, std::io::ErrorKind::AddrInUse));
+        let error = serve_on_threads(
+            taken,
+            2,
+            Arc::new(Semaphore::new(1)),
+            stopped.clone(),
+            serve,
+        )
+        .err()
+        .expect("refused");
+        assert_eq!(
+            (error.addr, error.source.kind()),
+            (taken, std::io::ErrorKind::AddrInUse)
+        );
 
-        let (ours, _threads) = serve_on_threads("127.0.0.1:0".parse().unwrap(), 2, Arc::new(Semaphore::new(1)), stopped.clone(), serve).unwrap();
-        let error = serve_on_threads(ours, 2, Arc::new(Semaphore::new(1)), stopped, serve).err().expect("refused");
+        let (ours, _threads) = serve_on_threads(
+            "127.0.0.1:0".parse().unwrap(),
+            2,
+            Arc::new(Semaphore::new(1)),
+            stopped.clone(),
+            serve,
+        )
+        .unwrap();
+        let error = serve_on_threads(ours, 2, Arc::new(Semaphore::new(1)), stopped, serve)
+            .err()
+            .expect("refused");
         assert_eq!(error.source.kind(), std::io::ErrorKind::AddrInUse);
     }
 }

@@ -2,10 +2,10 @@
 //! `TicketRotator` here in the host, so a returning client resumes on whichever instance it lands,
 //! and the keys never enter the sandbox.
 
-use rustls::crypto::ring::Ticketer;
-use rustls::crypto::GetRandomFailed;
-use rustls::server::ProducesTickets;
 use rustls::TicketRotator;
+use rustls::crypto::GetRandomFailed;
+use rustls::crypto::ring::Ticketer;
+use rustls::server::ProducesTickets;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +21,9 @@ impl TicketKeys {
     pub fn new(rotation: Duration) -> TicketKeys {
         let seconds = rotation.as_secs().clamp(1, u32::MAX as u64 / 2) as u32;
         // The system's randomness failing leaves nothing to seal with: there is no sane fallback.
-        TicketKeys(TicketRotator::new(seconds, one_key).expect("the system random generator failed"))
+        TicketKeys(
+            TicketRotator::new(seconds, one_key).expect("the system random generator failed"),
+        )
     }
 
     pub fn seal(&self, state: &[u8]) -> Option<Vec<u8>> {
@@ -41,7 +43,9 @@ impl TicketKeys {
 /// One ticket key: rustls's ring ticketer (ChaCha20-Poly1305, a random key and key name). It
 /// rotates too, but every 6 hours, so within one `TicketKeys` rotation it is a single key.
 fn one_key() -> Result<Box<dyn ProducesTickets>, GetRandomFailed> {
-    Ticketer::new().map(|ticketer| Box::new(Shared(ticketer)) as Box<dyn ProducesTickets>).map_err(|_| GetRandomFailed)
+    Ticketer::new()
+        .map(|ticketer| Box::new(Shared(ticketer)) as Box<dyn ProducesTickets>)
+        .map_err(|_| GetRandomFailed)
 }
 
 #[derive(Debug)]
@@ -78,7 +82,11 @@ mod tests {
         let mut tampered = ticket.clone();
         *tampered.last_mut().unwrap() ^= 1;
         assert_eq!(keys.open(&tampered), None);
-        assert_eq!(TicketKeys::new(TICKET_KEY_ROTATION).open(&ticket), None, "another host's keys");
+        assert_eq!(
+            TicketKeys::new(TICKET_KEY_ROTATION).open(&ticket),
+            None,
+            "another host's keys"
+        );
         assert_eq!(keys.lifetime_seconds(), 12 * 60 * 60);
     }
 
@@ -105,6 +113,10 @@ mod tests {
         for sealer in sealers {
             assert!(keys.open(&sealer.join().unwrap()).is_some());
         }
-        assert_eq!(keys.open(&before).as_deref(), Some(&b"before the rotation"[..]), "the previous key was rotated out twice");
+        assert_eq!(
+            keys.open(&before).as_deref(),
+            Some(&b"before the rotation"[..]),
+            "the previous key was rotated out twice"
+        );
     }
 }

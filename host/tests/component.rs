@@ -35,7 +35,8 @@ fn shared() -> &'static Shared {
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Runtime::new().unwrap();
             let options = options(&dir);
-            let server: &'static Server = Box::leak(Box::new(runtime.block_on(Server::start(&options)).unwrap()));
+            let server: &'static Server =
+                Box::leak(Box::new(runtime.block_on(Server::start(&options)).unwrap()));
             sender
                 .send(Shared {
                     https: server.https_addr(),
@@ -73,7 +74,10 @@ fn site_hosts() -> Vec<String> {
         .get_or_init(|| {
             let runtime = tokio::runtime::Runtime::new().unwrap();
             let resources = runtime
-                .block_on(tls_site::inspect::site_resources(Path::new(BUILT_COMPONENT), Default::default()))
+                .block_on(tls_site::inspect::site_resources(
+                    Path::new(BUILT_COMPONENT),
+                    Default::default(),
+                ))
                 .unwrap();
             tls_site::inspect::hosts_default_first(&resources)
         })
@@ -85,7 +89,10 @@ fn default_resource(shared: &Shared) -> &Resource {
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn dev_leaf(shared: &Shared) -> Vec<u8> {
@@ -98,11 +105,24 @@ fn every_host_name_gets_its_own_bytes_over_a_verified_tls13_connection() {
     let shared = shared();
     for resource in &shared.resources {
         for host in &resource.hosts {
-            let fetched = fetch(shared.https, host, true, config(Trust::Ca(&shared.ca), &[b"h2", b"http/1.1"]))
-                .unwrap_or_else(|e| panic!("{host}: {e}"));
+            let fetched = fetch(
+                shared.https,
+                host,
+                true,
+                config(Trust::Ca(&shared.ca), &[b"h2", b"http/1.1"]),
+            )
+            .unwrap_or_else(|e| panic!("{host}: {e}"));
             assert_eq!(fetched.status_line, "HTTP/1.1 200 OK", "{host}");
-            assert_eq!(fetched.header("content-type"), Some(resource.content_type.as_str()), "{host}");
-            assert_eq!(fetched.header("content-length"), Some(resource.bytes.to_string().as_str()), "{host}");
+            assert_eq!(
+                fetched.header("content-type"),
+                Some(resource.content_type.as_str()),
+                "{host}"
+            );
+            assert_eq!(
+                fetched.header("content-length"),
+                Some(resource.bytes.to_string().as_str()),
+                "{host}"
+            );
             assert_eq!(fetched.header("connection"), Some("close"));
             assert!(fetched.header("strict-transport-security").is_some());
             assert_eq!(fetched.header("x-content-type-options"), Some("nosniff"));
@@ -121,11 +141,23 @@ fn no_sni_and_an_unknown_name_get_the_default_certificate_and_page() {
     let leaf = dev_leaf(shared);
     // No SNI at all; the client still checks the certificate against the default name.
     let default_host = &default.hosts[0];
-    let fetched = fetch(shared.https, default_host, false, config(Trust::Ca(&shared.ca), &[])).unwrap();
+    let fetched = fetch(
+        shared.https,
+        default_host,
+        false,
+        config(Trust::Ca(&shared.ca), &[]),
+    )
+    .unwrap();
     assert_eq!(sha256_hex(&fetched.body), default.sha256);
     assert_eq!(fetched.leaf, leaf);
     // A name the site does not serve.
-    let fetched = fetch(shared.https, "unknown.example", true, config(Trust::Anyone, &[])).unwrap();
+    let fetched = fetch(
+        shared.https,
+        "unknown.example",
+        true,
+        config(Trust::Anyone, &[]),
+    )
+    .unwrap();
     assert_eq!(sha256_hex(&fetched.body), default.sha256);
     assert_eq!(fetched.leaf, leaf);
     assert_eq!(fetched.alpn, None, "a client that offers no ALPN gets none");
@@ -135,17 +167,28 @@ fn no_sni_and_an_unknown_name_get_the_default_certificate_and_page() {
 fn a_client_that_offers_only_h2_is_refused() {
     let shared = shared();
     let host = &default_resource(shared).hosts[0];
-    let error = fetch(shared.https, host, true, config(Trust::Ca(&shared.ca), &[b"h2"])).err().unwrap();
+    let error = fetch(
+        shared.https,
+        host,
+        true,
+        config(Trust::Ca(&shared.ca), &[b"h2"]),
+    )
+    .err()
+    .unwrap();
     assert!(error.contains("NoApplicationProtocol"), "{error}");
 }
 
 #[test]
 fn tls12_only_clients_are_refused() {
     let shared = shared();
-    let config = client::config_for_versions(Trust::Ca(&shared.ca), &[], &[&rustls::version::TLS12]);
+    let config =
+        client::config_for_versions(Trust::Ca(&shared.ca), &[], &[&rustls::version::TLS12]);
     let host = &default_resource(shared).hosts[0];
     let error = fetch(shared.https, host, true, config).err().unwrap();
-    assert!(error.contains("ProtocolVersion") || error.contains("protocol version"), "{error}");
+    assert!(
+        error.contains("ProtocolVersion") || error.contains("protocol version"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -155,21 +198,38 @@ fn port_80_redirects_to_the_https_url_of_the_host() {
     let paper = shared.resources.iter().find(|r| !r.is_default).unwrap();
     let default_host = &default_resource(shared).hosts[0];
     for (host, expected) in [
-        (paper.hosts[0].as_str(), format!("https://{}:{port}/", paper.hosts[0])),
+        (
+            paper.hosts[0].as_str(),
+            format!("https://{}:{port}/", paper.hosts[0]),
+        ),
         ("unknown.example", format!("https://{default_host}:{port}/")),
     ] {
-        let response = raw_exchange(shared.http, format!("GET /any HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes());
-        assert!(response.starts_with("HTTP/1.1 301 Moved Permanently\r\n"), "{response}");
-        assert!(response.contains(&format!("\r\nLocation: {expected}\r\n")), "{response}");
+        let response = raw_exchange(
+            shared.http,
+            format!("GET /any HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes(),
+        );
+        assert!(
+            response.starts_with("HTTP/1.1 301 Moved Permanently\r\n"),
+            "{response}"
+        );
+        assert!(
+            response.contains(&format!("\r\nLocation: {expected}\r\n")),
+            "{response}"
+        );
     }
     let response = raw_exchange(shared.http, b"\x16\x03\x01\x00\x05hello\r\n\r\n");
-    assert!(response.starts_with("HTTP/1.1 400 Bad Request"), "{response}");
+    assert!(
+        response.starts_with("HTTP/1.1 400 Bad Request"),
+        "{response}"
+    );
 }
 
 /// Writes `request`, reads until the server closes.
 fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
     let mut socket = TcpStream::connect(addr).unwrap();
-    socket.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     socket.write_all(request).unwrap();
     let mut response = Vec::new();
     let _ = socket.read_to_end(&mut response);
@@ -179,13 +239,23 @@ fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
 #[test]
 fn garbage_instead_of_a_client_hello_is_closed_and_the_next_client_is_served() {
     let shared = shared();
-    for garbage in [&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..], &[0x16, 0x03, 0x01, 0xff, 0xff, 1, 2, 3], &[0u8; 600]] {
+    for garbage in [
+        &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        &[0x16, 0x03, 0x01, 0xff, 0xff, 1, 2, 3],
+        &[0u8; 600],
+    ] {
         let reply = raw_exchange(shared.https, garbage);
         // At most a TLS alert record (type 21), then the close.
         assert!(reply.is_empty() || reply.as_bytes()[0] == 21, "{reply:?}");
     }
     let default = default_resource(shared);
-    let fetched = fetch(shared.https, &default.hosts[0], true, config(Trust::Ca(&shared.ca), &[])).unwrap();
+    let fetched = fetch(
+        shared.https,
+        &default.hosts[0],
+        true,
+        config(Trust::Ca(&shared.ca), &[]),
+    )
+    .unwrap();
     assert_eq!(sha256_hex(&fetched.body), default.sha256);
 }
 
@@ -200,11 +270,24 @@ fn a_guest_trap_costs_only_its_own_connection() {
         // A zero deadline: the guest is interrupted at its first epoch check, a real wasm trap.
         for deadline in [Duration::ZERO, Duration::from_secs(20)] {
             let ca = shared.ca.clone();
-            let client = std::thread::spawn(move || fetch(addr, "tls-site.localhost", true, config(Trust::Ca(&ca), &[])));
+            let client = std::thread::spawn(move || {
+                fetch(
+                    addr,
+                    "tls-site.localhost",
+                    true,
+                    config(Trust::Ca(&ca), &[]),
+                )
+            });
             let (stream, _) = listener.accept().await.unwrap();
-            let timeouts = Timeouts { handshake: Duration::from_secs(20), stall: Duration::from_secs(20), connection: deadline };
+            let timeouts = Timeouts {
+                handshake: Duration::from_secs(20),
+                stall: Duration::from_secs(20),
+                connection: deadline,
+            };
             outcomes.push(sandbox.serve_connection(stream, timeouts).await.outcome);
-            let fetched = tokio::task::spawn_blocking(move || client.join().unwrap()).await.unwrap();
+            let fetched = tokio::task::spawn_blocking(move || client.join().unwrap())
+                .await
+                .unwrap();
             outcomes.push(match fetched {
                 Ok(f) => Outcome::Served(tls_site::sandbox::Served {
                     server_name: None,
@@ -219,24 +302,51 @@ fn a_guest_trap_costs_only_its_own_connection() {
         }
         outcomes
     });
-    assert!(matches!(&outcomes[0], Outcome::Trapped(why) if why.contains("interrupt")), "{:?}", outcomes[0]);
-    assert!(matches!(&outcomes[1], Outcome::Trapped(why) if why.starts_with("client:")), "the trapped client got nothing");
-    assert!(matches!(&outcomes[2], Outcome::Served(_)), "{:?}", outcomes[2]);
-    assert!(matches!(&outcomes[3], Outcome::Served(s) if s.resource == "HTTP/1.1 200 OK"), "{:?}", outcomes[3]);
+    assert!(
+        matches!(&outcomes[0], Outcome::Trapped(why) if why.contains("interrupt")),
+        "{:?}",
+        outcomes[0]
+    );
+    assert!(
+        matches!(&outcomes[1], Outcome::Trapped(why) if why.starts_with("client:")),
+        "the trapped client got nothing"
+    );
+    assert!(
+        matches!(&outcomes[2], Outcome::Served(_)),
+        "{:?}",
+        outcomes[2]
+    );
+    assert!(
+        matches!(&outcomes[3], Outcome::Served(s) if s.resource == "HTTP/1.1 200 OK"),
+        "{:?}",
+        outcomes[3]
+    );
     // And the server itself still serves.
     let default = default_resource(shared);
-    let fetched = fetch(shared.https, &default.hosts[0], true, config(Trust::Ca(&shared.ca), &[])).unwrap();
+    let fetched = fetch(
+        shared.https,
+        &default.hosts[0],
+        true,
+        config(Trust::Ca(&shared.ca), &[]),
+    )
+    .unwrap();
     assert_eq!(sha256_hex(&fetched.body), default.sha256);
 }
 
 #[test]
 fn many_concurrent_clients_all_get_whole_bodies() {
     let shared = shared();
-    let paper = shared.resources.iter().find(|r| r.content_type == "application/pdf").unwrap();
+    let paper = shared
+        .resources
+        .iter()
+        .find(|r| r.content_type == "application/pdf")
+        .unwrap();
     let clients: Vec<_> = (0..16)
         .map(|_| {
             let (addr, ca, host) = (shared.https, shared.ca.clone(), paper.hosts[0].clone());
-            std::thread::spawn(move || fetch(addr, &host, true, config(Trust::Ca(&ca), &[])).map(|f| f.body))
+            std::thread::spawn(move || {
+                fetch(addr, &host, true, config(Trust::Ca(&ca), &[])).map(|f| f.body)
+            })
         })
         .collect();
     for client in clients {
@@ -249,9 +359,15 @@ fn a_certificate_directory_without_the_default_host_fails_at_start_naming_it() {
     let dir = temp_dir("wrong-names");
     certs::dev_certs(&dir, &["other.example".to_owned()]).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let error = runtime.block_on(Server::start(&options(&dir))).err().expect("start must fail");
+    let error = runtime
+        .block_on(Server::start(&options(&dir)))
+        .err()
+        .expect("start must fail");
     let message = error.to_string();
-    assert!(message.contains("no-default-certificate") && message.contains("tls-site.localhost"), "{message}");
+    assert!(
+        message.contains("no-default-certificate") && message.contains("tls-site.localhost"),
+        "{message}"
+    );
 }
 
 /// One table from SNI name to certificate and response is built at initialisation: a host name
@@ -263,10 +379,21 @@ fn a_host_name_no_certificate_covers_fails_at_start_naming_it() {
     let uncovered = hosts.pop().unwrap();
     certs::dev_certs(&dir, &hosts).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let error = runtime.block_on(Server::start(&options(&dir))).err().expect("start must fail");
+    let error = runtime
+        .block_on(Server::start(&options(&dir)))
+        .err()
+        .expect("start must fail");
     let message = error.to_string();
-    assert!(message.contains("uncovered-hosts") && message.contains(&uncovered), "{message}");
-    assert!(!hosts.iter().any(|covered| message.contains(&format!(" {covered}"))), "only the uncovered name: {message}");
+    assert!(
+        message.contains("uncovered-hosts") && message.contains(&uncovered),
+        "{message}"
+    );
+    assert!(
+        !hosts
+            .iter()
+            .any(|covered| message.contains(&format!(" {covered}"))),
+        "only the uncovered name: {message}"
+    );
 }
 
 #[test]
@@ -276,19 +403,40 @@ fn shutdown_stops_accepting_and_returns() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let server = runtime.block_on(Server::start(&options(&dir))).unwrap();
     let addr = server.https_addr();
-    let fetched = fetch(addr, "tls-site.localhost", true, config(Trust::Ca(&dir.join(certs::DEV_CA_FILE)), &[]));
+    let fetched = fetch(
+        addr,
+        "tls-site.localhost",
+        true,
+        config(Trust::Ca(&dir.join(certs::DEV_CA_FILE)), &[]),
+    );
     assert!(fetched.is_ok());
     let garbage = raw_exchange(addr, b"not a ClientHello, just some bytes\r\n\r\n");
     assert!(garbage.is_empty() || garbage.as_bytes()[0] == 21);
-    let stats = runtime.block_on(async { tokio::time::timeout(Duration::from_secs(30), server.shutdown()).await }).unwrap();
-    assert!(TcpStream::connect(addr).is_err(), "the port is closed after shutdown");
+    let stats = runtime
+        .block_on(async { tokio::time::timeout(Duration::from_secs(30), server.shutdown()).await })
+        .unwrap();
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "the port is closed after shutdown"
+    );
     // Every connection is counted by how it ended.
-    assert_eq!((stats.get(Event::Served), stats.get(Event::TlsFailed)), (1, 1), "{stats}");
+    assert_eq!(
+        (stats.get(Event::Served), stats.get(Event::TlsFailed)),
+        (1, 1),
+        "{stats}"
+    );
 }
 
 /// A server of its own, with the development certificates and `configure`d options.
-fn start_with(name: &str, configure: impl FnOnce(&mut ServeOptions)) -> (tokio::runtime::Runtime, Server, PathBuf) {
-    start_in(name, |dir| drop(certs::dev_certs(dir, &site_hosts()).unwrap()), configure)
+fn start_with(
+    name: &str,
+    configure: impl FnOnce(&mut ServeOptions),
+) -> (tokio::runtime::Runtime, Server, PathBuf) {
+    start_in(
+        name,
+        |dir| drop(certs::dev_certs(dir, &site_hosts()).unwrap()),
+        configure,
+    )
 }
 
 /// A server of its own, with the certificates `make_certs` writes into its directory.
@@ -314,65 +462,121 @@ fn silent_connections_hold_no_instance_and_a_real_client_is_served() {
         options.connection_deadline = Duration::from_secs(120);
     });
     // Ten times as many silent clients as there are instances.
-    let silent: Vec<TcpStream> = (0..20).map(|_| TcpStream::connect(server.https_addr()).unwrap()).collect();
+    let silent: Vec<TcpStream> = (0..20)
+        .map(|_| TcpStream::connect(server.https_addr()).unwrap())
+        .collect();
     std::thread::sleep(Duration::from_millis(200));
-    let fetched = fetch(server.https_addr(), "tls-site.localhost", true, config(Trust::Ca(&ca), &[]));
+    let fetched = fetch(
+        server.https_addr(),
+        "tls-site.localhost",
+        true,
+        config(Trust::Ca(&ca), &[]),
+    );
     assert!(fetched.is_ok(), "{:?}", fetched.err());
     drop(silent);
-    runtime.block_on(async { tokio::time::timeout(Duration::from_secs(60), server.shutdown()).await }).unwrap();
+    runtime
+        .block_on(async { tokio::time::timeout(Duration::from_secs(60), server.shutdown()).await })
+        .unwrap();
 }
 
 #[test]
 fn a_client_that_never_sends_a_hello_is_closed() {
-    let (runtime, server, _) = start_with("hello-timeout", |options| options.hello_timeout = Duration::from_millis(300));
+    let (runtime, server, _) = start_with("hello-timeout", |options| {
+        options.hello_timeout = Duration::from_millis(300)
+    });
     let mut silent = TcpStream::connect(server.https_addr()).unwrap();
-    silent.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let mut buffer = [0u8; 16];
     // EOF (0) rather than the 30 s read timeout: the server hung up on us.
     assert_eq!(silent.read(&mut buffer).unwrap(), 0);
-    let stats = runtime.block_on(async { tokio::time::timeout(Duration::from_secs(60), server.shutdown()).await }).unwrap();
+    let stats = runtime
+        .block_on(async { tokio::time::timeout(Duration::from_secs(60), server.shutdown()).await })
+        .unwrap();
     assert_eq!(stats.get(Event::Silent), 1, "{stats}");
 }
 
 fn stop(runtime: tokio::runtime::Runtime, server: Server) -> std::sync::Arc<tls_site::Stats> {
-    runtime.block_on(async { tokio::time::timeout(Duration::from_secs(60), server.shutdown()).await }).unwrap()
+    runtime
+        .block_on(async { tokio::time::timeout(Duration::from_secs(60), server.shutdown()).await })
+        .unwrap()
 }
 
 #[test]
 fn the_portable_component_serves_the_same_bytes_as_the_keyless_one() {
     let shared = shared();
-    let (runtime, portable, ca) = start_with("portable", |options| options.component = BUILT_PORTABLE_COMPONENT.into());
+    let (runtime, portable, ca) = start_with("portable", |options| {
+        options.component = BUILT_PORTABLE_COMPONENT.into()
+    });
     for host in shared.resources.iter().flat_map(|r| &r.hosts) {
         let keyless = fetch(shared.https, host, true, config(Trust::Ca(&shared.ca), &[])).unwrap();
-        let pure = fetch(portable.https_addr(), host, true, config(Trust::Ca(&ca), &[])).unwrap();
+        let pure = fetch(
+            portable.https_addr(),
+            host,
+            true,
+            config(Trust::Ca(&ca), &[]),
+        )
+        .unwrap();
         assert_eq!(pure.status_line, keyless.status_line, "{host}");
         assert_eq!(pure.headers, keyless.headers, "{host}");
         assert!(pure.body == keyless.body, "{host}: the bodies differ");
         assert_eq!(pure.handshake, Some(rustls::HandshakeKind::Full));
     }
-    assert_eq!(stop(runtime, portable).get(Event::Served), shared.resources.iter().map(|r| r.hosts.len() as u64).sum::<u64>());
+    assert_eq!(
+        stop(runtime, portable).get(Event::Served),
+        shared
+            .resources
+            .iter()
+            .map(|r| r.hosts.len() as u64)
+            .sum::<u64>()
+    );
 }
 
 /// ECDSA P-256 and P-384, Ed25519 and RSA-PSS: each key stays in the host, which signs.
 #[test]
 fn the_host_signs_with_each_kind_of_key() {
     let rsa = std::process::Command::new("openssl")
-        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"])
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+        ])
         .output()
         .expect("openssl makes the RSA key (rcgen with ring cannot)");
     let rsa = String::from_utf8(rsa.stdout).unwrap();
     let keys = [
-        ("ecdsa-p256", rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap()),
-        ("ecdsa-p384", rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap()),
-        ("ed25519", rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap()),
-        ("rsa", rcgen::KeyPair::from_pem_and_sign_algo(&rsa, &rcgen::PKCS_RSA_SHA256).unwrap()),
+        (
+            "ecdsa-p256",
+            rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap(),
+        ),
+        (
+            "ecdsa-p384",
+            rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap(),
+        ),
+        (
+            "ed25519",
+            rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap(),
+        ),
+        (
+            "rsa",
+            rcgen::KeyPair::from_pem_and_sign_algo(&rsa, &rcgen::PKCS_RSA_SHA256).unwrap(),
+        ),
     ];
     for (label, key) in keys {
-        let make_certs = |dir: &Path| drop(certs::dev_certs_with_key(dir, &site_hosts(), key).unwrap());
+        let make_certs =
+            |dir: &Path| drop(certs::dev_certs_with_key(dir, &site_hosts(), key).unwrap());
         let (runtime, server, ca) = start_in(&format!("sign-{label}"), make_certs, |_| {});
         let leaf = certs::load_dir(ca.parent().unwrap()).unwrap()[0].chain[0].clone();
-        let fetched = fetch(server.https_addr(), "tls-site.localhost", true, config(Trust::Ca(&ca), &[]))
-            .unwrap_or_else(|e| panic!("{label}: {e}"));
+        let fetched = fetch(
+            server.https_addr(),
+            "tls-site.localhost",
+            true,
+            config(Trust::Ca(&ca), &[]),
+        )
+        .unwrap_or_else(|e| panic!("{label}: {e}"));
         assert_eq!(fetched.status_line, "HTTP/1.1 200 OK", "{label}");
         assert_eq!(fetched.leaf, leaf, "{label}");
         stop(runtime, server);
@@ -383,9 +587,15 @@ fn the_host_signs_with_each_kind_of_key() {
 fn the_host_does_each_key_exchange_group() {
     use rustls::crypto::ring::kx_group;
     let shared = shared();
-    for group in [client::X25519MLKEM768, kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1] {
+    for group in [
+        client::X25519MLKEM768,
+        kx_group::X25519,
+        kx_group::SECP256R1,
+        kx_group::SECP384R1,
+    ] {
         let client = client::config_for_groups(Trust::Ca(&shared.ca), vec![group]);
-        let fetched = fetch(shared.https, "tls-site.localhost", true, client).unwrap_or_else(|e| panic!("{group:?}: {e}"));
+        let fetched = fetch(shared.https, "tls-site.localhost", true, client)
+            .unwrap_or_else(|e| panic!("{group:?}: {e}"));
         assert_eq!(fetched.key_exchange, Some(group.name()));
         assert_eq!(sha256_hex(&fetched.body), default_resource(shared).sha256);
     }
@@ -397,13 +607,32 @@ fn the_host_does_each_key_exchange_group() {
 fn a_failing_host_crypto_call_is_a_tls_alert_not_a_trap() {
     let (runtime, server, ca) = start_with("bad-key-share", |_| {});
     let client = client::config_for_groups(Trust::Ca(&ca), vec![&OffTheCurve]);
-    let error = fetch(server.https_addr(), "tls-site.localhost", true, client).err().expect("the handshake must fail");
-    assert!(error.contains("received fatal alert: IllegalParameter"), "{error}");
+    let error = fetch(server.https_addr(), "tls-site.localhost", true, client)
+        .err()
+        .expect("the handshake must fail");
+    assert!(
+        error.contains("received fatal alert: IllegalParameter"),
+        "{error}"
+    );
     // The server goes on serving.
-    let fetched = fetch(server.https_addr(), "tls-site.localhost", true, config(Trust::Ca(&ca), &[])).unwrap();
+    let fetched = fetch(
+        server.https_addr(),
+        "tls-site.localhost",
+        true,
+        config(Trust::Ca(&ca), &[]),
+    )
+    .unwrap();
     assert_eq!(fetched.status_line, "HTTP/1.1 200 OK");
     let stats = stop(runtime, server);
-    assert_eq!((stats.get(Event::TlsFailed), stats.get(Event::Trapped), stats.get(Event::Served)), (1, 0, 1), "{stats}");
+    assert_eq!(
+        (
+            stats.get(Event::TlsFailed),
+            stats.get(Event::Trapped),
+            stats.get(Event::Served)
+        ),
+        (1, 0, 1),
+        "{stats}"
+    );
 }
 
 #[derive(Debug)]
@@ -452,27 +681,65 @@ fn a_returning_client_resumes_until_its_ticket_key_is_rotated_out() {
     let rotation = Duration::from_secs(3);
     // Longer than a rotation, whatever part of its second the clock was in.
     let rotation_due = rotation + Duration::from_millis(1100);
-    let (runtime, server, ca) = start_with("resume", |options| options.ticket_key_rotation = rotation);
+    let (runtime, server, ca) =
+        start_with("resume", |options| options.ticket_key_rotation = rotation);
     let client = config(Trust::Ca(&ca), &[]);
-    let page = sha256_hex(&fetch(server.https_addr(), "tls-site.localhost", true, client.clone()).unwrap().body);
+    let page = sha256_hex(
+        &fetch(
+            server.https_addr(),
+            "tls-site.localhost",
+            true,
+            client.clone(),
+        )
+        .unwrap()
+        .body,
+    );
     let handshake = || {
-        let fetched = fetch(server.https_addr(), "tls-site.localhost", true, client.clone()).unwrap();
+        let fetched = fetch(
+            server.https_addr(),
+            "tls-site.localhost",
+            true,
+            client.clone(),
+        )
+        .unwrap();
         assert_eq!(sha256_hex(&fetched.body), page);
         fetched.handshake.unwrap()
     };
     let rotate = || {
         std::thread::sleep(rotation_due);
         // Another client, without a ticket: its connection is the first use of the keys.
-        let stranger = fetch(server.https_addr(), "tls-site.localhost", true, config(Trust::Ca(&ca), &[])).unwrap();
+        let stranger = fetch(
+            server.https_addr(),
+            "tls-site.localhost",
+            true,
+            config(Trust::Ca(&ca), &[]),
+        )
+        .unwrap();
         assert_eq!(stranger.handshake, Some(rustls::HandshakeKind::Full));
     };
-    assert_eq!(handshake(), rustls::HandshakeKind::Resumed, "the ticket from the first connection");
+    assert_eq!(
+        handshake(),
+        rustls::HandshakeKind::Resumed,
+        "the ticket from the first connection"
+    );
     rotate();
-    assert_eq!(handshake(), rustls::HandshakeKind::Resumed, "the previous key still opens tickets");
+    assert_eq!(
+        handshake(),
+        rustls::HandshakeKind::Resumed,
+        "the previous key still opens tickets"
+    );
     rotate();
     rotate();
-    assert_eq!(handshake(), rustls::HandshakeKind::Full, "the key of the client's ticket is gone");
-    assert_eq!(handshake(), rustls::HandshakeKind::Resumed, "with the ticket of the full handshake");
+    assert_eq!(
+        handshake(),
+        rustls::HandshakeKind::Full,
+        "the key of the client's ticket is gone"
+    );
+    assert_eq!(
+        handshake(),
+        rustls::HandshakeKind::Resumed,
+        "with the ticket of the full handshake"
+    );
     assert_eq!(stop(runtime, server).get(Event::Served), 8);
 }
 
@@ -485,21 +752,47 @@ fn a_precompiled_component_serves_the_same_bytes_and_only_with_its_certificates(
     certs::dev_certs(&dir, &site_hosts()).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let precompiled = runtime
-        .block_on(Sandbox::precompile(Path::new(BUILT_COMPONENT), &certs::load_dir(&dir).unwrap()))
+        .block_on(Sandbox::precompile(
+            Path::new(BUILT_COMPONENT),
+            &certs::load_dir(&dir).unwrap(),
+        ))
         .unwrap();
     let file = dir.join("site.cwasm");
     std::fs::write(&file, &precompiled).unwrap();
     assert!(tls_site::precompiled::is_precompiled(&file).unwrap());
-    let listed = runtime.block_on(tls_site::inspect::site_resources(&file, Default::default())).unwrap();
-    let summary = |resources: &[Resource]| resources.iter().map(|r| (r.hosts.clone(), r.sha256.clone())).collect::<Vec<_>>();
-    assert_eq!(summary(&listed), summary(&shared.resources), "inspect reads the precompiled file too");
+    let listed = runtime
+        .block_on(tls_site::inspect::site_resources(&file, Default::default()))
+        .unwrap();
+    let summary = |resources: &[Resource]| {
+        resources
+            .iter()
+            .map(|r| (r.hosts.clone(), r.sha256.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        summary(&listed),
+        summary(&shared.resources),
+        "inspect reads the precompiled file too"
+    );
 
-    let (runtime, server, ca) = start_in("precompiled-serve", |serve_dir| copy_dir(&dir, serve_dir), |options| options.component = file.clone());
+    let (runtime, server, ca) = start_in(
+        "precompiled-serve",
+        |serve_dir| copy_dir(&dir, serve_dir),
+        |options| options.component = file.clone(),
+    );
     for host in shared.resources.iter().flat_map(|r| &r.hosts) {
-        let compiled_at_start = fetch(shared.https, host, true, config(Trust::Ca(&shared.ca), &[])).unwrap();
-        let precompiled = fetch(server.https_addr(), host, true, config(Trust::Ca(&ca), &[])).unwrap();
-        assert_eq!(precompiled.status_line, compiled_at_start.status_line, "{host}");
-        assert!(precompiled.body == compiled_at_start.body, "{host}: the bodies differ");
+        let compiled_at_start =
+            fetch(shared.https, host, true, config(Trust::Ca(&shared.ca), &[])).unwrap();
+        let precompiled =
+            fetch(server.https_addr(), host, true, config(Trust::Ca(&ca), &[])).unwrap();
+        assert_eq!(
+            precompiled.status_line, compiled_at_start.status_line,
+            "{host}"
+        );
+        assert!(
+            precompiled.body == compiled_at_start.body,
+            "{host}: the bodies differ"
+        );
     }
     stop(runtime, server);
 
@@ -508,29 +801,61 @@ fn a_precompiled_component_serves_the_same_bytes_and_only_with_its_certificates(
     let mut options = options(&other_certs);
     options.component = file.clone();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let error = runtime.block_on(Server::start(&options)).err().expect("other certificates must be refused");
-    assert!(error.to_string().contains("precompiled with other certificates"), "{error}");
+    let error = runtime
+        .block_on(Server::start(&options))
+        .err()
+        .expect("other certificates must be refused");
+    assert!(
+        error
+            .to_string()
+            .contains("precompiled with other certificates"),
+        "{error}"
+    );
 
     std::fs::write(&file, &precompiled[..precompiled.len() / 2]).unwrap();
     options.certs = dir.clone();
-    let error = runtime.block_on(Server::start(&options)).err().expect("a damaged file must be refused");
-    assert!(error.to_string().contains("damaged, its contents are not those it was written with"), "{error}");
+    let error = runtime
+        .block_on(Server::start(&options))
+        .err()
+        .expect("a damaged file must be refused");
+    assert!(
+        error
+            .to_string()
+            .contains("damaged, its contents are not those it was written with"),
+        "{error}"
+    );
 
     // Whole, but one byte of the machine code changed.
     let mut damaged = precompiled.clone();
     *damaged.last_mut().unwrap() ^= 1;
     std::fs::write(&file, &damaged).unwrap();
-    let error = runtime.block_on(Server::start(&options)).err().expect("a damaged file must be refused");
+    let error = runtime
+        .block_on(Server::start(&options))
+        .err()
+        .expect("a damaged file must be refused");
     assert!(error.to_string().contains("damaged"), "{error}");
 
     // Whole and as written, but not wasmtime's (a file from another build would be refused the
     // same way, by wasmtime's check of its version and settings).
     let header = b"tls-site precompiled v1\n".len() + 32;
     let not_wasmtimes = b"not an ELF file that wasmtime wrote".to_vec();
-    let forged = [&precompiled[..header], &Sha256::digest(&not_wasmtimes)[..], &not_wasmtimes].concat();
+    let forged = [
+        &precompiled[..header],
+        &Sha256::digest(&not_wasmtimes)[..],
+        &not_wasmtimes,
+    ]
+    .concat();
     std::fs::write(&file, &forged).unwrap();
-    let error = runtime.block_on(Server::start(&options)).err().expect("a file wasmtime did not write must be refused");
-    assert!(error.to_string().contains("make it again with this binary's `tls-site compile`"), "{error}");
+    let error = runtime
+        .block_on(Server::start(&options))
+        .err()
+        .expect("a file wasmtime did not write must be refused");
+    assert!(
+        error
+            .to_string()
+            .contains("make it again with this binary's `tls-site compile`"),
+        "{error}"
+    );
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -545,7 +870,9 @@ fn copy_dir(from: &Path, to: &Path) {
 /// Serves one connection on a listener of its own with the shared server's sandbox (generous
 /// deadlines), while `client` runs against it on a thread. Returns the outcome, when the guest
 /// returned, and what the client returned.
-fn serve_one<T: Send + 'static>(client: impl FnOnce(SocketAddr) -> T + Send + 'static) -> (Outcome, std::time::Instant, T) {
+fn serve_one<T: Send + 'static>(
+    client: impl FnOnce(SocketAddr) -> T + Send + 'static,
+) -> (Outcome, std::time::Instant, T) {
     let shared = shared();
     let sandbox = shared.server.sandbox();
     shared.runtime.block_on(async {
@@ -553,24 +880,37 @@ fn serve_one<T: Send + 'static>(client: impl FnOnce(SocketAddr) -> T + Send + 's
         let addr = listener.local_addr().unwrap();
         let client = std::thread::spawn(move || client(addr));
         let (stream, _) = listener.accept().await.unwrap();
-        let timeouts = Timeouts { handshake: Duration::from_secs(20), stall: Duration::from_secs(20), connection: Duration::from_secs(60) };
+        let timeouts = Timeouts {
+            handshake: Duration::from_secs(20),
+            stall: Duration::from_secs(20),
+            connection: Duration::from_secs(60),
+        };
         let outcome = sandbox.serve_connection(stream, timeouts).await.outcome;
         let returned = std::time::Instant::now();
-        let client = tokio::task::spawn_blocking(move || client.join().unwrap()).await.unwrap();
+        let client = tokio::task::spawn_blocking(move || client.join().unwrap())
+            .await
+            .unwrap();
         (outcome, returned, client)
     })
 }
 
 /// A TLS connection to `addr` for the default host, with the request sent; the client's
 /// provider is ring's with `groups`.
-fn connect(addr: SocketAddr, groups: Vec<&'static dyn rustls::crypto::SupportedKxGroup>) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+fn connect(
+    addr: SocketAddr,
+    groups: Vec<&'static dyn rustls::crypto::SupportedKxGroup>,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
     let shared = shared();
     let config = std::sync::Arc::new(client::config_for_groups(Trust::Ca(&shared.ca), groups));
     let name = rustls::pki_types::ServerName::try_from("tls-site.localhost").unwrap();
     let socket = TcpStream::connect(addr).unwrap();
-    socket.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut tls = rustls::StreamOwned::new(rustls::ClientConnection::new(config, name).unwrap(), socket);
-    tls.write_all(b"GET / HTTP/1.1\r\nHost: tls-site.localhost\r\n\r\n").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut tls =
+        rustls::StreamOwned::new(rustls::ClientConnection::new(config, name).unwrap(), socket);
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: tls-site.localhost\r\n\r\n")
+        .unwrap();
     tls
 }
 
@@ -591,7 +931,9 @@ impl rustls::crypto::SupportedKxGroup for UnknownGroup {
 
 impl rustls::crypto::ActiveKeyExchange for UnknownGroup {
     fn complete(self: Box<Self>, _: &[u8]) -> Result<rustls::crypto::SharedSecret, rustls::Error> {
-        Err(rustls::Error::General("a server chose the unknown group".into()))
+        Err(rustls::Error::General(
+            "a server chose the unknown group".into(),
+        ))
     }
 
     fn pub_key(&self) -> &[u8] {
@@ -614,20 +956,35 @@ fn a_hello_retry_request_costs_a_round_trip_not_a_second() {
     let (outcome, _, fetched) = serve_one(move |addr| {
         let shared = shared();
         let started = std::time::Instant::now();
-        let mut config = client::config_for_groups(Trust::Ca(&shared.ca), vec![&UnknownGroup, rustls::crypto::ring::kx_group::X25519]);
+        let mut config = client::config_for_groups(
+            Trust::Ca(&shared.ca),
+            vec![&UnknownGroup, rustls::crypto::ring::kx_group::X25519],
+        );
         config.resumption = rustls::client::Resumption::store(client_tickets);
         let fetched = fetch(addr, "tls-site.localhost", true, config);
         (fetched, started.elapsed())
     });
     let (fetched, took) = fetched;
     let fetched = fetched.unwrap();
-    assert!(matches!(&outcome, Outcome::Served(served) if served.client_finished), "{outcome:?}");
-    assert_eq!(fetched.handshake, Some(rustls::HandshakeKind::FullWithHelloRetryRequest));
+    assert!(
+        matches!(&outcome, Outcome::Served(served) if served.client_finished),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        fetched.handshake,
+        Some(rustls::HandshakeKind::FullWithHelloRetryRequest)
+    );
     assert_eq!(fetched.key_exchange, Some(rustls::NamedGroup::X25519));
     assert_eq!(sha256_hex(&fetched.body), default_resource(shared()).sha256);
-    assert!(took < Duration::from_millis(500), "the retried handshake took {took:?}");
+    assert!(
+        took < Duration::from_millis(500),
+        "the retried handshake took {took:?}"
+    );
     let name = rustls::pki_types::ServerName::try_from("tls-site.localhost").unwrap();
-    assert!(tickets.take_tls13_ticket(&name).is_some(), "the client got no session ticket");
+    assert!(
+        tickets.take_tls13_ticket(&name).is_some(),
+        "the client got no session ticket"
+    );
 }
 
 /// After its close_notify the server half-closes at once (the client sees the end of the stream
@@ -640,17 +997,30 @@ fn the_server_half_closes_then_stops_draining_at_the_clients_close_notify() {
         tls.read_to_end(&mut response).unwrap();
         let got_close_notify = std::time::Instant::now();
         let mut rest = [0u8; 64];
-        assert_eq!(tls.sock.read(&mut rest).unwrap(), 0, "the server's end of stream, after its close_notify");
+        assert_eq!(
+            tls.sock.read(&mut rest).unwrap(),
+            0,
+            "the server's end of stream, after its close_notify"
+        );
         let eof_after = got_close_notify.elapsed();
         // Our close_notify, and the socket kept open: only the close_notify can end the drain.
         tls.conn.send_close_notify();
         tls.conn.write_tls(&mut tls.sock).unwrap();
         (eof_after, std::time::Instant::now(), tls.sock)
     });
-    assert!(matches!(&outcome, Outcome::Served(served) if served.client_finished), "{outcome:?}");
-    assert!(eof_after < Duration::from_millis(500), "the server's FIN came {eof_after:?} after its close_notify");
+    assert!(
+        matches!(&outcome, Outcome::Served(served) if served.client_finished),
+        "{outcome:?}"
+    );
+    assert!(
+        eof_after < Duration::from_millis(500),
+        "the server's FIN came {eof_after:?} after its close_notify"
+    );
     let drained_for = returned.saturating_duration_since(close_notify_sent);
-    assert!(drained_for < Duration::from_millis(500), "the guest drained for {drained_for:?} after the client's close_notify");
+    assert!(
+        drained_for < Duration::from_millis(500),
+        "the guest drained for {drained_for:?} after the client's close_notify"
+    );
 }
 
 /// What a client sends after the response, up to the drain's bound, is read: the client gets a
@@ -673,7 +1043,10 @@ fn up_to_the_drain_bound_a_client_gets_a_clean_close() {
         let mut rest = Vec::new();
         tls.sock.read_to_end(&mut rest).map(|_| rest.len())
     });
-    assert!(matches!(&outcome, Outcome::Served(served) if served.ending == Ending::Clean), "{outcome:?}");
+    assert!(
+        matches!(&outcome, Outcome::Served(served) if served.ending == Ending::Clean),
+        "{outcome:?}"
+    );
     assert!(matches!(end, Ok(0)), "the client's close ended in {end:?}");
 
     // Beyond the bound the client is cut off, and the outcome (so the access log) says so.
@@ -687,7 +1060,10 @@ fn up_to_the_drain_bound_a_client_gets_a_clean_close() {
             }
         }
     });
-    assert!(matches!(&outcome, Outcome::Served(served) if served.ending == Ending::CutOff), "{outcome:?}");
+    assert!(
+        matches!(&outcome, Outcome::Served(served) if served.ending == Ending::CutOff),
+        "{outcome:?}"
+    );
 }
 
 /// A client that offers the hybrid group first, as current browsers do, gets it: every host name,
@@ -695,20 +1071,48 @@ fn up_to_the_drain_bound_a_client_gets_a_clean_close() {
 #[test]
 fn the_hybrid_post_quantum_group_is_negotiated_when_offered() {
     let shared = shared();
-    let groups = || vec![client::X25519MLKEM768, rustls::crypto::ring::kx_group::X25519];
+    let groups = || {
+        vec![
+            client::X25519MLKEM768,
+            rustls::crypto::ring::kx_group::X25519,
+        ]
+    };
     for resource in &shared.resources {
         for host in &resource.hosts {
-            let fetched = fetch(shared.https, host, true, client::config_for_groups(Trust::Ca(&shared.ca), groups())).unwrap();
-            assert_eq!(fetched.key_exchange, Some(rustls::NamedGroup::X25519MLKEM768), "{host}");
-            assert_eq!(fetched.handshake, Some(rustls::HandshakeKind::Full), "{host}");
+            let fetched = fetch(
+                shared.https,
+                host,
+                true,
+                client::config_for_groups(Trust::Ca(&shared.ca), groups()),
+            )
+            .unwrap();
+            assert_eq!(
+                fetched.key_exchange,
+                Some(rustls::NamedGroup::X25519MLKEM768),
+                "{host}"
+            );
+            assert_eq!(
+                fetched.handshake,
+                Some(rustls::HandshakeKind::Full),
+                "{host}"
+            );
             assert_eq!(sha256_hex(&fetched.body), resource.sha256, "{host}");
         }
     }
     let ca = shared.ca.clone();
-    let (outcome, _, fetched) =
-        serve_one(move |addr| fetch(addr, "tls-site.localhost", true, client::config_for_groups(Trust::Ca(&ca), groups())));
+    let (outcome, _, fetched) = serve_one(move |addr| {
+        fetch(
+            addr,
+            "tls-site.localhost",
+            true,
+            client::config_for_groups(Trust::Ca(&ca), groups()),
+        )
+    });
     fetched.unwrap();
-    assert!(matches!(&outcome, Outcome::Served(served) if served.key_exchange.as_deref() == Some("X25519MLKEM768")), "{outcome:?}");
+    assert!(
+        matches!(&outcome, Outcome::Served(served) if served.key_exchange.as_deref() == Some("X25519MLKEM768")),
+        "{outcome:?}"
+    );
 }
 
 /// A client that lists the hybrid group first in supported_groups but sends only an X25519 share
@@ -718,24 +1122,36 @@ fn a_client_offering_the_hybrid_group_without_a_share_for_it_gets_no_retry() {
     let shared = shared();
     // A real ClientHello with supported_groups x25519 (0x001d), X25519MLKEM768 (0x11ec) and an
     // X25519 share; the two groups swapped.
-    let config = client::config_for_groups(Trust::Ca(&shared.ca), vec![rustls::crypto::ring::kx_group::X25519, client::X25519MLKEM768]);
+    let config = client::config_for_groups(
+        Trust::Ca(&shared.ca),
+        vec![
+            rustls::crypto::ring::kx_group::X25519,
+            client::X25519MLKEM768,
+        ],
+    );
     let name = rustls::pki_types::ServerName::try_from("tls-site.localhost").unwrap();
     let mut connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
     let mut hello = Vec::new();
     while connection.wants_write() {
         connection.write_tls(&mut hello).unwrap();
     }
-    let at = hello.windows(4).position(|w| w == [0x00, 0x1d, 0x11, 0xec]).expect("supported_groups: x25519, X25519MLKEM768");
+    let at = hello
+        .windows(4)
+        .position(|w| w == [0x00, 0x1d, 0x11, 0xec])
+        .expect("supported_groups: x25519, X25519MLKEM768");
     hello[at..at + 4].copy_from_slice(&[0x11, 0xec, 0x00, 0x1d]);
 
     let mut socket = TcpStream::connect(shared.https).unwrap();
-    socket.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     socket.write_all(&hello).unwrap();
     let mut reply = vec![0; 5 + 4 + 2 + 32];
     socket.read_exact(&mut reply).unwrap();
     const RETRY_RANDOM: [u8; 32] = [
-        0xcf, 0x21, 0xad, 0x74, 0xe5, 0x9a, 0x61, 0x11, 0xbe, 0x1d, 0x8c, 0x02, 0x1e, 0x65, 0xb8, 0x91, 0xc2, 0xa2, 0x11, 0x16,
-        0x7a, 0xbb, 0x8c, 0x5e, 0x07, 0x9e, 0x09, 0xe2, 0xc8, 0xa8, 0x33, 0x9c,
+        0xcf, 0x21, 0xad, 0x74, 0xe5, 0x9a, 0x61, 0x11, 0xbe, 0x1d, 0x8c, 0x02, 0x1e, 0x65, 0xb8,
+        0x91, 0xc2, 0xa2, 0x11, 0x16, 0x7a, 0xbb, 0x8c, 0x5e, 0x07, 0x9e, 0x09, 0xe2, 0xc8, 0xa8,
+        0x33, 0x9c,
     ];
     assert_eq!((reply[0], reply[5]), (22, 2), "a ServerHello: {reply:?}");
     assert_ne!(reply[11..43], RETRY_RANDOM, "the server asked for a retry");
@@ -743,6 +1159,9 @@ fn a_client_offering_the_hybrid_group_without_a_share_for_it_gets_no_retry() {
     let mut rest = vec![0; length + 5 - reply.len()];
     socket.read_exact(&mut rest).unwrap();
     // Its key_share extension (51): 36 bytes, group x25519.
-    assert!(rest.windows(6).any(|w| w == [0x00, 0x33, 0x00, 0x24, 0x00, 0x1d]), "the ServerHello's share is not X25519: {rest:?}");
+    assert!(
+        rest.windows(6)
+            .any(|w| w == [0x00, 0x33, 0x00, 0x24, 0x00, 0x1d]),
+        "the ServerHello's share is not X25519: {rest:?}"
+    );
 }
-

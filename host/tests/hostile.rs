@@ -38,7 +38,12 @@ fn shared() -> &'static Shared {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
-        let resources = runtime.block_on(tls_site::inspect::site_resources(Path::new(BUILT_COMPONENT), Default::default())).unwrap();
+        let resources = runtime
+            .block_on(tls_site::inspect::site_resources(
+                Path::new(BUILT_COMPONENT),
+                Default::default(),
+            ))
+            .unwrap();
         certs::dev_certs(&dir, &tls_site::inspect::hosts_default_first(&resources)).unwrap();
         let (sender, receiver) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -51,9 +56,17 @@ fn shared() -> &'static Shared {
             // A small send buffer, as `--send-buffer 4096`: otherwise loopback's autotuned buffers
             // swallow a whole PDF and no client could make the server wait.
             options.send_buffer = Some(4096);
-            let server: &'static Server = Box::leak(Box::new(runtime.block_on(Server::start(&options)).unwrap()));
+            let server: &'static Server =
+                Box::leak(Box::new(runtime.block_on(Server::start(&options)).unwrap()));
             let ca = dir.join(certs::DEV_CA_FILE);
-            sender.send(Shared { https: server.https_addr(), ca, resources: server.resources().to_vec(), server }).unwrap();
+            sender
+                .send(Shared {
+                    https: server.https_addr(),
+                    ca,
+                    resources: server.resources().to_vec(),
+                    server,
+                })
+                .unwrap();
             runtime.block_on(std::future::pending::<()>());
         });
         receiver.recv().unwrap()
@@ -61,13 +74,23 @@ fn shared() -> &'static Shared {
 }
 
 fn resource<'a>(shared: &'a Shared, content_type: &str) -> &'a Resource {
-    shared.resources.iter().find(|r| r.content_type.starts_with(content_type)).unwrap()
+    shared
+        .resources
+        .iter()
+        .find(|r| r.content_type.starts_with(content_type))
+        .unwrap()
 }
 
 /// A real client still gets the right bytes.
 fn assert_still_serves(shared: &Shared) {
     let page = resource(shared, "text/html");
-    let fetched = fetch(shared.https, &page.hosts[0], true, config(Trust::Ca(&shared.ca), &[])).unwrap();
+    let fetched = fetch(
+        shared.https,
+        &page.hosts[0],
+        true,
+        config(Trust::Ca(&shared.ca), &[]),
+    )
+    .unwrap();
     assert_eq!(format!("{:x}", Sha256::digest(&fetched.body)), page.sha256);
 }
 
@@ -97,7 +120,10 @@ fn exchange(bytes: &[u8], then_close: bool) -> Vec<u8> {
     match socket.read_to_end(&mut reply) {
         Ok(_) => {}
         Err(error) if error.kind() == ErrorKind::ConnectionReset => {}
-        Err(error) => panic!("the server did not close the connection: {error} (sent {} bytes)", bytes.len()),
+        Err(error) => panic!(
+            "the server did not close the connection: {error} (sent {} bytes)",
+            bytes.len()
+        ),
     }
     reply
 }
@@ -106,7 +132,9 @@ fn exchange(bytes: &[u8], then_close: bool) -> Vec<u8> {
 fn noise(len: usize, mut seed: u64) -> Vec<u8> {
     (0..len)
         .map(|_| {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (seed >> 56) as u8
         })
         .collect()
@@ -123,21 +151,58 @@ fn malformed_records_get_an_alert_or_a_close_and_nothing_else_breaks() {
     hello_then_garbage.extend_from_slice(&noise(32, 7));
     let cases: Vec<(&str, Vec<u8>, bool)> = vec![
         ("random bytes", noise(4096, 1), false),
-        ("a truncated ClientHello, then close", hello[..hello.len() / 2].to_vec(), true),
+        (
+            "a truncated ClientHello, then close",
+            hello[..hello.len() / 2].to_vec(),
+            true,
+        ),
         ("an oversized record", oversized, false),
-        ("application data first", [&[0x17, 0x03, 0x03, 0x00, 0x10][..], &noise(16, 2)].concat(), false),
-        ("a fatal alert first", vec![0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28], false),
-        ("change_cipher_spec first", vec![0x14, 0x03, 0x03, 0x00, 0x01, 0x01], false),
-        ("a Finished message first", [&[0x16, 0x03, 0x03, 0x00, 0x24, 0x14, 0x00, 0x00, 0x20][..], &noise(32, 3)].concat(), false),
-        ("a record of zero length", vec![0x16, 0x03, 0x01, 0x00, 0x00], false),
-        ("a ClientHello, then a forged encrypted record", hello_then_garbage, false),
+        (
+            "application data first",
+            [&[0x17, 0x03, 0x03, 0x00, 0x10][..], &noise(16, 2)].concat(),
+            false,
+        ),
+        (
+            "a fatal alert first",
+            vec![0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28],
+            false,
+        ),
+        (
+            "change_cipher_spec first",
+            vec![0x14, 0x03, 0x03, 0x00, 0x01, 0x01],
+            false,
+        ),
+        (
+            "a Finished message first",
+            [
+                &[0x16, 0x03, 0x03, 0x00, 0x24, 0x14, 0x00, 0x00, 0x20][..],
+                &noise(32, 3),
+            ]
+            .concat(),
+            false,
+        ),
+        (
+            "a record of zero length",
+            vec![0x16, 0x03, 0x01, 0x00, 0x00],
+            false,
+        ),
+        (
+            "a ClientHello, then a forged encrypted record",
+            hello_then_garbage,
+            false,
+        ),
     ];
-    let before = shared.server.stats().get(Event::TlsFailed) + shared.server.stats().get(Event::IoFailed);
+    let before =
+        shared.server.stats().get(Event::TlsFailed) + shared.server.stats().get(Event::IoFailed);
     for (case, bytes, then_close) in &cases {
         let reply = exchange(bytes, *then_close);
         // Nothing, an alert (21), or the start of the server's handshake (22) when the
         // ClientHello itself was good.
-        assert!(reply.is_empty() || reply[0] == 21 || reply[0] == 22, "{case}: {:?}", &reply[..reply.len().min(16)]);
+        assert!(
+            reply.is_empty() || reply[0] == 21 || reply[0] == 22,
+            "{case}: {:?}",
+            &reply[..reply.len().min(16)]
+        );
     }
     wait_for_count_of_failures(before + cases.len() as u64);
     assert_still_serves(shared);
@@ -189,7 +254,12 @@ fn a_client_that_stops_reading_is_cut_off_at_the_stall_timeout() {
     // What was sent before the cut is less than the response: the rest never left.
     let mut reply = Vec::new();
     let _ = socket.read_to_end(&mut reply);
-    assert!((reply.len() as u64) < paper.bytes, "{} of {} bytes", reply.len(), paper.bytes);
+    assert!(
+        (reply.len() as u64) < paper.bytes,
+        "{} of {} bytes",
+        reply.len(),
+        paper.bytes
+    );
     assert_still_serves(shared);
 }
 
@@ -204,7 +274,9 @@ fn a_client_that_resets_mid_response_costs_only_its_connection() {
     socket.read_exact(&mut first).unwrap();
     assert_eq!(first[0], 22, "the server's handshake began");
     // A reset, not a close: linger with a zero timeout.
-    Socket::from(socket).set_linger(Some(Duration::ZERO)).unwrap();
+    Socket::from(socket)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
     wait_for_count(Event::IoFailed, before + 1);
     assert_still_serves(shared);
 }
@@ -213,7 +285,13 @@ fn a_client_that_resets_mid_response_costs_only_its_connection() {
 fn a_client_that_floods_without_reading_is_cut_off() {
     let shared = shared();
     const FLOOD_LIMIT: usize = 256 << 20;
-    for (case, first) in [("garbage", noise(1024, 9)), ("a ClientHello, then garbage", client_hello("tls-site.localhost"))] {
+    for (case, first) in [
+        ("garbage", noise(1024, 9)),
+        (
+            "a ClientHello, then garbage",
+            client_hello("tls-site.localhost"),
+        ),
+    ] {
         let mut socket = TcpStream::connect(shared.https).unwrap();
         socket.set_write_timeout(Some(CLIENT_PATIENCE)).unwrap();
         let chunk = noise(64 << 10, 11);
@@ -223,9 +301,14 @@ fn a_client_that_floods_without_reading_is_cut_off() {
             result = socket.write_all(&chunk);
             sent += chunk.len();
         }
-        let error = result.expect_err(&format!("{case}: the server took {sent} bytes without closing"));
+        let error = result.expect_err(&format!(
+            "{case}: the server took {sent} bytes without closing"
+        ));
         assert!(
-            matches!(error.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe),
+            matches!(
+                error.kind(),
+                ErrorKind::ConnectionReset | ErrorKind::BrokenPipe
+            ),
             "{case}: {error} after {sent} bytes"
         );
     }

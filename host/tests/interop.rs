@@ -46,8 +46,14 @@ fn shared_site() -> &'static Site {
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Runtime::new().unwrap();
             runtime.block_on(async move {
-                let resources = tls_site::inspect::site_resources(Path::new(BUILT_COMPONENT), Default::default()).await.unwrap();
-                certs::dev_certs(&dir, &tls_site::inspect::hosts_default_first(&resources)).unwrap();
+                let resources = tls_site::inspect::site_resources(
+                    Path::new(BUILT_COMPONENT),
+                    Default::default(),
+                )
+                .await
+                .unwrap();
+                certs::dev_certs(&dir, &tls_site::inspect::hosts_default_first(&resources))
+                    .unwrap();
                 let mut options = ServeOptions::new(BUILT_COMPONENT.into(), dir.clone());
                 options.https = ([127, 0, 0, 1], 0).into();
                 options.no_http = true;
@@ -55,9 +61,18 @@ fn shared_site() -> &'static Site {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 let outcomes = Arc::new(Mutex::new(Vec::new()));
                 let ca = dir.join(certs::DEV_CA_FILE);
-                let site = Site { addr: listener.local_addr().unwrap(), ca, resources, outcomes: outcomes.clone() };
+                let site = Site {
+                    addr: listener.local_addr().unwrap(),
+                    ca,
+                    resources,
+                    outcomes: outcomes.clone(),
+                };
                 sender.send(site).unwrap();
-                let timeouts = Timeouts { handshake: Duration::from_secs(10), stall: Duration::from_secs(10), connection: Duration::from_secs(30) };
+                let timeouts = Timeouts {
+                    handshake: Duration::from_secs(10),
+                    stall: Duration::from_secs(10),
+                    connection: Duration::from_secs(30),
+                };
                 loop {
                     let (stream, _) = listener.accept().await.unwrap();
                     let (sandbox, outcomes) = (server.sandbox(), outcomes.clone());
@@ -75,7 +90,12 @@ fn shared_site() -> &'static Site {
 impl Site {
     /// Every host name with its resource.
     fn hosts(&self) -> impl Iterator<Item = (&str, &Resource)> {
-        self.resources.iter().flat_map(|resource| resource.hosts.iter().map(move |host| (host.as_str(), resource)))
+        self.resources.iter().flat_map(|resource| {
+            resource
+                .hosts
+                .iter()
+                .map(move |host| (host.as_str(), resource))
+        })
     }
 
     fn url(&self, host: &str) -> String {
@@ -86,7 +106,9 @@ impl Site {
     fn served(&self, host: &str) -> Vec<tls_site::sandbox::Served> {
         let outcomes = self.outcomes.lock().unwrap();
         let served = outcomes.iter().filter_map(|outcome| match outcome {
-            Outcome::Served(served) if served.server_name.as_deref() == Some(host) => Some(served.clone()),
+            Outcome::Served(served) if served.server_name.as_deref() == Some(host) => {
+                Some(served.clone())
+            }
             _ => None,
         });
         served.collect()
@@ -95,24 +117,44 @@ impl Site {
 
 /// The path of `name`, or a failure that says which Debian package to install.
 fn program(name: &str, package: &str) -> PathBuf {
-    let found = std::env::var_os("PATH").and_then(|path| std::env::split_paths(&path).map(|dir| dir.join(name)).find(|file| file.is_file()));
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|file| file.is_file())
+    });
     found.unwrap_or_else(|| panic!("{name} is not installed: `apt-get install {package}` (.ci/run installs it for this suite)"))
 }
 
 fn run(command: &mut Command, stdin: &[u8]) -> Output {
     use std::io::Write as _;
-    let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     child.stdin.take().unwrap().write_all(stdin).unwrap();
     child.wait_with_output().unwrap()
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The body of an HTTP/1.1 response (head, blank line, body).
 fn body(response: &[u8]) -> &[u8] {
-    let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or_else(|| panic!("no response head: {:?}", String::from_utf8_lossy(&response[..response.len().min(200)])));
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| {
+            panic!(
+                "no response head: {:?}",
+                String::from_utf8_lossy(&response[..response.len().min(200)])
+            )
+        });
     &response[split + 4..]
 }
 
@@ -134,7 +176,11 @@ fn curl_gets_every_host_names_bytes() {
                 .arg(site.url(host)),
             b"",
         );
-        assert!(output.status.success(), "curl {host}: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "curl {host}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         assert_eq!(sha256_hex(&output.stdout), resource.sha256, "curl {host}");
     }
 }
@@ -153,10 +199,22 @@ fn openssl_s_client_gets_every_host_names_bytes() {
                 .arg(&site.ca),
             &request(host),
         );
-        assert!(output.status.success(), "openssl {host}: {}", String::from_utf8_lossy(&output.stderr));
-        assert_eq!(sha256_hex(body(&output.stdout)), resource.sha256, "openssl s_client {host}");
+        assert!(
+            output.status.success(),
+            "openssl {host}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(
+            sha256_hex(body(&output.stdout)),
+            resource.sha256,
+            "openssl s_client {host}"
+        );
         // s_client waits for the server's end of stream: it comes at once, not after a drain.
-        assert!(started.elapsed() < Duration::from_secs(1), "openssl {host} took {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "openssl {host} took {:?}",
+            started.elapsed()
+        );
     }
 }
 
@@ -182,12 +240,26 @@ fn python_ssl_gets_every_host_names_bytes() {
     let ((site, _turn), python) = (site(), program("python3", "python3"));
     for (host, resource) in site.hosts() {
         let output = run(
-            Command::new(&python).args(["-c", PYTHON_CLIENT, host, &site.addr.port().to_string()]).arg(&site.ca),
+            Command::new(&python)
+                .args(["-c", PYTHON_CLIENT, host, &site.addr.port().to_string()])
+                .arg(&site.ca),
             b"",
         );
-        assert!(output.status.success(), "python {host}: {}", String::from_utf8_lossy(&output.stderr));
-        assert_eq!(String::from_utf8_lossy(&output.stderr).trim(), "TLSv1.3", "python {host}");
-        assert_eq!(sha256_hex(body(&output.stdout)), resource.sha256, "python ssl {host}");
+        assert!(
+            output.status.success(),
+            "python {host}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&output.stderr).trim(),
+            "TLSv1.3",
+            "python {host}"
+        );
+        assert_eq!(
+            sha256_hex(body(&output.stdout)),
+            resource.sha256,
+            "python ssl {host}"
+        );
     }
 }
 
@@ -198,10 +270,19 @@ fn rustls_gets_every_host_names_bytes_with_the_hybrid_group_and_without() {
     let x25519 = rustls::crypto::ring::kx_group::X25519;
     for (host, resource) in site.hosts() {
         for (groups, expected) in [
-            (vec![client::X25519MLKEM768, x25519], rustls::NamedGroup::X25519MLKEM768),
+            (
+                vec![client::X25519MLKEM768, x25519],
+                rustls::NamedGroup::X25519MLKEM768,
+            ),
             (vec![x25519], rustls::NamedGroup::X25519),
         ] {
-            let fetched = fetch(site.addr, host, true, config_for_groups(Trust::Ca(&site.ca), groups)).unwrap();
+            let fetched = fetch(
+                site.addr,
+                host,
+                true,
+                config_for_groups(Trust::Ca(&site.ca), groups),
+            )
+            .unwrap();
             assert_eq!(fetched.key_exchange, Some(expected), "rustls {host}");
             assert_eq!(sha256_hex(&fetched.body), resource.sha256, "rustls {host}");
         }
@@ -214,32 +295,78 @@ fn rustls_gets_every_host_names_bytes_with_the_hybrid_group_and_without() {
 #[test]
 #[ignore = "outside programs: chromium, certutil"]
 fn chromium_negotiates_the_hybrid_group_for_every_host_name() {
-    let ((site, _turn), chromium, certutil) = (site(), program("chromium", "chromium"), program("certutil", "libnss3-tools"));
-    let home = std::env::temp_dir().join(format!("tls-site-interop-chromium-{}", std::process::id()));
+    let ((site, _turn), chromium, certutil) = (
+        site(),
+        program("chromium", "chromium"),
+        program("certutil", "libnss3-tools"),
+    );
+    let home =
+        std::env::temp_dir().join(format!("tls-site-interop-chromium-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&home);
     let nssdb = home.join(".pki/nssdb");
     std::fs::create_dir_all(&nssdb).unwrap();
     let database = format!("sql:{}", nssdb.display());
-    for args in [vec!["-N", "-d", &database, "--empty-password"], vec!["-A", "-d", &database, "-n", "tls-site dev CA", "-t", "C,,", "-i"]] {
-        let output = run(Command::new(&certutil).args(&args).args(args.contains(&"-A").then_some(&site.ca)), b"");
-        assert!(output.status.success(), "certutil {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    for args in [
+        vec!["-N", "-d", &database, "--empty-password"],
+        vec![
+            "-A",
+            "-d",
+            &database,
+            "-n",
+            "tls-site dev CA",
+            "-t",
+            "C,,",
+            "-i",
+        ],
+    ] {
+        let output = run(
+            Command::new(&certutil)
+                .args(&args)
+                .args(args.contains(&"-A").then_some(&site.ca)),
+            b"",
+        );
+        assert!(
+            output.status.success(),
+            "certutil {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     for (host, resource) in site.hosts() {
         let before = site.served(host).len();
         let output = run(
             Command::new(&chromium)
                 .env("HOME", &home)
-                .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"])
-                .args(["--disable-background-networking", "--disable-component-update", "--disable-sync"])
-                .arg(format!("--user-data-dir={}", home.join("profile").display()))
+                .args([
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-quic",
+                    "--no-first-run",
+                ])
+                .args([
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                ])
+                .arg(format!(
+                    "--user-data-dir={}",
+                    home.join("profile").display()
+                ))
                 .args(["--timeout=20000", "--dump-dom"])
                 .arg(site.url(host)),
             b"",
         );
         let dom = String::from_utf8_lossy(&output.stdout);
-        assert!(output.status.success(), "chromium {host}: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "chromium {host}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         if resource.content_type.starts_with("text/html") {
-            assert!(dom.contains("</html>") && !dom.contains("ERR_"), "chromium {host} did not show the page: {dom}");
+            assert!(
+                dom.contains("</html>") && !dom.contains("ERR_"),
+                "chromium {host} did not show the page: {dom}"
+            );
         }
         // The connection is logged once the guest has returned, a moment after the client is done.
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -250,9 +377,16 @@ fn chromium_negotiates_the_hybrid_group_for_every_host_name() {
             }
             std::thread::sleep(Duration::from_millis(50));
         };
-        assert!(!served.is_empty(), "chromium {host}: no connection was served; it printed {dom}");
+        assert!(
+            !served.is_empty(),
+            "chromium {host}: no connection was served; it printed {dom}"
+        );
         for connection in served {
-            assert_eq!(connection.key_exchange.as_deref(), Some("X25519MLKEM768"), "chromium {host}");
+            assert_eq!(
+                connection.key_exchange.as_deref(),
+                Some("X25519MLKEM768"),
+                "chromium {host}"
+            );
             assert_eq!(connection.resource, resource.hosts[0], "chromium {host}");
             assert!(connection.client_finished, "chromium {host}");
             assert_eq!(connection.ending, Ending::Clean, "chromium {host}");

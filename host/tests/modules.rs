@@ -10,7 +10,13 @@ fn module_graph() -> BTreeMap<String, BTreeSet<String>> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let modules: BTreeSet<String> = std::fs::read_dir(&src)
         .unwrap()
-        .filter_map(|entry| entry.unwrap().path().file_stem().map(|stem| stem.to_string_lossy().into_owned()))
+        .filter_map(|entry| {
+            entry
+                .unwrap()
+                .path()
+                .file_stem()
+                .map(|stem| stem.to_string_lossy().into_owned())
+        })
         .filter(|module| module != "main" && module != "lib")
         .collect();
     // `pub use access_log::{Event, Stats, log};` -> Event, Stats and log are access_log's.
@@ -26,13 +32,24 @@ fn module_graph() -> BTreeMap<String, BTreeSet<String>> {
     for module in &modules {
         let text = std::fs::read_to_string(src.join(format!("{module}.rs"))).unwrap();
         // Up to the first item compiled for tests only.
-        let code = ["#[cfg(test)]", "#[cfg(all(test"].iter().filter_map(|mark| text.find(mark)).min().map_or(&text[..], |at| &text[..at]);
+        let code = ["#[cfg(test)]", "#[cfg(all(test"]
+            .iter()
+            .filter_map(|mark| text.find(mark))
+            .min()
+            .map_or(&text[..], |at| &text[..at]);
         let mut named = BTreeSet::new();
         for (at, _) in code.match_indices("crate::") {
             let rest = &code[at + "crate::".len()..];
             let names = match rest.strip_prefix('{') {
-                Some(list) => list[..list.find('}').unwrap()].split(',').map(|name| name.trim().split("::").next().unwrap()).collect(),
-                None => vec![rest.split(|c: char| !c.is_alphanumeric() && c != '_').next().unwrap()],
+                Some(list) => list[..list.find('}').unwrap()]
+                    .split(',')
+                    .map(|name| name.trim().split("::").next().unwrap())
+                    .collect(),
+                None => vec![
+                    rest.split(|c: char| !c.is_alphanumeric() && c != '_')
+                        .next()
+                        .unwrap(),
+                ],
             };
             for name in names {
                 let target = owner.get(name).cloned().unwrap_or_else(|| name.to_owned());
@@ -48,7 +65,12 @@ fn module_graph() -> BTreeMap<String, BTreeSet<String>> {
 
 /// A path that comes back to where it started, if there is one.
 fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
-    fn visit(module: &str, graph: &BTreeMap<String, BTreeSet<String>>, path: &mut Vec<String>, done: &mut BTreeSet<String>) -> Option<Vec<String>> {
+    fn visit(
+        module: &str,
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
         if let Some(at) = path.iter().position(|open| open == module) {
             return Some([&path[at..], &[module.to_owned()]].concat());
         }
@@ -56,18 +78,25 @@ fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>>
             return None;
         }
         path.push(module.to_owned());
-        let found = graph[module].iter().find_map(|next| visit(next, graph, path, done));
+        let found = graph[module]
+            .iter()
+            .find_map(|next| visit(next, graph, path, done));
         path.pop();
         found
     }
     let mut done = BTreeSet::new();
-    graph.keys().find_map(|module| visit(module, graph, &mut Vec::new(), &mut done))
+    graph
+        .keys()
+        .find_map(|module| visit(module, graph, &mut Vec::new(), &mut done))
 }
 
 #[test]
 fn no_module_of_the_host_imports_one_that_imports_it_back() {
     let graph = module_graph();
-    assert!(graph["server"].contains("admission") && graph["admission"].contains("sandbox"), "the graph is read: {graph:?}");
+    assert!(
+        graph["server"].contains("admission") && graph["admission"].contains("sandbox"),
+        "the graph is read: {graph:?}"
+    );
     if let Some(cycle) = find_cycle(&graph) {
         panic!("an import cycle: {}", cycle.join(" -> "));
     }

@@ -24,7 +24,10 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 const POWER_OFF_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
 }
 
 /// `host/vm/build-image`: the static hosts (in target/musl and target/musl-runtime, as cargo
@@ -43,19 +46,33 @@ fn build_image(out: &Path) {
     // ... but it builds beside this one (CI keeps that outside the checkout, warm).
     build.env("CARGO_TARGET_DIR", env!("TLS_SITE_TARGET_DIR"));
     let status = build.status().expect("running host/vm/build-image");
-    assert!(status.success(), "host/vm/build-image failed (see above); it needs musl-tools, cpio and the \
-        x86_64-unknown-linux-musl target, which .ci/run installs");
+    assert!(
+        status.success(),
+        "host/vm/build-image failed (see above); it needs musl-tools, cpio and the \
+        x86_64-unknown-linux-musl target, which .ci/run installs"
+    );
 }
 
 /// `tls-site inspect --json`: every resource's hosts and digest, from the component itself.
 fn inspect() -> Vec<serde_json::Value> {
-    let output = Command::new(BINARY).args(["inspect", "--json"]).output().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = Command::new(BINARY)
+        .args(["inspect", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// qemu running the image, its console read line by line.
@@ -95,7 +112,11 @@ impl Vm {
                 let _ = sender.send(line);
             }
         });
-        Vm { qemu, console, seen: Vec::new() }
+        Vm {
+            qemu,
+            console,
+            seen: Vec::new(),
+        }
     }
 
     /// The first console line containing `needle`, waiting at most `timeout`.
@@ -106,7 +127,10 @@ impl Vm {
             match self.console.recv_timeout(left) {
                 Ok(line) => {
                     self.seen.push(line.clone());
-                    assert!(!line.contains("Kernel panic"), "the guest kernel panicked: {line}");
+                    assert!(
+                        !line.contains("Kernel panic"),
+                        "the guest kernel panicked: {line}"
+                    );
                     if line.contains(needle) {
                         return line;
                     }
@@ -122,7 +146,10 @@ impl Vm {
             if let Some(status) = self.qemu.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "qemu still running {timeout:?} after the power button");
+            assert!(
+                Instant::now() < deadline,
+                "qemu still running {timeout:?} after the power button"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -138,7 +165,9 @@ impl Drop for Vm {
 /// QMP: the handshake, then one command; returns qemu's answer.
 fn qmp(socket: &Path, command: &str) -> String {
     let stream = UnixStream::connect(socket).expect("connecting to qemu's QMP socket");
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let mut replies = BufReader::new(stream.try_clone().unwrap());
     let mut writer = stream;
     let mut read_reply = || loop {
@@ -152,15 +181,22 @@ fn qmp(socket: &Path, command: &str) -> String {
     };
     let greeting = read_reply();
     assert!(greeting.contains("QMP"), "{greeting}");
-    writer.write_all(b"{\"execute\": \"qmp_capabilities\"}\n").unwrap();
+    writer
+        .write_all(b"{\"execute\": \"qmp_capabilities\"}\n")
+        .unwrap();
     let ready = read_reply();
     assert!(ready.contains("return"), "{ready}");
-    writer.write_all(format!("{{\"execute\": \"{command}\"}}\n").as_bytes()).unwrap();
+    writer
+        .write_all(format!("{{\"execute\": \"{command}\"}}\n").as_bytes())
+        .unwrap();
     read_reply()
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// How qemu starts the image: q35 handed the kernel and initramfs, microvm handed the same
@@ -187,18 +223,40 @@ fn the_image_boots_serves_every_host_and_powers_off_on_the_acpi_button() {
 /// The image's /init is the host built without a compiler (`--no-default-features`): it loads
 /// only what `tls-site compile` made, and says so for a `.wasm` rather than failing obscurely.
 fn the_image_host_refuses_a_wasm_and_says_to_compile_it() {
-    let runtime_only = Path::new(env!("TLS_SITE_TARGET_DIR")).join("musl-runtime/x86_64-unknown-linux-musl/release/tls-site");
+    let runtime_only = Path::new(env!("TLS_SITE_TARGET_DIR"))
+        .join("musl-runtime/x86_64-unknown-linux-musl/release/tls-site");
     let output = Command::new(&runtime_only)
-        .args(["serve", env!("TLS_SITE_COMPONENT"), "--https", "127.0.0.1:0", "--no-http", "--certs"])
+        .args([
+            "serve",
+            env!("TLS_SITE_COMPONENT"),
+            "--https",
+            "127.0.0.1:0",
+            "--no-http",
+            "--certs",
+        ])
         .arg(workspace().join("certs"))
         .output()
         .expect("running the image's host natively");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "the runtime-only host served a .wasm: {stderr}");
-    assert!(stderr.contains("without a compiler") && stderr.contains("tls-site compile"), "{stderr}");
-    let full = Path::new(env!("TLS_SITE_TARGET_DIR")).join("musl/x86_64-unknown-linux-musl/release/tls-site");
-    let (small, large) = (std::fs::metadata(&runtime_only).unwrap().len(), std::fs::metadata(&full).unwrap().len());
-    eprintln!("--- the host without a compiler: {} KiB (with: {} KiB), unstripped", small >> 10, large >> 10);
+    assert!(
+        !output.status.success(),
+        "the runtime-only host served a .wasm: {stderr}"
+    );
+    assert!(
+        stderr.contains("without a compiler") && stderr.contains("tls-site compile"),
+        "{stderr}"
+    );
+    let full = Path::new(env!("TLS_SITE_TARGET_DIR"))
+        .join("musl/x86_64-unknown-linux-musl/release/tls-site");
+    let (small, large) = (
+        std::fs::metadata(&runtime_only).unwrap().len(),
+        std::fs::metadata(&full).unwrap().len(),
+    );
+    eprintln!(
+        "--- the host without a compiler: {} KiB (with: {} KiB), unstripped",
+        small >> 10,
+        large >> 10
+    );
     assert!(small < large, "the runtime-only host is the smaller");
 }
 
@@ -211,40 +269,76 @@ fn boot_serve_and_power_off(image: &Path, boot: Boot, resources: &[serde_json::V
     let booted = Instant::now();
     let mut vm = Vm::boot(image, boot, https, http, &qmp_socket);
     let randomness = vm.wait_for("init: randomness", BOOT_TIMEOUT);
-    assert!(randomness.contains("randomness ready"), "{boot:?}: {randomness}");
+    assert!(
+        randomness.contains("randomness ready"),
+        "{boot:?}: {randomness}"
+    );
     vm.wait_for("listening on https://", BOOT_TIMEOUT);
 
     let https_addr = SocketAddr::from(([127, 0, 0, 1], https));
     let ca = workspace().join("certs/dev-ca.pem");
     for resource in resources {
         let host = resource["hosts"][0].as_str().unwrap();
-        let fetched = client::fetch(https_addr, host, true, client::config(client::Trust::Ca(&ca), &[]))
-            .unwrap_or_else(|error| panic!("{boot:?}: https://{host}/ through the VM: {error}"));
-        assert!(fetched.status_line.starts_with("HTTP/1.1 200"), "{host}: {}", fetched.status_line);
-        assert_eq!(sha256_hex(&fetched.body), resource["sha256"].as_str().unwrap(), "{host}");
+        let fetched = client::fetch(
+            https_addr,
+            host,
+            true,
+            client::config(client::Trust::Ca(&ca), &[]),
+        )
+        .unwrap_or_else(|error| panic!("{boot:?}: https://{host}/ through the VM: {error}"));
+        assert!(
+            fetched.status_line.starts_with("HTTP/1.1 200"),
+            "{host}: {}",
+            fetched.status_line
+        );
+        assert_eq!(
+            sha256_hex(&fetched.body),
+            resource["sha256"].as_str().unwrap(),
+            "{host}"
+        );
         vm.wait_for(&format!("sni={host} resource={host}"), BOOT_TIMEOUT);
     }
     // For the record, not a bound: the bench is host/vm/boot-time.
-    eprintln!("--- {boot:?}: every host served {:.1} s after qemu started", booted.elapsed().as_secs_f64());
+    eprintln!(
+        "--- {boot:?}: every host served {:.1} s after qemu started",
+        booted.elapsed().as_secs_f64()
+    );
 
-    let default_host = resources.iter().find(|r| r["default"] == true).unwrap()["hosts"][0].as_str().unwrap();
+    let default_host = resources.iter().find(|r| r["default"] == true).unwrap()["hosts"][0]
+        .as_str()
+        .unwrap();
     let mut plain = TcpStream::connect(("127.0.0.1", http)).unwrap();
-    plain.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    plain.write_all(format!("GET / HTTP/1.1\r\nHost: {default_host}\r\n\r\n").as_bytes()).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    plain
+        .write_all(format!("GET / HTTP/1.1\r\nHost: {default_host}\r\n\r\n").as_bytes())
+        .unwrap();
     let mut answer = String::new();
     plain.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 301"), "{answer}");
-    assert!(answer.contains(&format!("Location: https://{default_host}/\r\n")), "{answer}");
+    assert!(
+        answer.contains(&format!("Location: https://{default_host}/\r\n")),
+        "{answer}"
+    );
 
     let reply = qmp(&qmp_socket, "system_powerdown");
     assert!(reply.contains("return"), "{reply}");
     let stopped = vm.wait_for("stopped; connections:", POWER_OFF_TIMEOUT);
-    assert!(stopped.contains(&format!("served={}", resources.len())), "every HTTPS connection was counted as served: {stopped}");
+    assert!(
+        stopped.contains(&format!("served={}", resources.len())),
+        "every HTTPS connection was counted as served: {stopped}"
+    );
     assert!(stopped.contains("http-redirected=1"), "{stopped}");
     vm.wait_for("init: powering off", POWER_OFF_TIMEOUT);
     vm.wait_for("reboot: Power down", POWER_OFF_TIMEOUT);
     let status = vm.wait_for_exit(POWER_OFF_TIMEOUT);
     assert!(status.success(), "{boot:?}: qemu exit status {status}");
-    assert!(vm.seen.iter().any(|line| line.contains("shutting down (the ACPI power button)")), "the host heard the power button");
+    assert!(
+        vm.seen
+            .iter()
+            .any(|line| line.contains("shutting down (the ACPI power button)")),
+        "the host heard the power button"
+    );
     let _ = std::fs::remove_file(&qmp_socket);
 }

@@ -56,7 +56,10 @@ pub const USAGE: &str = "usage: tls_site_command.wasm [ADDR] [--certs DIR] [--ma
 
 impl Options {
     /// From the arguments (without the program's name) and the environment variable `env`.
-    pub fn parse(args: impl IntoIterator<Item = String>, env: impl Fn(&str) -> Option<String>) -> Result<Options, String> {
+    pub fn parse(
+        args: impl IntoIterator<Item = String>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Options, String> {
         let mut addr = env("TLS_SITE_ADDR");
         let mut certs = env("TLS_SITE_CERTS");
         let mut max_connections = None;
@@ -64,19 +67,33 @@ impl Options {
         while let Some(arg) = args.next() {
             match arg.as_str() {
                 "--certs" => certs = Some(args.next().ok_or("--certs needs a directory")?),
-                "--max-connections" => max_connections = Some(args.next().ok_or("--max-connections needs a number")?),
+                "--max-connections" => {
+                    max_connections = Some(args.next().ok_or("--max-connections needs a number")?)
+                }
                 "-h" | "--help" => return Err(USAGE.into()),
-                flag if flag.starts_with('-') => return Err(format!("unknown option {flag}\n{USAGE}")),
+                flag if flag.starts_with('-') => {
+                    return Err(format!("unknown option {flag}\n{USAGE}"));
+                }
                 _ => addr = Some(arg),
             }
         }
         let addr = addr.as_deref().unwrap_or("127.0.0.1:8443");
-        let addr = addr.parse().map_err(|_| format!("{addr}: not an address to listen on (IP:PORT, e.g. 127.0.0.1:8443)"))?;
+        let addr = addr.parse().map_err(|_| {
+            format!("{addr}: not an address to listen on (IP:PORT, e.g. 127.0.0.1:8443)")
+        })?;
         let max_connections = match max_connections {
             None => 1024,
-            Some(n) => n.parse().ok().filter(|&n| n > 0).ok_or(format!("--max-connections {n}: not a positive number"))?,
+            Some(n) => n
+                .parse()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or(format!("--max-connections {n}: not a positive number"))?,
         };
-        Ok(Options { addr, certs: certs.unwrap_or_else(|| "certs".into()).into(), max_connections })
+        Ok(Options {
+            addr,
+            certs: certs.unwrap_or_else(|| "certs".into()).into(),
+            max_connections,
+        })
     }
 }
 
@@ -90,26 +107,71 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str], env: &[(&str, &str)]) -> Result<Options, String> {
-        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Options::parse(args.iter().map(|a| a.to_string()), |name| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Options::parse(args.iter().map(|a| a.to_string()), |name| {
+            env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        })
     }
 
     #[test]
     fn arguments_win_over_the_environment_which_wins_over_the_defaults() {
         let defaults = parse(&[], &[]).unwrap();
-        assert_eq!(defaults, Options { addr: "127.0.0.1:8443".parse().unwrap(), certs: "certs".into(), max_connections: 1024 });
-        let env = [("TLS_SITE_ADDR", "0.0.0.0:443"), ("TLS_SITE_CERTS", "/etc/certs")];
+        assert_eq!(
+            defaults,
+            Options {
+                addr: "127.0.0.1:8443".parse().unwrap(),
+                certs: "certs".into(),
+                max_connections: 1024
+            }
+        );
+        let env = [
+            ("TLS_SITE_ADDR", "0.0.0.0:443"),
+            ("TLS_SITE_CERTS", "/etc/certs"),
+        ];
         let from_env = parse(&[], &env).unwrap();
-        assert_eq!((from_env.addr, from_env.certs), ("0.0.0.0:443".parse().unwrap(), "/etc/certs".into()));
-        let from_args = parse(&["[::1]:9443", "--certs", "c", "--max-connections", "8"], &env).unwrap();
-        assert_eq!(from_args, Options { addr: "[::1]:9443".parse().unwrap(), certs: "c".into(), max_connections: 8 });
+        assert_eq!(
+            (from_env.addr, from_env.certs),
+            ("0.0.0.0:443".parse().unwrap(), "/etc/certs".into())
+        );
+        let from_args = parse(
+            &["[::1]:9443", "--certs", "c", "--max-connections", "8"],
+            &env,
+        )
+        .unwrap();
+        assert_eq!(
+            from_args,
+            Options {
+                addr: "[::1]:9443".parse().unwrap(),
+                certs: "c".into(),
+                max_connections: 8
+            }
+        );
     }
 
     #[test]
     fn bad_arguments_are_explained() {
-        assert!(parse(&["localhost:8443"], &[]).unwrap_err().contains("localhost:8443: not an address"));
-        assert!(parse(&["--max-connections", "0"], &[]).unwrap_err().contains("not a positive number"));
-        assert!(parse(&["--port", "1"], &[]).unwrap_err().contains("unknown option --port"));
-        assert!(parse(&["--certs"], &[]).unwrap_err().contains("--certs needs"));
+        assert!(
+            parse(&["localhost:8443"], &[])
+                .unwrap_err()
+                .contains("localhost:8443: not an address")
+        );
+        assert!(
+            parse(&["--max-connections", "0"], &[])
+                .unwrap_err()
+                .contains("not a positive number")
+        );
+        assert!(
+            parse(&["--port", "1"], &[])
+                .unwrap_err()
+                .contains("unknown option --port")
+        );
+        assert!(
+            parse(&["--certs"], &[])
+                .unwrap_err()
+                .contains("--certs needs")
+        );
     }
 }

@@ -14,7 +14,9 @@ use bindings::wasi::clocks::monotonic_clock;
 use bindings::wasi::io::poll::{self, Pollable};
 use bindings::wasi::io::streams::{InputStream, OutputStream, StreamError};
 use bindings::wasi::sockets::instance_network::instance_network;
-use bindings::wasi::sockets::network::{ErrorCode, IpAddressFamily, IpSocketAddress, Ipv4SocketAddress, Ipv6SocketAddress};
+use bindings::wasi::sockets::network::{
+    ErrorCode, IpAddressFamily, IpSocketAddress, Ipv4SocketAddress, Ipv6SocketAddress,
+};
 use bindings::wasi::sockets::tcp::{ShutdownType, TcpSocket};
 use bindings::wasi::sockets::tcp_create_socket::create_tcp_socket;
 use site::SITE;
@@ -71,26 +73,39 @@ fn start() -> Result<Never, String> {
 fn listen(addr: SocketAddr) -> Result<TcpSocket, String> {
     let failed = |what: &str, error: ErrorCode| {
         let hint = match error {
-            ErrorCode::AccessDenied => "; the runtime must grant the network (wasmtime run -S inherit-network)",
+            ErrorCode::AccessDenied => {
+                "; the runtime must grant the network (wasmtime run -S inherit-network)"
+            }
             ErrorCode::AddressInUse => "; another server listens there",
             _ => "",
         };
         format!("{addr}: cannot {what}: {}{hint}", error.name())
     };
-    let family = if addr.is_ipv4() { IpAddressFamily::Ipv4 } else { IpAddressFamily::Ipv6 };
+    let family = if addr.is_ipv4() {
+        IpAddressFamily::Ipv4
+    } else {
+        IpAddressFamily::Ipv6
+    };
     let socket = create_tcp_socket(family).map_err(|error| failed("make a socket", error))?;
     let network = instance_network();
-    socket.start_bind(&network, wasi_address(addr)).map_err(|error| failed("bind", error))?;
+    socket
+        .start_bind(&network, wasi_address(addr))
+        .map_err(|error| failed("bind", error))?;
     finish(&socket, TcpSocket::finish_bind).map_err(|error| failed("bind", error))?;
     // As many as a burst of clients needs; the kernel caps it (somaxconn).
     let _ = socket.set_listen_backlog_size(4096);
-    socket.start_listen().map_err(|error| failed("listen", error))?;
+    socket
+        .start_listen()
+        .map_err(|error| failed("listen", error))?;
     finish(&socket, TcpSocket::finish_listen).map_err(|error| failed("listen", error))?;
     Ok(socket)
 }
 
 /// Waits for a socket's `start-*` to finish.
-fn finish(socket: &TcpSocket, finish: fn(&TcpSocket) -> Result<(), ErrorCode>) -> Result<(), ErrorCode> {
+fn finish(
+    socket: &TcpSocket,
+    finish: fn(&TcpSocket) -> Result<(), ErrorCode>,
+) -> Result<(), ErrorCode> {
     loop {
         match finish(socket) {
             Err(ErrorCode::WouldBlock) => socket.subscribe().block(),
@@ -103,7 +118,10 @@ fn wasi_address(addr: SocketAddr) -> IpSocketAddress {
     match addr {
         SocketAddr::V4(addr) => {
             let [a, b, c, d] = addr.ip().octets();
-            IpSocketAddress::Ipv4(Ipv4SocketAddress { port: addr.port(), address: (a, b, c, d) })
+            IpSocketAddress::Ipv4(Ipv4SocketAddress {
+                port: addr.port(),
+                address: (a, b, c, d),
+            })
         }
         SocketAddr::V6(addr) => {
             let [a, b, c, d, e, f, g, h] = addr.ip().segments();
@@ -119,10 +137,15 @@ fn wasi_address(addr: SocketAddr) -> IpSocketAddress {
 
 fn std_address(addr: IpSocketAddress) -> SocketAddr {
     match addr {
-        IpSocketAddress::Ipv4(Ipv4SocketAddress { port, address: (a, b, c, d) }) => SocketAddr::new(IpAddr::from([a, b, c, d]), port),
-        IpSocketAddress::Ipv6(Ipv6SocketAddress { port, address: (a, b, c, d, e, f, g, h), .. }) => {
-            SocketAddr::new(IpAddr::from([a, b, c, d, e, f, g, h]), port)
-        }
+        IpSocketAddress::Ipv4(Ipv4SocketAddress {
+            port,
+            address: (a, b, c, d),
+        }) => SocketAddr::new(IpAddr::from([a, b, c, d]), port),
+        IpSocketAddress::Ipv6(Ipv6SocketAddress {
+            port,
+            address: (a, b, c, d, e, f, g, h),
+            ..
+        }) => SocketAddr::new(IpAddr::from([a, b, c, d, e, f, g, h]), port),
     }
 }
 
@@ -131,7 +154,11 @@ fn std_address(addr: IpSocketAddress) -> SocketAddr {
 const ACCEPT_BACKOFF: u64 = 100_000_000;
 
 /// The loop: never returns.
-fn serve(table: &'static SniTable, listener: &TcpSocket, max_connections: usize) -> Result<Never, String> {
+fn serve(
+    table: &'static SniTable,
+    listener: &TcpSocket,
+    max_connections: usize,
+) -> Result<Never, String> {
     let incoming = listener.subscribe();
     let mut open: Vec<Open> = Vec::new();
     let mut accept_after = 0;
@@ -139,7 +166,14 @@ fn serve(table: &'static SniTable, listener: &TcpSocket, max_connections: usize)
         let now = monotonic_clock::now();
         let accepting = open.len() < max_connections && now >= accept_after;
         let nearest = open.iter().filter_map(Open::deadline).min();
-        let nearest = if accepting { nearest } else { nearest.into_iter().chain(Some(accept_after).filter(|&t| t > now)).min() };
+        let nearest = if accepting {
+            nearest
+        } else {
+            nearest
+                .into_iter()
+                .chain(Some(accept_after).filter(|&t| t > now))
+                .min()
+        };
         let ready = {
             let timer = nearest.map(monotonic_clock::subscribe_instant);
             let mut waiting: Vec<&Pollable> = Vec::with_capacity(open.len() + 2);
@@ -152,7 +186,11 @@ fn serve(table: &'static SniTable, listener: &TcpSocket, max_connections: usize)
         };
         let now = monotonic_clock::now();
         let waited_on = open.len();
-        for index in ready.iter().map(|&index| index as usize).filter(|&index| index < waited_on) {
+        for index in ready
+            .iter()
+            .map(|&index| index as usize)
+            .filter(|&index| index < waited_on)
+        {
             open[index].advance(now);
         }
         if accepting && ready.contains(&(waited_on as u32)) {
@@ -167,14 +205,22 @@ fn serve(table: &'static SniTable, listener: &TcpSocket, max_connections: usize)
                     // The client gave up before it was accepted.
                     Err(ErrorCode::ConnectionAborted | ErrorCode::ConnectionReset) => continue,
                     Err(error) => {
-                        eprintln!("tls-site command: accept failed: {}; not accepting for {} ms", error.name(), ACCEPT_BACKOFF / 1_000_000);
+                        eprintln!(
+                            "tls-site command: accept failed: {}; not accepting for {} ms",
+                            error.name(),
+                            ACCEPT_BACKOFF / 1_000_000
+                        );
                         accept_after = now + ACCEPT_BACKOFF;
                         break;
                     }
                 }
             }
         }
-        for connection in open.iter_mut().filter(|connection| connection.deadline().is_some_and(|deadline| deadline <= now)) {
+        for connection in open.iter_mut().filter(|connection| {
+            connection
+                .deadline()
+                .is_some_and(|deadline| deadline <= now)
+        }) {
             connection.expire(now);
         }
         open.retain_mut(|connection| connection.next != Next::Done || !connection.release(now));
@@ -213,8 +259,17 @@ struct Open {
 }
 
 impl Open {
-    fn new(table: &'static SniTable, socket: TcpSocket, input: InputStream, output: OutputStream, now: u64) -> Open {
-        let peer = socket.remote_address().map_or_else(|error| error.name().to_owned(), |addr| std_address(addr).to_string());
+    fn new(
+        table: &'static SniTable,
+        socket: TcpSocket,
+        input: InputStream,
+        output: OutputStream,
+        now: u64,
+    ) -> Open {
+        let peer = socket.remote_address().map_or_else(
+            |error| error.name().to_owned(),
+            |addr| std_address(addr).to_string(),
+        );
         Open {
             readable: input.subscribe(),
             writable: output.subscribe(),
@@ -242,7 +297,11 @@ impl Open {
 
     /// What it waits on: the client taking bytes (or, done, a last write to finish), or sending them.
     fn pollable(&self) -> &Pollable {
-        if self.sending() || self.next == Next::Done { &self.writable } else { &self.readable }
+        if self.sending() || self.next == Next::Done {
+            &self.writable
+        } else {
+            &self.readable
+        }
     }
 
     /// When the wait it is in runs out: the stall deadline while sending; the hello and
@@ -299,7 +358,12 @@ impl Open {
         self.next = next;
         let outgoing = self.tls.take_outgoing();
         if !outgoing.is_empty() {
-            (self.outgoing, self.written, self.flushed, self.last_progress) = (outgoing, 0, false, now);
+            (
+                self.outgoing,
+                self.written,
+                self.flushed,
+                self.last_progress,
+            ) = (outgoing, 0, false, now);
         }
     }
 
@@ -355,8 +419,13 @@ impl Open {
             if room == 0 {
                 return Ok(false);
             }
-            let end = self.outgoing.len().min(self.written.saturating_add(room as usize));
-            self.output.write(&self.outgoing[self.written..end]).map_err(stream_failure)?;
+            let end = self
+                .outgoing
+                .len()
+                .min(self.written.saturating_add(room as usize));
+            self.output
+                .write(&self.outgoing[self.written..end])
+                .map_err(stream_failure)?;
             (self.written, self.last_progress) = (end, now);
         }
         if !self.flushed {
@@ -380,8 +449,14 @@ impl Open {
                 served.server_name.as_deref().unwrap_or("-"),
                 served.resource,
                 served.bytes,
-                served.key_exchange.map_or("-".to_owned(), |group| format!("{group:?}")),
-                if served.client_finished { "" } else { " (client did not finish its handshake)" },
+                served
+                    .key_exchange
+                    .map_or("-".to_owned(), |group| format!("{group:?}")),
+                if served.client_finished {
+                    ""
+                } else {
+                    " (client did not finish its handshake)"
+                },
                 match served.ending {
                     Ending::Clean => "",
                     Ending::TimedOut => " (client did not close within the drain's second)",
@@ -390,8 +465,13 @@ impl Open {
             ),
             Err(Failure::Tls(why)) => format!("https {peer} failed tls: {why}"),
             Err(Failure::Io(why)) => format!("https {peer} failed io: {why}"),
-            Err(Failure::HandshakeTimeout) => format!("https {peer} timed out: no whole ClientHello in time"),
-            Err(Failure::Stalled) => format!("https {peer} stalled: the client took none of the response for {} s", deadlines::STALL.as_secs()),
+            Err(Failure::HandshakeTimeout) => {
+                format!("https {peer} timed out: no whole ClientHello in time")
+            }
+            Err(Failure::Stalled) => format!(
+                "https {peer} stalled: the client took none of the response for {} s",
+                deadlines::STALL.as_secs()
+            ),
         };
         eprintln!("{line} {:.1}ms", (now - self.accepted) as f64 / 1e6);
     }

@@ -21,15 +21,28 @@ fn panic(_: &core::panic::PanicInfo) -> ! {
 /// The canonical ABI's allocator export, through which the runtime passes lists and strings in.
 /// Rust's std exports it on wasip2 (and wit-bindgen only for p1), so without std it is ours.
 #[unsafe(no_mangle)]
-unsafe extern "C" fn cabi_realloc(old: *mut u8, old_len: usize, align: usize, new_len: usize) -> *mut u8 {
+unsafe extern "C" fn cabi_realloc(
+    old: *mut u8,
+    old_len: usize,
+    align: usize,
+    new_len: usize,
+) -> *mut u8 {
     use alloc::alloc::{Layout, alloc, realloc};
     if new_len == 0 {
         return align as *mut u8;
     }
-    let Ok(layout) = Layout::from_size_align(new_len, align) else { core::arch::wasm32::unreachable() };
+    let Ok(layout) = Layout::from_size_align(new_len, align) else {
+        core::arch::wasm32::unreachable()
+    };
     let pointer = match old_len {
         0 => unsafe { alloc(layout) },
-        _ => unsafe { realloc(old, Layout::from_size_align_unchecked(old_len, align), new_len) },
+        _ => unsafe {
+            realloc(
+                old,
+                Layout::from_size_align_unchecked(old_len, align),
+                new_len,
+            )
+        },
     };
     if pointer.is_null() {
         core::arch::wasm32::unreachable()
@@ -68,8 +81,12 @@ impl IncomingHandler for Component {
             _ => (405, method_not_allowed(), None),
         };
         let outgoing = OutgoingResponse::new(headers);
-        outgoing.set_status_code(status).expect("200 and 405 are valid status codes");
-        let Ok(outgoing_body) = outgoing.body() else { return };
+        outgoing
+            .set_status_code(status)
+            .expect("200 and 405 are valid status codes");
+        let Ok(outgoing_body) = outgoing.body() else {
+            return;
+        };
         ResponseOutparam::set(response_out, Ok(outgoing));
         if let Some(body) = body {
             // The client may go away mid-body; then there is nobody left to tell.
@@ -89,7 +106,10 @@ fn headers_of(response: &Response) -> Fields {
 }
 
 fn method_not_allowed() -> Fields {
-    let entries = [("allow".to_string(), b"GET, HEAD".to_vec()), ("content-length".to_string(), b"0".to_vec())];
+    let entries = [
+        ("allow".to_string(), b"GET, HEAD".to_vec()),
+        ("content-length".to_string(), b"0".to_vec()),
+    ];
     Fields::from_list(&entries).expect("valid headers")
 }
 
@@ -106,7 +126,11 @@ impl site_export::Guest for Component {
         SITE.responses()
             .iter()
             .map(|response| site_export::Resource {
-                hosts: response.hosts().iter().map(|host| host.to_string()).collect(),
+                hosts: response
+                    .hosts()
+                    .iter()
+                    .map(|host| host.to_string())
+                    .collect(),
                 content_type: response.content_type().to_owned(),
                 bytes: response.body().len() as u64,
                 sha256: response.sha256().to_owned(),

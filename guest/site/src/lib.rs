@@ -64,22 +64,28 @@ pub struct Site {
 }
 
 /// The site, as built.
-pub static SITE: Site = Site { responses: RESPONSES };
+pub static SITE: Site = Site {
+    responses: RESPONSES,
+};
 
 impl Site {
     /// The response for a host name (SNI or Host header); `None` or an unknown name gets the
     /// default. Case-insensitive, and tolerant of a trailing dot and of a `:port` suffix.
     pub fn response_for(&self, host: Option<&str>) -> &'static Response {
-        host.and_then(|host| self.lookup(host)).unwrap_or_else(|| self.default_response())
+        host.and_then(|host| self.lookup(host))
+            .unwrap_or_else(|| self.default_response())
     }
 
     /// The response this exact host name selects, if the site has one for it.
     pub fn lookup(&self, host: &str) -> Option<&'static Response> {
         let host = host.split_once(':').map_or(host, |(name, _port)| name);
         let host = host.strip_suffix('.').unwrap_or(host);
-        self.responses
-            .iter()
-            .find(|response| response.hosts.iter().any(|name| name.eq_ignore_ascii_case(host)))
+        self.responses.iter().find(|response| {
+            response
+                .hosts
+                .iter()
+                .any(|name| name.eq_ignore_ascii_case(host))
+        })
     }
 
     pub fn responses(&self) -> &'static [Response] {
@@ -87,7 +93,10 @@ impl Site {
     }
 
     pub fn default_response(&self) -> &'static Response {
-        self.responses.iter().find(|r| r.is_default).expect("the manifest has exactly one default")
+        self.responses
+            .iter()
+            .find(|r| r.is_default)
+            .expect("the manifest has exactly one default")
     }
 }
 
@@ -98,7 +107,9 @@ mod tests {
 
     fn split(response: &Response) -> (String, Vec<(String, String)>) {
         let head = std::str::from_utf8(response.head()).unwrap();
-        let head = head.strip_suffix("\r\n\r\n").expect("head ends with a blank line");
+        let head = head
+            .strip_suffix("\r\n\r\n")
+            .expect("head ends with a blank line");
         let mut lines = head.split("\r\n");
         let status = lines.next().unwrap().to_owned();
         let headers = lines
@@ -129,7 +140,10 @@ mod tests {
             assert_eq!(header(&headers, "Connection"), "close");
             assert!(header(&headers, "Strict-Transport-Security").starts_with("max-age="));
             assert_eq!(header(&headers, "X-Content-Type-Options"), "nosniff");
-            let digest: String = Sha256::digest(response.body()).iter().map(|b| format!("{b:02x}")).collect();
+            let digest: String = Sha256::digest(response.body())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
             assert_eq!(response.sha256(), digest);
         }
     }
@@ -147,12 +161,18 @@ mod tests {
         let site = &SITE;
         for response in site.responses() {
             for host in response.hosts() {
-                assert!(std::ptr::eq(site.response_for(Some(host)), response), "{host}");
+                assert!(
+                    std::ptr::eq(site.response_for(Some(host)), response),
+                    "{host}"
+                );
             }
         }
         let default = site.default_response();
         assert!(std::ptr::eq(site.response_for(None), default));
-        assert!(std::ptr::eq(site.response_for(Some("unknown.example")), default));
+        assert!(std::ptr::eq(
+            site.response_for(Some("unknown.example")),
+            default
+        ));
         assert!(site.lookup("unknown.example").is_none());
     }
 
@@ -161,22 +181,40 @@ mod tests {
         let site = &SITE;
         let paper = &site.responses()[1];
         let host = paper.hosts()[0];
-        for spelling in [host.to_uppercase(), format!("{host}."), format!("{host}:8443")] {
-            assert!(std::ptr::eq(site.lookup(&spelling).unwrap(), paper), "{spelling}");
+        for spelling in [
+            host.to_uppercase(),
+            format!("{host}."),
+            format!("{host}:8443"),
+        ] {
+            assert!(
+                std::ptr::eq(site.lookup(&spelling).unwrap(), paper),
+                "{spelling}"
+            );
         }
     }
 
     #[test]
     fn papers_are_real_pdfs_and_embedded_whole() {
         let site = &SITE;
-        let pdfs: Vec<_> =
-            site.responses().iter().filter(|r| r.content_type() == "application/pdf").collect();
+        let pdfs: Vec<_> = site
+            .responses()
+            .iter()
+            .filter(|r| r.content_type() == "application/pdf")
+            .collect();
         assert!(pdfs.len() >= 2, "the site serves at least two papers");
         for pdf in pdfs {
             let body = pdf.body();
-            assert!(body.starts_with(b"%PDF-"), "{} starts like a PDF", pdf.hosts()[0]);
+            assert!(
+                body.starts_with(b"%PDF-"),
+                "{} starts like a PDF",
+                pdf.hosts()[0]
+            );
             let tail = &body[body.len().saturating_sub(32)..];
-            assert!(tail.windows(5).any(|w| w == b"%%EOF"), "{} ends like a PDF", pdf.hosts()[0]);
+            assert!(
+                tail.windows(5).any(|w| w == b"%%EOF"),
+                "{} ends like a PDF",
+                pdf.hosts()[0]
+            );
         }
     }
 
@@ -189,7 +227,9 @@ mod tests {
             assert!(page.contains(&url), "{url}");
         }
         assert!(page.starts_with("<!DOCTYPE html>"));
-        assert!(page.contains("rel=\"icon\" href=\"data:"), "inline icon: no /favicon.ico request");
+        assert!(
+            page.contains("rel=\"icon\" href=\"data:"),
+            "inline icon: no /favicon.ico request"
+        );
     }
-
 }

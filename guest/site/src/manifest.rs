@@ -38,7 +38,10 @@ fn standard_https_port() -> u16 {
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     #[error("{manifest}: cannot read it: {source}")]
-    Unreadable { manifest: PathBuf, source: std::io::Error },
+    Unreadable {
+        manifest: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{manifest}: {message}")]
     Syntax { manifest: PathBuf, message: String },
     #[error("{manifest}: lists no [[resource]]; a site needs at least one")]
@@ -52,13 +55,30 @@ pub enum ManifestError {
     #[error("{manifest}: host {host:?} is listed twice; each name selects one resource")]
     DuplicateHost { manifest: PathBuf, host: String },
     #[error("{manifest}: resource {index} ({host}) needs exactly one of `page` or `file`")]
-    PageOrFile { manifest: PathBuf, index: usize, host: String },
+    PageOrFile {
+        manifest: PathBuf,
+        index: usize,
+        host: String,
+    },
     #[error("{manifest}: resource {index} ({host}) names page {page:?}; the pages are {PAGES:?}")]
-    UnknownPage { manifest: PathBuf, index: usize, host: String, page: String },
+    UnknownPage {
+        manifest: PathBuf,
+        index: usize,
+        host: String,
+        page: String,
+    },
     #[error("{manifest}: resource {index} ({host}) is a file and needs a `content_type`")]
-    NoContentType { manifest: PathBuf, index: usize, host: String },
+    NoContentType {
+        manifest: PathBuf,
+        index: usize,
+        host: String,
+    },
     #[error("{file}: listed in {manifest} but cannot be read: {source}")]
-    MissingAsset { manifest: PathBuf, file: PathBuf, source: std::io::Error },
+    MissingAsset {
+        manifest: PathBuf,
+        file: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl Manifest {
@@ -98,29 +118,54 @@ impl Manifest {
             let host = first.clone();
             for name in &resource.hosts {
                 if !is_dns_name(name) {
-                    return Err(ManifestError::BadHost { manifest, host: name.clone() });
+                    return Err(ManifestError::BadHost {
+                        manifest,
+                        host: name.clone(),
+                    });
                 }
                 if seen.contains(&name) {
-                    return Err(ManifestError::DuplicateHost { manifest, host: name.clone() });
+                    return Err(ManifestError::DuplicateHost {
+                        manifest,
+                        host: name.clone(),
+                    });
                 }
                 seen.push(name);
             }
             match (&resource.page, &resource.file) {
                 (Some(page), None) if !PAGES.contains(&page.as_str()) => {
                     let page = page.clone();
-                    return Err(ManifestError::UnknownPage { manifest, index, host, page });
+                    return Err(ManifestError::UnknownPage {
+                        manifest,
+                        index,
+                        host,
+                        page,
+                    });
                 }
                 (Some(_), None) => {}
                 (None, Some(file)) => {
                     if resource.content_type.is_none() {
-                        return Err(ManifestError::NoContentType { manifest, index, host });
+                        return Err(ManifestError::NoContentType {
+                            manifest,
+                            index,
+                            host,
+                        });
                     }
                     let file = Self::assets_dir(path).join(file);
                     if let Err(source) = std::fs::File::open(&file) {
-                        return Err(ManifestError::MissingAsset { manifest, file, source });
+                        return Err(ManifestError::MissingAsset {
+                            manifest,
+                            file,
+                            source,
+                        });
                     }
                 }
-                _ => return Err(ManifestError::PageOrFile { manifest, index, host }),
+                _ => {
+                    return Err(ManifestError::PageOrFile {
+                        manifest,
+                        index,
+                        host,
+                    });
+                }
             }
         }
         Ok(())
@@ -136,7 +181,9 @@ fn is_dns_name(name: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         })
 }
 
@@ -165,7 +212,10 @@ mod tests {
     fn the_projects_own_manifest_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/site.toml");
         let manifest = Manifest::load(&path).unwrap();
-        assert!(manifest.resources.len() >= 3, "the page and at least two papers");
+        assert!(
+            manifest.resources.len() >= 3,
+            "the page and at least two papers"
+        );
     }
 
     #[test]
@@ -183,10 +233,19 @@ mod tests {
     #[test]
     fn exactly_one_default() {
         let none = load(PAGE).unwrap_err();
-        assert!(matches!(none, ManifestError::DefaultCount { count: 0, .. }), "{none}");
-        let text = format!("{PAGE}default = true\n{}default = true\n", PAGE.replace("a.test", "b.test"));
+        assert!(
+            matches!(none, ManifestError::DefaultCount { count: 0, .. }),
+            "{none}"
+        );
+        let text = format!(
+            "{PAGE}default = true\n{}default = true\n",
+            PAGE.replace("a.test", "b.test")
+        );
         let two = load(&text).unwrap_err();
-        assert!(matches!(two, ManifestError::DefaultCount { count: 2, .. }), "{two}");
+        assert!(
+            matches!(two, ManifestError::DefaultCount { count: 2, .. }),
+            "{two}"
+        );
     }
 
     #[test]
@@ -202,14 +261,21 @@ mod tests {
     #[test]
     fn a_host_listed_twice_is_refused() {
         let text = format!("{PAGE}default = true\n{}", PAGE);
-        assert!(matches!(load(&text).unwrap_err(), ManifestError::DuplicateHost { .. }));
+        assert!(matches!(
+            load(&text).unwrap_err(),
+            ManifestError::DuplicateHost { .. }
+        ));
     }
 
     #[test]
     fn host_names_must_be_lower_case_dns_names() {
         for bad in ["A.test", "a..test", "-a.test", "a_b.test", "a.test:443", ""] {
-            let text = format!("[[resource]]\nhosts = [{bad:?}]\npage = \"home\"\ndefault = true\n");
-            assert!(matches!(load(&text).unwrap_err(), ManifestError::BadHost { .. }), "{bad}");
+            let text =
+                format!("[[resource]]\nhosts = [{bad:?}]\npage = \"home\"\ndefault = true\n");
+            assert!(
+                matches!(load(&text).unwrap_err(), ManifestError::BadHost { .. }),
+                "{bad}"
+            );
         }
     }
 
@@ -217,13 +283,25 @@ mod tests {
     fn a_resource_is_a_page_or_a_file() {
         let both = "[[resource]]\nhosts = [\"a.test\"]\npage = \"home\"\nfile = \"a.pdf\"\n\
                     content_type = \"application/pdf\"\ndefault = true\n";
-        assert!(matches!(load(both).unwrap_err(), ManifestError::PageOrFile { .. }));
+        assert!(matches!(
+            load(both).unwrap_err(),
+            ManifestError::PageOrFile { .. }
+        ));
         let neither = "[[resource]]\nhosts = [\"a.test\"]\ndefault = true\n";
-        assert!(matches!(load(neither).unwrap_err(), ManifestError::PageOrFile { .. }));
+        assert!(matches!(
+            load(neither).unwrap_err(),
+            ManifestError::PageOrFile { .. }
+        ));
         let unknown = "[[resource]]\nhosts = [\"a.test\"]\npage = \"blog\"\ndefault = true\n";
-        assert!(matches!(load(unknown).unwrap_err(), ManifestError::UnknownPage { .. }));
+        assert!(matches!(
+            load(unknown).unwrap_err(),
+            ManifestError::UnknownPage { .. }
+        ));
         let untyped = "[[resource]]\nhosts = [\"a.test\"]\nfile = \"a.pdf\"\ndefault = true\n";
-        assert!(matches!(load(untyped).unwrap_err(), ManifestError::NoContentType { .. }));
+        assert!(matches!(
+            load(untyped).unwrap_err(),
+            ManifestError::NoContentType { .. }
+        ));
     }
 
     #[test]
@@ -232,6 +310,9 @@ mod tests {
         assert!(matches!(error, ManifestError::Syntax { .. }));
         assert!(error.to_string().contains("site.toml"));
         let typo = "[[resource]]\nhosts = [\"a.test\"]\npage = \"home\"\ndefualt = true\n";
-        assert!(matches!(load(typo).unwrap_err(), ManifestError::Syntax { .. }));
+        assert!(matches!(
+            load(typo).unwrap_err(),
+            ManifestError::Syntax { .. }
+        ));
     }
 }

@@ -27,7 +27,9 @@ const DEADLINE: Duration = Duration::from_secs(10);
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [chain, key, addr] = &args[..] else {
-        eprintln!("usage: native CHAIN.pem KEY.pem ADDR   (e.g. certs/dev.chain.pem certs/dev.key.pem 127.0.0.1:8443)");
+        eprintln!(
+            "usage: native CHAIN.pem KEY.pem ADDR   (e.g. certs/dev.chain.pem certs/dev.key.pem 127.0.0.1:8443)"
+        );
         std::process::exit(2);
     };
     let chain = CertificateDer::pem_file_iter(chain)
@@ -39,13 +41,26 @@ fn main() {
         .unwrap_or_else(|error| fail(format_args!("{key}: {error}")));
     // The development certificate covers every name of the site (`tls-site dev-certs`); the host
     // reads the names from the certificate, which this yardstick does not need to.
-    let names = SITE.responses().iter().flat_map(|r| r.hosts().iter().map(|h| h.to_string())).collect();
-    let table = SniTable::new(&SITE, vec![Identity { chain, names, key }], Arc::new(portable::provider()), None)
-        .unwrap_or_else(|error| fail(format_args!("the certificate: {error}")));
+    let names = SITE
+        .responses()
+        .iter()
+        .flat_map(|r| r.hosts().iter().map(|h| h.to_string()))
+        .collect();
+    let table = SniTable::new(
+        &SITE,
+        vec![Identity { chain, names, key }],
+        Arc::new(portable::provider()),
+        None,
+    )
+    .unwrap_or_else(|error| fail(format_args!("the certificate: {error}")));
     let table = Arc::new(table);
 
-    let listener = TcpListener::bind(addr).unwrap_or_else(|error| fail(format_args!("cannot listen on {addr}: {error}")));
-    eprintln!("native: listening on https://{}", listener.local_addr().unwrap());
+    let listener = TcpListener::bind(addr)
+        .unwrap_or_else(|error| fail(format_args!("cannot listen on {addr}: {error}")));
+    eprintln!(
+        "native: listening on https://{}",
+        listener.local_addr().unwrap()
+    );
     let workers: Vec<_> = (0..WORKERS)
         .map(|_| {
             let listener = listener.try_clone().expect("cloning the listener");
@@ -89,14 +104,21 @@ impl Transport for Socket {
     }
 
     fn write_all(&mut self, bytes: &[u8]) -> Result<(), Failure> {
-        self.0.write_all(bytes).map_err(|error| Failure::Io(error.to_string()))
+        self.0
+            .write_all(bytes)
+            .map_err(|error| Failure::Io(error.to_string()))
     }
 
     fn close_write(&mut self) {
         let _ = self.0.shutdown(std::net::Shutdown::Write);
     }
 
-    fn drain(&mut self, max_bytes: usize, max_nanos: u64, each: &mut dyn FnMut(&[u8]) -> bool) -> Drained {
+    fn drain(
+        &mut self,
+        max_bytes: usize,
+        max_nanos: u64,
+        each: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> Drained {
         let deadline = Instant::now() + Duration::from_nanos(max_nanos);
         let mut bytes = vec![0; READ_CHUNK as usize];
         let mut drained = 0;
@@ -107,7 +129,12 @@ impl Transport for Socket {
             }
             match self.0.read(&mut bytes) {
                 Ok(0) => return Drained::Closed,
-                Err(error) if matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
                     return Drained::TimeBound;
                 }
                 Err(_) => return Drained::Closed,

@@ -42,19 +42,37 @@ impl bindings::Guest for Component {
         let identities = identity::certificates()
             .into_iter()
             .map(|certificate| {
-                let key = crypto::signing_key(certificate.key)
-                    .map_err(|why| ConfigError::BadKey { names: certificate.names.clone(), why })?;
-                let chain = certificate.chain.into_iter().map(CertificateDer::from).collect();
-                Ok(Identity { chain, names: certificate.names, key })
+                let key =
+                    crypto::signing_key(certificate.key).map_err(|why| ConfigError::BadKey {
+                        names: certificate.names.clone(),
+                        why,
+                    })?;
+                let chain = certificate
+                    .chain
+                    .into_iter()
+                    .map(CertificateDer::from)
+                    .collect();
+                Ok(Identity {
+                    chain,
+                    names: certificate.names,
+                    key,
+                })
             })
             .collect::<Result<Vec<_>, ConfigError>>()?;
-        let table = SniTable::new(&SITE, identities, Arc::new(crypto::provider()), crypto::ticketer())?;
+        let table = SniTable::new(
+            &SITE,
+            identities,
+            Arc::new(crypto::provider()),
+            crypto::ticketer(),
+        )?;
         // A second call keeps the first table: the snapshot has already been taken.
         let _ = TABLE.set(table);
         // Grow the heap now by what a connection allocates, so that the snapshot has it: a
         // connection then never grows its memory, which costs the host system calls per
         // connection (pages made accessible, then reset).
-        drop(std::hint::black_box(Vec::<u8>::with_capacity(CONNECTION_HEAP)));
+        drop(std::hint::black_box(Vec::<u8>::with_capacity(
+            CONNECTION_HEAP,
+        )));
         Ok(())
     }
 }
@@ -64,7 +82,11 @@ impl site_export::Guest for Component {
         SITE.responses()
             .iter()
             .map(|response| site_export::Resource {
-                hosts: response.hosts().iter().map(|host| host.to_string()).collect(),
+                hosts: response
+                    .hosts()
+                    .iter()
+                    .map(|host| host.to_string())
+                    .collect(),
                 content_type: response.content_type().to_owned(),
                 bytes: response.body().len() as u64,
                 sha256: response.sha256().to_owned(),
@@ -84,7 +106,9 @@ struct OneConnection(RefCell<Connection<'static>>);
 impl handler::GuestConnection for OneConnection {
     fn open() -> Result<handler::Connection, handler::Failure> {
         let table = TABLE.get().ok_or(handler::Failure::NotInitialised)?;
-        Ok(handler::Connection::new(OneConnection(RefCell::new(Connection::new(table)))))
+        Ok(handler::Connection::new(OneConnection(RefCell::new(
+            Connection::new(table),
+        ))))
     }
 
     fn step(&self, event: handler::Event) -> handler::Step {
@@ -104,7 +128,10 @@ impl handler::GuestConnection for OneConnection {
             Next::Close => handler::Next::Close,
             Next::Done => handler::Next::Done,
         };
-        handler::Step { send: connection.take_outgoing(), next }
+        handler::Step {
+            send: connection.take_outgoing(),
+            next,
+        }
     }
 
     fn outcome(&self) -> Result<handler::Served, handler::Failure> {
@@ -117,7 +144,9 @@ bindings::export!(Component with_types_in bindings);
 impl From<ConfigError> for InitError {
     fn from(error: ConfigError) -> Self {
         match error {
-            ConfigError::BadKey { names, why } => InitError::BadKey(format!("certificate for {}: {why}", names.join(", "))),
+            ConfigError::BadKey { names, why } => {
+                InitError::BadKey(format!("certificate for {}: {why}", names.join(", ")))
+            }
             ConfigError::NoDefaultCertificate(host) => InitError::NoDefaultCertificate(host),
             ConfigError::UncoveredHosts(hosts) => InitError::UncoveredHosts(hosts),
         }
@@ -164,14 +193,17 @@ mod crypto {
     use super::bindings::tls_site::site::identity::KeyId;
     use super::bindings::tls_site::site::private_keys::{self, KeyFormat};
     pub use crate::portable::provider;
-    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer};
+    use rustls::pki_types::{
+        PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer,
+    };
     use rustls::server::ProducesTickets;
     use rustls::sign::SigningKey;
     use std::sync::Arc;
 
     /// The private key the host names `key`, read from the host and parsed here.
     pub fn signing_key(key: KeyId) -> Result<Arc<dyn SigningKey>, String> {
-        let private = private_keys::private_key(key).ok_or_else(|| format!("the host gave no private key {key}"))?;
+        let private = private_keys::private_key(key)
+            .ok_or_else(|| format!("the host gave no private key {key}"))?;
         crate::portable::load_private_key(match private.format {
             KeyFormat::Pkcs8 => PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(private.der)),
             KeyFormat::Sec1 => PrivateKeyDer::Sec1(PrivateSec1KeyDer::from(private.der)),

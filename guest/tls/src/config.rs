@@ -1,12 +1,12 @@
 //! TLS policy, all in one function (`make_config`), and the SNI table: for every host name of the
 //! site, the certificate that covers it and the response, built once at initialisation.
 
-use rustls::{CipherSuite, NamedGroup};
+use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::CertificateDer;
 use rustls::server::{NoServerSessionStorage, ProducesTickets};
 use rustls::sign::{CertifiedKey, SigningKey, SingleCertAndKey};
-use rustls::ServerConfig;
+use rustls::{CipherSuite, NamedGroup};
 use site::{Response, Site};
 use std::sync::Arc;
 
@@ -23,7 +23,9 @@ pub struct Identity {
 pub enum ConfigError {
     #[error("the private key of the certificate for {} cannot be used: {why}; give a PKCS#8, SEC1 or PKCS#1 key that matches the chain", names.join(", "))]
     BadKey { names: Vec<String>, why: String },
-    #[error("no certificate names the site's default host {0}, which also answers clients without SNI; add one that does (for development: `tls-site dev-certs`)")]
+    #[error(
+        "no certificate names the site's default host {0}, which also answers clients without SNI; add one that does (for development: `tls-site dev-certs`)"
+    )]
     NoDefaultCertificate(String),
     #[error("no certificate covers {}: clients would reject the default one; add certificates that name them (for development: `tls-site dev-certs` again)", .0.join(", "))]
     UncoveredHosts(Vec<String>),
@@ -53,8 +55,15 @@ impl Entry {
     /// sends both would get whichever it listed first, not the hybrid group we prefer. With no
     /// usable share, the configuration with every group: it asks for a retry.
     pub fn config_for(&self, suites: &[CipherSuite], shares: &[NamedGroup]) -> &Arc<ServerConfig> {
-        let configs = if prefers_chacha20(suites) { &self.clients } else { &self.ours };
-        let usable = configs.by_group.iter().find(|(group, _)| shares.contains(group));
+        let configs = if prefers_chacha20(suites) {
+            &self.clients
+        } else {
+            &self.ours
+        };
+        let usable = configs
+            .by_group
+            .iter()
+            .find(|(group, _)| shares.contains(group));
         usable.map_or(&configs.every_group, |(_, config)| config)
     }
 }
@@ -69,20 +78,44 @@ struct Configs {
 }
 
 impl Configs {
-    fn new(certificate: &Arc<CertifiedKey>, provider: &CryptoProvider, ticketer: &Option<Arc<dyn ProducesTickets>>, order: SuiteOrder) -> Configs {
+    fn new(
+        certificate: &Arc<CertifiedKey>,
+        provider: &CryptoProvider,
+        ticketer: &Option<Arc<dyn ProducesTickets>>,
+        order: SuiteOrder,
+    ) -> Configs {
         let mut provider = provider.clone();
         if order == SuiteOrder::Ours {
-            provider.cipher_suites.sort_by_key(|suite| OUR_SUITES.iter().position(|&ours| ours == suite.suite()).unwrap_or(OUR_SUITES.len()));
+            provider.cipher_suites.sort_by_key(|suite| {
+                OUR_SUITES
+                    .iter()
+                    .position(|&ours| ours == suite.suite())
+                    .unwrap_or(OUR_SUITES.len())
+            });
         }
         let by_group = provider
             .kx_groups
             .iter()
             .map(|&group| {
-                let alone = Arc::new(CryptoProvider { kx_groups: vec![group], ..provider.clone() });
-                (group.name(), make_config(certificate.clone(), alone, ticketer.clone(), order))
+                let alone = Arc::new(CryptoProvider {
+                    kx_groups: vec![group],
+                    ..provider.clone()
+                });
+                (
+                    group.name(),
+                    make_config(certificate.clone(), alone, ticketer.clone(), order),
+                )
             })
             .collect();
-        Configs { every_group: make_config(certificate.clone(), Arc::new(provider), ticketer.clone(), order), by_group }
+        Configs {
+            every_group: make_config(
+                certificate.clone(),
+                Arc::new(provider),
+                ticketer.clone(),
+                order,
+            ),
+            by_group,
+        }
     }
 }
 
@@ -99,14 +132,18 @@ pub enum SuiteOrder {
 /// current x86 and ARM CPUs, where SHA-384 is not on many (a handshake costs the host about 20 µs
 /// less, docs/performance.md), and 128-bit security is what X25519 and P-256 give the connection
 /// anyway. Go's crypto/tls orders them the same way.
-const OUR_SUITES: [CipherSuite; 3] =
-    [CipherSuite::TLS13_AES_128_GCM_SHA256, CipherSuite::TLS13_AES_256_GCM_SHA384, CipherSuite::TLS13_CHACHA20_POLY1305_SHA256];
+const OUR_SUITES: [CipherSuite; 3] = [
+    CipherSuite::TLS13_AES_128_GCM_SHA256,
+    CipherSuite::TLS13_AES_256_GCM_SHA384,
+    CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
+];
 
 /// Whether the first TLS 1.3 suite a client offers is ChaCha20-Poly1305: clients list it first
 /// when they lack AES instructions, and software AES is slow and hard to make constant-time, so
 /// they get it (as from Go's crypto/tls, and OpenSSL's `PrioritizeChaCha`).
 fn prefers_chacha20(suites: &[CipherSuite]) -> bool {
-    suites.iter().find(|suite| OUR_SUITES.contains(suite)) == Some(&CipherSuite::TLS13_CHACHA20_POLY1305_SHA256)
+    suites.iter().find(|suite| OUR_SUITES.contains(suite))
+        == Some(&CipherSuite::TLS13_CHACHA20_POLY1305_SHA256)
 }
 
 /// Every host name of the site with its [`Entry`]; no SNI and unknown names get the default
@@ -127,8 +164,14 @@ impl SniTable {
         ticketer: Option<Arc<dyn ProducesTickets>>,
     ) -> Result<SniTable, ConfigError> {
         let covering = |host: &str| {
-            let exact = identities.iter().position(|id| id.names.iter().any(|name| name.eq_ignore_ascii_case(host)));
-            exact.or_else(|| identities.iter().position(|id| id.names.iter().any(|name| wildcard_covers(name, host))))
+            let exact = identities
+                .iter()
+                .position(|id| id.names.iter().any(|name| name.eq_ignore_ascii_case(host)));
+            exact.or_else(|| {
+                identities
+                    .iter()
+                    .position(|id| id.names.iter().any(|name| wildcard_covers(name, host)))
+            })
         };
         let default_host = site.default_response().hosts()[0];
         if covering(default_host).is_none() {
@@ -160,25 +203,43 @@ impl SniTable {
             .into_iter()
             .map(|(host, index, response)| {
                 let (certificate, ours, clients) = served[index].clone();
-                (host, Entry { certificate, ours, clients, response })
+                (
+                    host,
+                    Entry {
+                        certificate,
+                        ours,
+                        clients,
+                        response,
+                    },
+                )
             })
             .collect();
-        let default = by_host.iter().position(|(host, _)| *host == default_host).expect("the default host is a host");
+        let default = by_host
+            .iter()
+            .position(|(host, _)| *host == default_host)
+            .expect("the default host is a host");
         Ok(SniTable { by_host, default })
     }
 
     /// The entry for the SNI name a client sent (case-insensitive, a trailing dot ignored).
     pub fn lookup(&self, server_name: Option<&str>) -> &Entry {
         let name = server_name.map(|name| name.strip_suffix('.').unwrap_or(name));
-        let named = name.and_then(|name| self.by_host.iter().find(|(host, _)| host.eq_ignore_ascii_case(name)));
+        let named = name.and_then(|name| {
+            self.by_host
+                .iter()
+                .find(|(host, _)| host.eq_ignore_ascii_case(name))
+        });
         &named.unwrap_or(&self.by_host[self.default]).1
     }
 }
 
 /// Whether the certificate name `*.parent` covers `host`: one label, then `parent`.
 fn wildcard_covers(name: &str, host: &str) -> bool {
-    let Some(parent) = name.strip_prefix("*.") else { return false };
-    host.split_once('.').is_some_and(|(label, rest)| !label.is_empty() && rest.eq_ignore_ascii_case(parent))
+    let Some(parent) = name.strip_prefix("*.") else {
+        return false;
+    };
+    host.split_once('.')
+        .is_some_and(|(label, rest)| !label.is_empty() && rest.eq_ignore_ascii_case(parent))
 }
 
 /// The server configuration for one certificate, taking cipher suites in `order` (ours are
@@ -224,12 +285,18 @@ pub(crate) mod tests {
     /// Every host name of the site, the default host first.
     pub(crate) fn site_hosts() -> Vec<&'static str> {
         let default = SITE.default_response().hosts()[0];
-        let others = SITE.responses().iter().flat_map(|response| response.hosts().iter().copied());
-        std::iter::once(default).chain(others.filter(|&host| host != default)).collect()
+        let others = SITE
+            .responses()
+            .iter()
+            .flat_map(|response| response.hosts().iter().copied());
+        std::iter::once(default)
+            .chain(others.filter(|&host| host != default))
+            .collect()
     }
 
     fn dev_key() -> Arc<dyn SigningKey> {
-        let key = PrivateKeyDer::from_pem_slice(include_bytes!("../../../certs/dev.key.pem")).unwrap();
+        let key =
+            PrivateKeyDer::from_pem_slice(include_bytes!("../../../certs/dev.key.pem")).unwrap();
         crate::portable::load_private_key(key).unwrap()
     }
 
@@ -237,7 +304,11 @@ pub(crate) mod tests {
     pub(crate) fn dev_identity() -> Identity {
         let chain = CertificateDer::pem_slice_iter(include_bytes!("../../../certs/dev.chain.pem"));
         let names = site_hosts().into_iter().map(str::to_owned).collect();
-        Identity { chain: chain.map(Result::unwrap).collect(), names, key: dev_key() }
+        Identity {
+            chain: chain.map(Result::unwrap).collect(),
+            names,
+            key: dev_key(),
+        }
     }
 
     pub(crate) fn dev_table() -> SniTable {
@@ -245,13 +316,22 @@ pub(crate) mod tests {
     }
 
     fn table(identities: Vec<Identity>) -> Result<SniTable, ConfigError> {
-        SniTable::new(&SITE, identities, Arc::new(crate::portable::provider()), None)
+        SniTable::new(
+            &SITE,
+            identities,
+            Arc::new(crate::portable::provider()),
+            None,
+        )
     }
 
     /// A certificate that is recognisable by its (not well-formed) chain, for `names`.
     fn fake(label: u8, names: &[&str]) -> Identity {
         let names = names.iter().map(|name| name.to_string()).collect();
-        Identity { chain: vec![CertificateDer::from(vec![label])], names, key: dev_key() }
+        Identity {
+            chain: vec![CertificateDer::from(vec![label])],
+            names,
+            key: dev_key(),
+        }
     }
 
     fn chain_of(entry: &Entry) -> u8 {
@@ -260,19 +340,30 @@ pub(crate) mod tests {
 
     #[test]
     fn each_host_gets_the_certificate_that_names_it_and_its_response() {
-        let [default, others @ ..] = &site_hosts()[..] else { panic!("the site has hosts") };
+        let [default, others @ ..] = &site_hosts()[..] else {
+            panic!("the site has hosts")
+        };
         let table = table(vec![fake(1, &[default]), fake(2, others)]).unwrap();
 
         assert_eq!(chain_of(table.lookup(Some(default))), 1);
         for host in others {
             let entry = table.lookup(Some(host));
             assert_eq!(chain_of(entry), 2, "{host}");
-            assert!(std::ptr::eq(entry.response, SITE.lookup(host).unwrap()), "{host}");
+            assert!(
+                std::ptr::eq(entry.response, SITE.lookup(host).unwrap()),
+                "{host}"
+            );
         }
         // One configuration per certificate, shared by every name it covers.
         let (first, second) = (table.lookup(Some(others[0])), table.lookup(Some(others[1])));
-        assert!(Arc::ptr_eq(&first.ours.every_group, &second.ours.every_group));
-        assert!(!Arc::ptr_eq(&first.ours.every_group, &table.lookup(Some(default)).ours.every_group));
+        assert!(Arc::ptr_eq(
+            &first.ours.every_group,
+            &second.ours.every_group
+        ));
+        assert!(!Arc::ptr_eq(
+            &first.ours.every_group,
+            &table.lookup(Some(default)).ours.every_group
+        ));
     }
 
     #[test]
@@ -281,18 +372,31 @@ pub(crate) mod tests {
         let default = table.lookup(Some(SITE.default_response().hosts()[0]));
         for name in [None, Some("unknown.example"), Some("")] {
             let entry = table.lookup(name);
-            assert!(std::ptr::eq(entry.response, SITE.default_response()), "{name:?}");
-            assert!(Arc::ptr_eq(&entry.ours.every_group, &default.ours.every_group), "{name:?}");
+            assert!(
+                std::ptr::eq(entry.response, SITE.default_response()),
+                "{name:?}"
+            );
+            assert!(
+                Arc::ptr_eq(&entry.ours.every_group, &default.ours.every_group),
+                "{name:?}"
+            );
         }
     }
 
     #[test]
     fn lookup_ignores_case_and_a_trailing_dot() {
         let table = table(vec![dev_identity(), fake(9, &[])]).unwrap();
-        let paper = SITE.responses().iter().find(|response| !response.is_default()).unwrap();
+        let paper = SITE
+            .responses()
+            .iter()
+            .find(|response| !response.is_default())
+            .unwrap();
         let host = paper.hosts()[0];
         for spelling in [host.to_uppercase(), format!("{host}.")] {
-            assert!(std::ptr::eq(table.lookup(Some(&spelling)).response, paper), "{spelling}");
+            assert!(
+                std::ptr::eq(table.lookup(Some(&spelling)).response, paper),
+                "{spelling}"
+            );
         }
     }
 
@@ -300,8 +404,14 @@ pub(crate) mod tests {
     fn an_exact_name_wins_over_a_wildcard_which_covers_one_label() {
         let default = site_hosts()[0];
         let wildcard = format!("*.{default}");
-        let below: Vec<&str> = site_hosts().into_iter().filter(|host| wildcard_covers(&wildcard, host)).collect();
-        assert!(!below.is_empty(), "the site has hosts one label below {default}");
+        let below: Vec<&str> = site_hosts()
+            .into_iter()
+            .filter(|host| wildcard_covers(&wildcard, host))
+            .collect();
+        assert!(
+            !below.is_empty(),
+            "the site has hosts one label below {default}"
+        );
         let table = table(vec![fake(1, &[&wildcard]), fake(2, &site_hosts())]).unwrap();
         for host in &below {
             assert_eq!(chain_of(table.lookup(Some(host))), 2, "{host}");
@@ -321,8 +431,12 @@ pub(crate) mod tests {
 
     #[test]
     fn hosts_no_certificate_covers_fail_naming_them() {
-        let [default, others @ .., last] = &site_hosts()[..] else { panic!("the site has three hosts or more") };
-        let covered: Vec<&str> = std::iter::once(*default).chain(others.iter().copied()).collect();
+        let [default, others @ .., last] = &site_hosts()[..] else {
+            panic!("the site has three hosts or more")
+        };
+        let covered: Vec<&str> = std::iter::once(*default)
+            .chain(others.iter().copied())
+            .collect();
         match table(vec![fake(1, &covered)]) {
             Err(ConfigError::UncoveredHosts(hosts)) => assert_eq!(hosts, [last.to_string()]),
             other => panic!("{:?}", other.err()),
@@ -333,17 +447,42 @@ pub(crate) mod tests {
     fn a_client_gets_our_first_group_it_sent_a_share_for_or_else_every_group() {
         let table = dev_table();
         let entry = table.lookup(None);
-        let groups = |config: &ServerConfig| config.crypto_provider().kx_groups.iter().map(|group| group.name()).collect::<Vec<_>>();
+        let groups = |config: &ServerConfig| {
+            config
+                .crypto_provider()
+                .kx_groups
+                .iter()
+                .map(|group| group.name())
+                .collect::<Vec<_>>()
+        };
         let ours = groups(&entry.ours.every_group);
-        assert_eq!(ours[..3], [NamedGroup::X25519, NamedGroup::secp256r1, NamedGroup::secp384r1], "ours, preferred first");
+        assert_eq!(
+            ours[..3],
+            [
+                NamedGroup::X25519,
+                NamedGroup::secp256r1,
+                NamedGroup::secp384r1
+            ],
+            "ours, preferred first"
+        );
         for (shares, expected) in [
             (&[NamedGroup::X25519][..], vec![NamedGroup::X25519]),
-            (&[NamedGroup::secp384r1, NamedGroup::X25519], vec![NamedGroup::X25519]),
-            (&[NamedGroup::Unknown(0xfe00), NamedGroup::secp256r1], vec![NamedGroup::secp256r1]),
+            (
+                &[NamedGroup::secp384r1, NamedGroup::X25519],
+                vec![NamedGroup::X25519],
+            ),
+            (
+                &[NamedGroup::Unknown(0xfe00), NamedGroup::secp256r1],
+                vec![NamedGroup::secp256r1],
+            ),
             (&[NamedGroup::Unknown(0xfe00)], ours.clone()),
             (&[], ours.clone()),
         ] {
-            assert_eq!(groups(entry.config_for(&[], shares)), expected, "shares {shares:?}");
+            assert_eq!(
+                groups(entry.config_for(&[], shares)),
+                expected,
+                "shares {shares:?}"
+            );
         }
     }
 
@@ -352,14 +491,48 @@ pub(crate) mod tests {
         use CipherSuite::*;
         let table = dev_table();
         let entry = table.lookup(None);
-        let suites = |config: &ServerConfig| config.crypto_provider().cipher_suites.iter().map(|suite| suite.suite()).collect::<Vec<_>>();
+        let suites = |config: &ServerConfig| {
+            config
+                .crypto_provider()
+                .cipher_suites
+                .iter()
+                .map(|suite| suite.suite())
+                .collect::<Vec<_>>()
+        };
         for (offered, ours) in [
-            (&[TLS13_AES_256_GCM_SHA384, TLS13_AES_128_GCM_SHA256, TLS13_CHACHA20_POLY1305_SHA256][..], true),
-            (&[TLS13_AES_128_GCM_SHA256, TLS13_CHACHA20_POLY1305_SHA256], true),
-            (&[TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256], true),
+            (
+                &[
+                    TLS13_AES_256_GCM_SHA384,
+                    TLS13_AES_128_GCM_SHA256,
+                    TLS13_CHACHA20_POLY1305_SHA256,
+                ][..],
+                true,
+            ),
+            (
+                &[TLS13_AES_128_GCM_SHA256, TLS13_CHACHA20_POLY1305_SHA256],
+                true,
+            ),
+            (
+                &[
+                    TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+                    TLS13_AES_256_GCM_SHA384,
+                    TLS13_CHACHA20_POLY1305_SHA256,
+                ],
+                true,
+            ),
             (&[], true),
-            (&[TLS13_CHACHA20_POLY1305_SHA256, TLS13_AES_128_GCM_SHA256], false),
-            (&[TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, TLS13_CHACHA20_POLY1305_SHA256, TLS13_AES_256_GCM_SHA384], false),
+            (
+                &[TLS13_CHACHA20_POLY1305_SHA256, TLS13_AES_128_GCM_SHA256],
+                false,
+            ),
+            (
+                &[
+                    TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+                    TLS13_CHACHA20_POLY1305_SHA256,
+                    TLS13_AES_256_GCM_SHA384,
+                ],
+                false,
+            ),
         ] {
             let config = entry.config_for(offered, &[NamedGroup::X25519]);
             assert_eq!(config.ignore_client_order, ours, "{offered:?}");
@@ -371,9 +544,16 @@ pub(crate) mod tests {
 
     #[test]
     fn no_certificate_for_the_default_host_fails_naming_it() {
-        let [default, others @ ..] = &site_hosts()[..] else { panic!("the site has hosts") };
-        let error = table(vec![fake(1, others), fake(2, &["other.example"])]).err().unwrap();
-        assert!(matches!(&error, ConfigError::NoDefaultCertificate(host) if host == default), "{error:?}");
+        let [default, others @ ..] = &site_hosts()[..] else {
+            panic!("the site has hosts")
+        };
+        let error = table(vec![fake(1, others), fake(2, &["other.example"])])
+            .err()
+            .unwrap();
+        assert!(
+            matches!(&error, ConfigError::NoDefaultCertificate(host) if host == default),
+            "{error:?}"
+        );
         assert!(error.to_string().contains(default), "{error}");
     }
 }

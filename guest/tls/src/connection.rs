@@ -40,7 +40,12 @@ pub trait Transport {
     fn close_write(&mut self);
     /// Reads and hands to `each` what the client sends, until `each` returns false, the client
     /// closes or an error, `max_bytes` or `max_nanos` from now, whichever comes first: says which.
-    fn drain(&mut self, max_bytes: usize, max_nanos: u64, each: &mut dyn FnMut(&[u8]) -> bool) -> Drained;
+    fn drain(
+        &mut self,
+        max_bytes: usize,
+        max_nanos: u64,
+        each: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> Drained;
 }
 
 /// Why a [`Transport::drain`] ended.
@@ -89,13 +94,19 @@ pub enum Ending {
 /// the transport's.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum Failure {
-    #[error("the client's bytes are not acceptable TLS: {0}; rustls answered with an alert, there is nothing to fix here")]
+    #[error(
+        "the client's bytes are not acceptable TLS: {0}; rustls answered with an alert, there is nothing to fix here"
+    )]
     Tls(rustls::Error),
     #[error("the connection ended or broke before the response was written: {0}")]
     Io(String),
-    #[error("the client did not send its whole ClientHello within the handshake deadline; raise it if real clients on slow links hit this")]
+    #[error(
+        "the client did not send its whole ClientHello within the handshake deadline; raise it if real clients on slow links hit this"
+    )]
     HandshakeTimeout,
-    #[error("the client stopped taking the response for longer than the stall deadline; raise it if real clients on slow links hit this")]
+    #[error(
+        "the client stopped taking the response for longer than the stall deadline; raise it if real clients on slow links hit this"
+    )]
     Stalled,
 }
 
@@ -159,10 +170,17 @@ pub struct Connection<'t> {
 
 enum State {
     /// Reading the ClientHello; `hello` keeps its bytes, to read its key shares from.
-    Accepting { acceptor: Box<Acceptor>, hello: Vec<u8> },
+    Accepting {
+        acceptor: Box<Acceptor>,
+        hello: Vec<u8>,
+    },
     /// Handshaking and responding, then closing. `spent` once rustls has failed on the client's
     /// later bytes: feeding it more would be a misuse (found by the fuzzer, host/fuzz).
-    Serving { tls: Box<ServerConnection>, pending: Pending, spent: bool },
+    Serving {
+        tls: Box<ServerConnection>,
+        pending: Pending,
+        spent: bool,
+    },
     Failed(Failure),
 }
 
@@ -171,7 +189,10 @@ impl<'t> Connection<'t> {
     pub fn new(table: &'t SniTable) -> Connection<'t> {
         Connection {
             table,
-            state: State::Accepting { acceptor: Box::default(), hello: Vec::new() },
+            state: State::Accepting {
+                acceptor: Box::default(),
+                hello: Vec::new(),
+            },
             next: Next::Read,
             outgoing: Vec::with_capacity(READ_CHUNK as usize),
             drained: 0,
@@ -195,7 +216,9 @@ impl<'t> Connection<'t> {
             (Next::Read | Next::Write, Event::Received(bytes)) => self.receive(bytes),
             (Next::Read | Next::Write, Event::Sent) => self.respond(),
             (Next::Read | Next::Write, Event::EndOfStream) => match self.state {
-                State::Accepting { .. } => self.fail(Failure::Io("closed before a ClientHello".into())),
+                State::Accepting { .. } => {
+                    self.fail(Failure::Io("closed before a ClientHello".into()))
+                }
                 _ => self.fail(Failure::Io("closed before the response was sent".into())),
             },
             (Next::Read | Next::Write, Event::TimedOut) => self.fail(Failure::HandshakeTimeout),
@@ -221,7 +244,9 @@ impl<'t> Connection<'t> {
             resource: response.hosts()[0],
             bytes: (response.head().len() + response.body().len()) as u64,
             client_finished: !tls.is_handshaking(),
-            key_exchange: tls.negotiated_key_exchange_group().map(|group| group.name()),
+            key_exchange: tls
+                .negotiated_key_exchange_group()
+                .map(|group| group.name()),
             ending: self.ending,
         })
     }
@@ -241,7 +266,10 @@ impl<'t> Connection<'t> {
                         Ok(None) => continue,
                         Ok(Some(accepted)) => {
                             let entry = self.table.lookup(accepted.client_hello().server_name());
-                            let config = entry.config_for(accepted.client_hello().cipher_suites(), &key_share_groups(hello));
+                            let config = entry.config_for(
+                                accepted.client_hello().cipher_suites(),
+                                &key_share_groups(hello),
+                            );
                             return match accepted.into_connection(config.clone()) {
                                 Ok(tls) => self.start(tls, entry, rest),
                                 Err((error, alert)) => self.alert(error, alert),
@@ -266,8 +294,18 @@ impl<'t> Connection<'t> {
         let mut tls = Box::new(tls);
         // What came with the ClientHello (the acceptor's buffer, the rest of this read) is the
         // connection's now.
-        let started = tls.process_new_packets().map_err(Failure::Tls).and_then(|_| absorb(&mut tls, rest));
-        self.state = State::Serving { tls, pending: Pending { response: entry.response, written: 0 }, spent: false };
+        let started = tls
+            .process_new_packets()
+            .map_err(Failure::Tls)
+            .and_then(|_| absorb(&mut tls, rest));
+        self.state = State::Serving {
+            tls,
+            pending: Pending {
+                response: entry.response,
+                written: 0,
+            },
+            spent: false,
+        };
         match started {
             Ok(_) => self.respond(),
             Err(failure) => self.fail_with_alert(failure),
@@ -277,7 +315,9 @@ impl<'t> Connection<'t> {
     /// Queues the server's flight and as much of the response as fits in one write; then waits
     /// for the client: for the rest of its handshake, for room, or for its Finished.
     fn respond(&mut self) -> Next {
-        let State::Serving { tls, pending, .. } = &mut self.state else { return self.next };
+        let State::Serving { tls, pending, .. } = &mut self.state else {
+            return self.next;
+        };
         loop {
             // The server's flight (ServerHello to Finished) is out once the key exchange is done;
             // after a HelloRetryRequest that takes the client's second ClientHello. The response
@@ -318,10 +358,18 @@ impl<'t> Connection<'t> {
         self.drained += bytes.len();
         let cut_off = self.drained >= DRAIN_BYTES;
         match &mut self.state {
-            State::Serving { tls, spent: spent @ false, .. } => match absorb(tls, bytes) {
+            State::Serving {
+                tls,
+                spent: spent @ false,
+                ..
+            } => match absorb(tls, bytes) {
                 Ok(true) if self.next == Next::Close => return self.end(Ending::Clean),
                 Ok(closed) if self.next == Next::Drain && (closed || !tls.is_handshaking()) => {
-                    return self.close(if cut_off { Ending::CutOff } else { Ending::Clean });
+                    return self.close(if cut_off {
+                        Ending::CutOff
+                    } else {
+                        Ending::Clean
+                    });
                 }
                 Ok(_) => {}
                 Err(failure) if self.next == Next::Drain => return self.fail_with_alert(failure),
@@ -339,7 +387,9 @@ impl<'t> Connection<'t> {
     /// Sends close_notify; the client's last bytes are drained on `Next::Close`, unless `ending`
     /// says there is no point (its time or its byte bound is spent).
     fn close(&mut self, ending: Ending) -> Next {
-        let State::Serving { tls, .. } = &mut self.state else { return Next::Done };
+        let State::Serving { tls, .. } = &mut self.state else {
+            return Next::Done;
+        };
         tls.send_close_notify();
         while tls.wants_write() {
             if tls.write_tls(&mut self.outgoing).is_err() {
@@ -468,7 +518,10 @@ impl Pending {
             let slices = if self.written < head.len() {
                 [IoSlice::new(&head[self.written..]), IoSlice::new(body)]
             } else {
-                [IoSlice::new(&[]), IoSlice::new(&body[self.written - head.len()..])]
+                [
+                    IoSlice::new(&[]),
+                    IoSlice::new(&body[self.written - head.len()..]),
+                ]
             };
             match tls.writer().write_vectored(&slices) {
                 Ok(0) | Err(_) => return,
@@ -551,7 +604,8 @@ impl<'a> Bytes<'a> {
     }
 
     fn u24(&mut self) -> Option<usize> {
-        self.take(3usize).map(|b| usize::from(b[0]) << 16 | usize::from(b[1]) << 8 | usize::from(b[2]))
+        self.take(3usize)
+            .map(|b| usize::from(b[0]) << 16 | usize::from(b[1]) << 8 | usize::from(b[2]))
     }
 }
 
@@ -560,7 +614,11 @@ impl<'a> Bytes<'a> {
 fn absorb(tls: &mut ServerConnection, mut bytes: &[u8]) -> Result<bool, Failure> {
     let mut plaintext = [0; 4096];
     while !bytes.is_empty() {
-        if tls.read_tls(&mut bytes).map_err(|e| Failure::Io(e.to_string()))? == 0 {
+        if tls
+            .read_tls(&mut bytes)
+            .map_err(|e| Failure::Io(e.to_string()))?
+            == 0
+        {
             break;
         }
         let state = tls.process_new_packets().map_err(Failure::Tls)?;
@@ -573,7 +631,6 @@ fn absorb(tls: &mut ServerConnection, mut bytes: &[u8]) -> Result<bool, Failure>
     Ok(false)
 }
 
-
 /// A real rustls client in memory against `serve`: every test is one connection, scripted by the
 /// transport, with no sockets and no clocks.
 #[cfg(test)]
@@ -584,7 +641,9 @@ mod tests {
     use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
     use rustls::pki_types::pem::PemObject as _;
     use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-    use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme};
+    use rustls::{
+        ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme,
+    };
     use site::SITE;
     use std::sync::Arc;
 
@@ -605,7 +664,8 @@ mod tests {
             ocsp: &[u8],
             now: UnixTime,
         ) -> Result<ServerCertVerified, rustls::Error> {
-            self.webpki.verify_server_cert(end_entity, intermediates, &self.name, ocsp, now)
+            self.webpki
+                .verify_server_cert(end_entity, intermediates, &self.name, ocsp, now)
         }
 
         fn verify_tls12_signature(
@@ -675,19 +735,30 @@ mod tests {
             Client::with_provider(sni, certificate_for, HTTP_1_1, provider)
         }
 
-        fn with_provider(sni: Option<&str>, certificate_for: &str, alpn: &[&[u8]], provider: rustls::crypto::CryptoProvider) -> Client {
+        fn with_provider(
+            sni: Option<&str>,
+            certificate_for: &str,
+            alpn: &[&[u8]],
+            provider: rustls::crypto::CryptoProvider,
+        ) -> Client {
             let provider = Arc::new(provider);
             let mut roots = RootCertStore::empty();
             for ca in CertificateDer::pem_slice_iter(include_bytes!("../../../certs/dev-ca.pem")) {
                 roots.add(ca.unwrap()).unwrap();
             }
-            let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build().unwrap();
+            let webpki =
+                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                    .build()
+                    .unwrap();
             let name = ServerName::try_from(certificate_for.to_owned()).unwrap();
             let mut config = ClientConfig::builder_with_provider(provider)
                 .with_protocol_versions(&[&rustls::version::TLS13])
                 .unwrap()
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(CertificateFor { name: name.clone(), webpki }))
+                .with_custom_certificate_verifier(Arc::new(CertificateFor {
+                    name: name.clone(),
+                    webpki,
+                }))
                 .with_no_client_auth();
             config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
             config.enable_sni = sni.is_some();
@@ -726,8 +797,13 @@ mod tests {
     }
 
     impl rustls::crypto::ActiveKeyExchange for UnknownGroup {
-        fn complete(self: Box<Self>, _: &[u8]) -> Result<rustls::crypto::SharedSecret, rustls::Error> {
-            Err(rustls::Error::General("a server chose the unknown group".into()))
+        fn complete(
+            self: Box<Self>,
+            _: &[u8],
+        ) -> Result<rustls::crypto::SharedSecret, rustls::Error> {
+            Err(rustls::Error::General(
+                "a server chose the unknown group".into(),
+            ))
         }
 
         fn pub_key(&self) -> &[u8] {
@@ -751,7 +827,8 @@ mod tests {
                 self.tls.write_tls(&mut self.outgoing).unwrap();
             }
             // Its Finished is the last record it has queued when its handshake has just ended.
-            if self.corrupts_its_finished && !self.tls.is_handshaking() && !self.outgoing.is_empty() {
+            if self.corrupts_its_finished && !self.tls.is_handshaking() && !self.outgoing.is_empty()
+            {
                 *self.outgoing.last_mut().unwrap() ^= 1;
                 self.corrupts_its_finished = false;
             }
@@ -786,7 +863,9 @@ mod tests {
                     Err(_) => break,
                 }
             }
-            self.closed = self.hang_up_after.is_some_and(|bytes| self.received.len() >= bytes);
+            self.closed = self
+                .hang_up_after
+                .is_some_and(|bytes| self.received.len() >= bytes);
             Ok(())
         }
 
@@ -794,7 +873,12 @@ mod tests {
             self.write_closed = true;
         }
 
-        fn drain(&mut self, max_bytes: usize, max_nanos: u64, each: &mut dyn FnMut(&[u8]) -> bool) -> Drained {
+        fn drain(
+            &mut self,
+            max_bytes: usize,
+            max_nanos: u64,
+            each: &mut dyn FnMut(&[u8]) -> bool,
+        ) -> Drained {
             // As the component's and the native transports do, with no clock: the client never
             // makes us wait.
             self.drain_asked = Some((max_bytes, max_nanos));
@@ -847,20 +931,30 @@ mod tests {
     #[test]
     fn one_connection_gets_the_response_for_its_sni() {
         let table = dev_table();
-        let paper = SITE.responses().iter().find(|response| !response.is_default()).unwrap();
+        let paper = SITE
+            .responses()
+            .iter()
+            .find(|response| !response.is_default())
+            .unwrap();
         let host = paper.hosts()[0];
         let mut client = Client::new(Some(host), host, HTTP_1_1);
 
         let served = serve(&table, &mut client).unwrap();
 
         assert_eq!(client.error, None);
-        assert!(client.received == response_bytes(paper), "the client got other bytes than {host}'s response");
+        assert!(
+            client.received == response_bytes(paper),
+            "the client got other bytes than {host}'s response"
+        );
         assert!(client.got_close_notify);
         assert_eq!(served.server_name.as_deref(), Some(host));
         assert_eq!(served.resource, host);
         assert_eq!(served.bytes, response_bytes(paper).len() as u64);
         assert!(served.client_finished);
-        assert!(client.write_closed, "the server's end of stream follows its close_notify");
+        assert!(
+            client.write_closed,
+            "the server's end of stream follows its close_notify"
+        );
         assert_eq!(served.ending, Ending::Clean);
         assert_eq!(served.key_exchange, Some(NamedGroup::X25519));
     }
@@ -875,13 +969,25 @@ mod tests {
         for (first, negotiated) in [
             (TLS13_AES_256_GCM_SHA384, TLS13_AES_128_GCM_SHA256),
             (TLS13_AES_128_GCM_SHA256, TLS13_AES_128_GCM_SHA256),
-            (TLS13_CHACHA20_POLY1305_SHA256, TLS13_CHACHA20_POLY1305_SHA256),
+            (
+                TLS13_CHACHA20_POLY1305_SHA256,
+                TLS13_CHACHA20_POLY1305_SHA256,
+            ),
         ] {
             let mut provider = crate::portable::provider();
-            provider.cipher_suites.sort_by_key(|suite| suite.suite() != first);
+            provider
+                .cipher_suites
+                .sort_by_key(|suite| suite.suite() != first);
             let mut client = Client::with_provider(Some(host), host, HTTP_1_1, provider);
             serve(&table, &mut client).unwrap();
-            assert_eq!(client.tls.negotiated_cipher_suite().map(|suite| suite.suite()), Some(negotiated), "{first:?} first");
+            assert_eq!(
+                client
+                    .tls
+                    .negotiated_cipher_suite()
+                    .map(|suite| suite.suite()),
+                Some(negotiated),
+                "{first:?} first"
+            );
             assert!(client.received == response_bytes(SITE.lookup(host).unwrap()));
         }
     }
@@ -893,7 +999,10 @@ mod tests {
             let mut client = Client::new(Some(host), host, HTTP_1_1);
             let served = serve(&table, &mut client).unwrap();
             let response = SITE.lookup(host).unwrap();
-            assert!(client.received == response_bytes(response), "{host} got other bytes than its response");
+            assert!(
+                client.received == response_bytes(response),
+                "{host} got other bytes than its response"
+            );
             assert_eq!(served.resource, response.hosts()[0], "{host}");
         }
     }
@@ -906,7 +1015,10 @@ mod tests {
             let mut client = Client::new(sni, default.hosts()[0], HTTP_1_1);
             let served = serve(&table, &mut client).unwrap();
             assert_eq!(client.error, None, "{sni:?}");
-            assert!(client.received == response_bytes(default), "{sni:?} got other bytes than the default response");
+            assert!(
+                client.received == response_bytes(default),
+                "{sni:?} got other bytes than the default response"
+            );
             assert_eq!(served.server_name.as_deref(), sni);
             assert_eq!(served.resource, default.hosts()[0]);
         }
@@ -921,10 +1033,21 @@ mod tests {
 
         let served = serve(&table, &mut client).unwrap();
 
-        assert_eq!(client.drain_asked.map(|(_, nanos)| nanos), Some(DRAIN_NANOS));
+        assert_eq!(
+            client.drain_asked.map(|(_, nanos)| nanos),
+            Some(DRAIN_NANOS)
+        );
         assert_eq!(DRAIN_BYTES, 256 * 1024);
-        assert!(client.drained >= DRAIN_BYTES, "drained only {} bytes", client.drained);
-        assert!(client.drained < DRAIN_BYTES + READ_CHUNK as usize, "drained {} bytes", client.drained);
+        assert!(
+            client.drained >= DRAIN_BYTES,
+            "drained only {} bytes",
+            client.drained
+        );
+        assert!(
+            client.drained < DRAIN_BYTES + READ_CHUNK as usize,
+            "drained {} bytes",
+            client.drained
+        );
         assert!(client.received == response_bytes(SITE.lookup(host).unwrap()));
         assert!(client.got_close_notify && client.write_closed);
         assert!(served.client_finished);
@@ -942,23 +1065,37 @@ mod tests {
         let served = serve(&table, &mut client).unwrap();
 
         assert!(client.received == response);
-        assert!(!client.got_close_notify, "it hung up before our close_notify");
+        assert!(
+            !client.got_close_notify,
+            "it hung up before our close_notify"
+        );
         assert_eq!(served.bytes, response.len() as u64);
-        assert_eq!(client.drained, 0, "nothing is read from a closed connection");
+        assert_eq!(
+            client.drained, 0,
+            "nothing is read from a closed connection"
+        );
         assert_eq!(served.ending, Ending::Clean);
     }
 
     #[test]
     fn garbage_is_a_tls_failure_and_is_answered_with_an_alert() {
         let table = dev_table();
-        let mut peer = Raw { script: vec![b"GET / HTTP/1.1\r\nHost: tls-site.localhost\r\n\r\n".to_vec()], written: Vec::new() };
+        let mut peer = Raw {
+            script: vec![b"GET / HTTP/1.1\r\nHost: tls-site.localhost\r\n\r\n".to_vec()],
+            written: Vec::new(),
+        };
 
         let failure = serve(&table, &mut peer).unwrap_err();
 
         assert!(matches!(failure, Failure::Tls(_)), "{failure:?}");
         // One TLS alert record (content type 21), fatal (level 2).
         assert_eq!(peer.written.len(), 7, "{:?}", peer.written);
-        assert_eq!((peer.written[0], peer.written[5]), (21, 2), "{:?}", peer.written);
+        assert_eq!(
+            (peer.written[0], peer.written[5]),
+            (21, 2),
+            "{:?}",
+            peer.written
+        );
     }
 
     #[test]
@@ -970,10 +1107,15 @@ mod tests {
 
         let failure = serve(&table, &mut client).unwrap_err();
 
-        assert!(matches!(failure, Failure::Tls(rustls::Error::NoApplicationProtocol)), "{failure:?}");
+        assert!(
+            matches!(failure, Failure::Tls(rustls::Error::NoApplicationProtocol)),
+            "{failure:?}"
+        );
         assert_eq!(
             client.error,
-            Some(rustls::Error::AlertReceived(rustls::AlertDescription::NoApplicationProtocol))
+            Some(rustls::Error::AlertReceived(
+                rustls::AlertDescription::NoApplicationProtocol
+            ))
         );
         assert!(client.received.is_empty());
     }
@@ -981,9 +1123,15 @@ mod tests {
     #[test]
     fn a_client_that_closes_before_its_client_hello_is_an_io_failure() {
         let table = dev_table();
-        let mut peer = Raw { script: vec![vec![22, 3, 1]], written: Vec::new() };
+        let mut peer = Raw {
+            script: vec![vec![22, 3, 1]],
+            written: Vec::new(),
+        };
         let failure = serve(&table, &mut peer).unwrap_err();
-        assert!(matches!(&failure, Failure::Io(why) if why.contains("before a ClientHello")), "{failure:?}");
+        assert!(
+            matches!(&failure, Failure::Io(why) if why.contains("before a ClientHello")),
+            "{failure:?}"
+        );
         assert!(peer.written.is_empty());
     }
 
@@ -995,9 +1143,15 @@ mod tests {
 
         let served = serve(&table, &mut client).unwrap();
 
-        assert!(!client.waited_on_each_other, "after the retry, the server waited for the client, which waited for it");
+        assert!(
+            !client.waited_on_each_other,
+            "after the retry, the server waited for the client, which waited for it"
+        );
         assert_eq!(client.error, None);
-        assert_eq!(client.tls.handshake_kind(), Some(rustls::HandshakeKind::FullWithHelloRetryRequest));
+        assert_eq!(
+            client.tls.handshake_kind(),
+            Some(rustls::HandshakeKind::FullWithHelloRetryRequest)
+        );
         assert!(client.received == response_bytes(SITE.lookup(host).unwrap()));
         assert!(client.got_close_notify);
         assert!(served.client_finished, "the client's Finished was checked");
@@ -1012,17 +1166,40 @@ mod tests {
         let host = site_hosts()[0];
         for retried in [false, true] {
             // It does not take a certificate for this name, and says so with a fatal alert.
-            let mut client = if retried { Client::retried(Some(host), "other.example") } else { Client::new(Some(host), "other.example", HTTP_1_1) };
+            let mut client = if retried {
+                Client::retried(Some(host), "other.example")
+            } else {
+                Client::new(Some(host), "other.example", HTTP_1_1)
+            };
             let failure = serve(&table, &mut client).unwrap_err();
-            assert!(matches!(failure, Failure::Tls(rustls::Error::AlertReceived(_))), "retried {retried}: {failure:?}");
+            assert!(
+                matches!(failure, Failure::Tls(rustls::Error::AlertReceived(_))),
+                "retried {retried}: {failure:?}"
+            );
             assert!(client.error.is_some());
-            assert_eq!(client.written_after_its_failure, 0, "retried {retried}: the server wrote after the client's alert");
+            assert_eq!(
+                client.written_after_its_failure, 0,
+                "retried {retried}: the server wrote after the client's alert"
+            );
 
-            let mut client = if retried { Client::retried(Some(host), host) } else { Client::new(Some(host), host, HTTP_1_1) };
+            let mut client = if retried {
+                Client::retried(Some(host), host)
+            } else {
+                Client::new(Some(host), host, HTTP_1_1)
+            };
             client.corrupts_its_finished = true;
             let failure = serve(&table, &mut client).unwrap_err();
-            assert!(matches!(failure, Failure::Tls(rustls::Error::DecryptError)), "retried {retried}: {failure:?}");
-            assert_eq!(client.error, Some(rustls::Error::AlertReceived(rustls::AlertDescription::BadRecordMac)), "retried {retried}");
+            assert!(
+                matches!(failure, Failure::Tls(rustls::Error::DecryptError)),
+                "retried {retried}: {failure:?}"
+            );
+            assert_eq!(
+                client.error,
+                Some(rustls::Error::AlertReceived(
+                    rustls::AlertDescription::BadRecordMac
+                )),
+                "retried {retried}"
+            );
             assert!(!client.got_close_notify, "retried {retried}");
         }
     }
@@ -1043,24 +1220,44 @@ mod tests {
         let table = dev_table();
         let host = site_hosts()[0];
         let mut connection = Connection::new(&table);
-        let next = connection.step(Event::Received(&client_hello(Client::new(Some(host), host, HTTP_1_1))));
+        let next = connection.step(Event::Received(&client_hello(Client::new(
+            Some(host),
+            host,
+            HTTP_1_1,
+        ))));
         assert_eq!(next, Next::Drain, "the response is in the first flight");
         assert!(connection.take_outgoing().len() > SITE.lookup(host).unwrap().body().len());
         assert_eq!(connection.step(Event::Broken(Failure::Stalled)), Next::Done);
-        assert!(matches!(connection.outcome(), Err(Failure::Stalled)), "{:?}", connection.outcome());
+        assert!(
+            matches!(connection.outcome(), Err(Failure::Stalled)),
+            "{:?}",
+            connection.outcome()
+        );
 
         let mut connection = Connection::new(&table);
-        connection.step(Event::Received(&client_hello(Client::new(Some(host), host, HTTP_1_1))));
+        connection.step(Event::Received(&client_hello(Client::new(
+            Some(host),
+            host,
+            HTTP_1_1,
+        ))));
         connection.take_outgoing();
-        assert_eq!(connection.step(Event::EndOfStream), Next::Close, "the flight left; the client hung up");
-        assert_eq!(connection.step(Event::Broken(Failure::Io("reset".into()))), Next::Done);
+        assert_eq!(
+            connection.step(Event::EndOfStream),
+            Next::Close,
+            "the flight left; the client hung up"
+        );
+        assert_eq!(
+            connection.step(Event::Broken(Failure::Io("reset".into()))),
+            Next::Done
+        );
         assert_eq!(connection.outcome().unwrap().ending, Ending::Clean);
     }
 
     /// The random of a HelloRetryRequest (RFC 8446, 4.1.3): SHA-256 of "HelloRetryRequest".
     const RETRY_RANDOM: [u8; 32] = [
-        0xcf, 0x21, 0xad, 0x74, 0xe5, 0x9a, 0x61, 0x11, 0xbe, 0x1d, 0x8c, 0x02, 0x1e, 0x65, 0xb8, 0x91, 0xc2, 0xa2, 0x11, 0x16,
-        0x7a, 0xbb, 0x8c, 0x5e, 0x07, 0x9e, 0x09, 0xe2, 0xc8, 0xa8, 0x33, 0x9c,
+        0xcf, 0x21, 0xad, 0x74, 0xe5, 0x9a, 0x61, 0x11, 0xbe, 0x1d, 0x8c, 0x02, 0x1e, 0x65, 0xb8,
+        0x91, 0xc2, 0xa2, 0x11, 0x16, 0x7a, 0xbb, 0x8c, 0x5e, 0x07, 0x9e, 0x09, 0xe2, 0xc8, 0xa8,
+        0x33, 0x9c,
     ];
 
     #[test]
@@ -1072,7 +1269,14 @@ mod tests {
         assert_eq!(key_share_groups(&retried), [NamedGroup::Unknown(0xfe00)]);
         // Split over two records.
         let (body, split) = (&hello[5..], 100);
-        let two_records = [&[22, 3, 1, 0, split as u8][..], &body[..split], &[22, 3, 1], &((body.len() - split) as u16).to_be_bytes(), &body[split..]].concat();
+        let two_records = [
+            &[22, 3, 1, 0, split as u8][..],
+            &body[..split],
+            &[22, 3, 1],
+            &((body.len() - split) as u16).to_be_bytes(),
+            &body[split..],
+        ]
+        .concat();
         assert_eq!(key_share_groups(&two_records), [NamedGroup::X25519]);
         for cut in [0, 5, 40, hello.len() / 2, hello.len() - 1] {
             assert_eq!(key_share_groups(&hello[..cut]), [], "cut at {cut}");
@@ -1089,14 +1293,29 @@ mod tests {
         let mut hello = client_hello(Client::new(Some(host), host, HTTP_1_1));
         // supported_groups (10): x25519 (0x001d) first, then secp256r1 (0x0017): swapped.
         let groups = [0x00, 0x1d, 0x00, 0x17];
-        let at = hello.windows(4).position(|w| w == groups).expect("supported_groups lists x25519, secp256r1");
+        let at = hello
+            .windows(4)
+            .position(|w| w == groups)
+            .expect("supported_groups lists x25519, secp256r1");
         hello[at..at + 4].copy_from_slice(&[0x00, 0x17, 0x00, 0x1d]);
-        let mut peer = Raw { script: vec![hello], written: Vec::new() };
+        let mut peer = Raw {
+            script: vec![hello],
+            written: Vec::new(),
+        };
 
         let _ = serve(&table, &mut peer);
 
         // A ServerHello record: type 22, handshake type 2, then version and random.
-        assert_eq!((peer.written[0], peer.written[5]), (22, 2), "{:?}", &peer.written[..16]);
-        assert_ne!(peer.written[11..43], RETRY_RANDOM, "the server asked for a retry");
+        assert_eq!(
+            (peer.written[0], peer.written[5]),
+            (22, 2),
+            "{:?}",
+            &peer.written[..16]
+        );
+        assert_ne!(
+            peer.written[11..43],
+            RETRY_RANDOM,
+            "the server asked for a retry"
+        );
     }
 }

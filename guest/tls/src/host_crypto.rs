@@ -4,20 +4,22 @@
 //! host; the component keeps the TLS state machine and the secrets of its key schedule. No crypto
 //! of its own is linked in: randomness is wasi:random.
 
-use crate::component::bindings::tls_site::site::crypto::{self as host, Aead, CryptoError, HashContext, RecordKey};
+use crate::component::bindings::tls_site::site::crypto::{
+    self as host, Aead, CryptoError, HashContext, RecordKey,
+};
 use crate::component::bindings::tls_site::site::identity::KeyId;
 use crate::component::bindings::tls_site::site::tickets;
 use crate::component::bindings::wasi::random::random;
 use rustls::crypto::cipher::{
-    AeadKey, InboundOpaqueMessage, InboundPlainMessage, Iv, MessageDecrypter, MessageEncrypter, Nonce,
-    OutboundOpaqueMessage, OutboundPlainMessage, PrefixedPayload, Tls13AeadAlgorithm, UnsupportedOperationError,
-    make_tls13_aad,
+    AeadKey, InboundOpaqueMessage, InboundPlainMessage, Iv, MessageDecrypter, MessageEncrypter,
+    Nonce, OutboundOpaqueMessage, OutboundPlainMessage, PrefixedPayload, Tls13AeadAlgorithm,
+    UnsupportedOperationError, make_tls13_aad,
 };
 use rustls::crypto::hash::HashAlgorithm;
 use rustls::crypto::tls13::HkdfUsingHmac;
 use rustls::crypto::{
-    ActiveKeyExchange, CompletedKeyExchange, CryptoProvider, GetRandomFailed, KeyProvider, SecureRandom, SharedSecret,
-    SupportedKxGroup, WebPkiSupportedAlgorithms, hash, hmac,
+    ActiveKeyExchange, CompletedKeyExchange, CryptoProvider, GetRandomFailed, KeyProvider,
+    SecureRandom, SharedSecret, SupportedKxGroup, WebPkiSupportedAlgorithms, hash, hmac,
 };
 use rustls::ffdhe_groups::FfdheGroup;
 use rustls::pki_types::PrivateKeyDer;
@@ -51,7 +53,10 @@ pub fn provider() -> CryptoProvider {
         ],
         kx_groups,
         // Client certificates are not asked for (`with_no_client_auth`), so nothing is verified.
-        signature_verification_algorithms: WebPkiSupportedAlgorithms { all: &[], mapping: &[] },
+        signature_verification_algorithms: WebPkiSupportedAlgorithms {
+            all: &[],
+            mapping: &[],
+        },
         secure_random: &WasiRandom,
         key_provider: &KeysStayWithTheHost,
     }
@@ -60,14 +65,22 @@ pub fn provider() -> CryptoProvider {
 /// The three TLS 1.3 suites (RFC 8446, B.4). Confidentiality limits as rustls's own providers
 /// set them (RFC 8446, 5.5; AES-GCM after RFC 9001's analysis).
 static TLS13_AES_128_GCM_SHA256: Tls13CipherSuite = Tls13CipherSuite {
-    common: CipherSuiteCommon { suite: CipherSuite::TLS13_AES_128_GCM_SHA256, hash_provider: &SHA256, confidentiality_limit: 1 << 24 },
+    common: CipherSuiteCommon {
+        suite: CipherSuite::TLS13_AES_128_GCM_SHA256,
+        hash_provider: &SHA256,
+        confidentiality_limit: 1 << 24,
+    },
     hkdf_provider: &HkdfUsingHmac(&HMAC_SHA256),
     aead_alg: &AES_128_GCM,
     quic: None,
 };
 
 static TLS13_AES_256_GCM_SHA384: Tls13CipherSuite = Tls13CipherSuite {
-    common: CipherSuiteCommon { suite: CipherSuite::TLS13_AES_256_GCM_SHA384, hash_provider: &SHA384, confidentiality_limit: 1 << 24 },
+    common: CipherSuiteCommon {
+        suite: CipherSuite::TLS13_AES_256_GCM_SHA384,
+        hash_provider: &SHA384,
+        confidentiality_limit: 1 << 24,
+    },
     hkdf_provider: &HkdfUsingHmac(&HMAC_SHA384),
     aead_alg: &AES_256_GCM,
     quic: None,
@@ -86,12 +99,19 @@ static TLS13_CHACHA20_POLY1305_SHA256: Tls13CipherSuite = Tls13CipherSuite {
 
 /// The key the host holds under `key`, as rustls signs with it.
 pub fn signing_key(key: KeyId) -> Result<Arc<dyn SigningKey>, String> {
-    let schemes: Vec<SignatureScheme> = host::signature_schemes(key).into_iter().map(SignatureScheme::from).collect();
+    let schemes: Vec<SignatureScheme> = host::signature_schemes(key)
+        .into_iter()
+        .map(SignatureScheme::from)
+        .collect();
     let algorithm = schemes
         .first()
         .map(|&scheme| algorithm_of(scheme))
         .ok_or_else(|| format!("the host has no key {key} to sign with"))?;
-    Ok(Arc::new(HostSigningKey { key, schemes, algorithm }))
+    Ok(Arc::new(HostSigningKey {
+        key,
+        schemes,
+        algorithm,
+    }))
 }
 
 /// Stateless session tickets sealed by the host.
@@ -102,7 +122,9 @@ pub fn ticketer() -> Option<Arc<dyn ProducesTickets>> {
 fn algorithm_of(scheme: SignatureScheme) -> SignatureAlgorithm {
     use SignatureScheme::*;
     match scheme {
-        ECDSA_NISTP256_SHA256 | ECDSA_NISTP384_SHA384 | ECDSA_NISTP521_SHA512 => SignatureAlgorithm::ECDSA,
+        ECDSA_NISTP256_SHA256 | ECDSA_NISTP384_SHA384 | ECDSA_NISTP521_SHA512 => {
+            SignatureAlgorithm::ECDSA
+        }
         ED25519 => SignatureAlgorithm::ED25519,
         ED448 => SignatureAlgorithm::ED448,
         _ => SignatureAlgorithm::RSA,
@@ -123,7 +145,9 @@ struct KeysStayWithTheHost;
 
 impl KeyProvider for KeysStayWithTheHost {
     fn load_private_key(&self, _: PrivateKeyDer<'static>) -> Result<Arc<dyn SigningKey>, Error> {
-        Err(Error::General("this component holds no private keys; the host signs (`crypto.sign`)".into()))
+        Err(Error::General(
+            "this component holds no private keys; the host signs (`crypto.sign`)".into(),
+        ))
     }
 }
 
@@ -137,8 +161,14 @@ struct HostSigningKey {
 
 impl SigningKey for HostSigningKey {
     fn choose_scheme(&self, offered: &[SignatureScheme]) -> Option<Box<dyn Signer>> {
-        let scheme = *self.schemes.iter().find(|scheme| offered.contains(scheme))?;
-        Some(Box::new(HostSigner { key: self.key, scheme }))
+        let scheme = *self
+            .schemes
+            .iter()
+            .find(|scheme| offered.contains(scheme))?;
+        Some(Box::new(HostSigner {
+            key: self.key,
+            scheme,
+        }))
     }
 
     fn algorithm(&self) -> SignatureAlgorithm {
@@ -172,10 +202,22 @@ struct HostKxGroup {
     name: NamedGroup,
 }
 
-static X25519MLKEM768: HostKxGroup = HostKxGroup { host: host::NamedGroup::X25519Mlkem768, name: NamedGroup::X25519MLKEM768 };
-static X25519: HostKxGroup = HostKxGroup { host: host::NamedGroup::X25519, name: NamedGroup::X25519 };
-static SECP256R1: HostKxGroup = HostKxGroup { host: host::NamedGroup::Secp256r1, name: NamedGroup::secp256r1 };
-static SECP384R1: HostKxGroup = HostKxGroup { host: host::NamedGroup::Secp384r1, name: NamedGroup::secp384r1 };
+static X25519MLKEM768: HostKxGroup = HostKxGroup {
+    host: host::NamedGroup::X25519Mlkem768,
+    name: NamedGroup::X25519MLKEM768,
+};
+static X25519: HostKxGroup = HostKxGroup {
+    host: host::NamedGroup::X25519,
+    name: NamedGroup::X25519,
+};
+static SECP256R1: HostKxGroup = HostKxGroup {
+    host: host::NamedGroup::Secp256r1,
+    name: NamedGroup::secp256r1,
+};
+static SECP384R1: HostKxGroup = HostKxGroup {
+    host: host::NamedGroup::Secp384r1,
+    name: NamedGroup::secp384r1,
+};
 
 impl SupportedKxGroup for HostKxGroup {
     fn start(&self) -> Result<Box<dyn ActiveKeyExchange>, Error> {
@@ -184,7 +226,11 @@ impl SupportedKxGroup for HostKxGroup {
 
     fn start_and_complete(&self, client_share: &[u8]) -> Result<CompletedKeyExchange, Error> {
         match host::encapsulate(self.host, client_share) {
-            Ok(done) => Ok(CompletedKeyExchange { group: self.name, pub_key: done.share, secret: SharedSecret::from(done.shared_secret) }),
+            Ok(done) => Ok(CompletedKeyExchange {
+                group: self.name,
+                pub_key: done.share,
+                secret: SharedSecret::from(done.shared_secret),
+            }),
             // A client share the host rejects is the client's fault: rustls answers illegal_parameter.
             Err(CryptoError::Rejected(_)) => Err(rustls::PeerMisbehaved::InvalidKeyShare.into()),
             Err(error) => Err(refused(&error)),
@@ -212,11 +258,17 @@ static CHACHA20_POLY1305: HostAead = HostAead(Aead::Chacha20Poly1305);
 
 impl Tls13AeadAlgorithm for HostAead {
     fn encrypter(&self, key: AeadKey, iv: Iv) -> Box<dyn MessageEncrypter> {
-        Box::new(HostRecordKey { key: RecordKey::new(self.0, key.as_ref()), iv })
+        Box::new(HostRecordKey {
+            key: RecordKey::new(self.0, key.as_ref()),
+            iv,
+        })
     }
 
     fn decrypter(&self, key: AeadKey, iv: Iv) -> Box<dyn MessageDecrypter> {
-        Box::new(HostRecordKey { key: RecordKey::new(self.0, key.as_ref()), iv })
+        Box::new(HostRecordKey {
+            key: RecordKey::new(self.0, key.as_ref()),
+            iv,
+        })
     }
 
     fn key_len(&self) -> usize {
@@ -226,7 +278,11 @@ impl Tls13AeadAlgorithm for HostAead {
         }
     }
 
-    fn extract_keys(&self, key: AeadKey, iv: Iv) -> Result<ConnectionTrafficSecrets, UnsupportedOperationError> {
+    fn extract_keys(
+        &self,
+        key: AeadKey,
+        iv: Iv,
+    ) -> Result<ConnectionTrafficSecrets, UnsupportedOperationError> {
         Ok(match self.0 {
             Aead::Aes128Gcm => ConnectionTrafficSecrets::Aes128Gcm { key, iv },
             Aead::Aes256Gcm => ConnectionTrafficSecrets::Aes256Gcm { key, iv },
@@ -244,7 +300,11 @@ struct HostRecordKey {
 }
 
 impl MessageEncrypter for HostRecordKey {
-    fn encrypt(&mut self, message: OutboundPlainMessage<'_>, seq: u64) -> Result<OutboundOpaqueMessage, Error> {
+    fn encrypt(
+        &mut self,
+        message: OutboundPlainMessage<'_>,
+        seq: u64,
+    ) -> Result<OutboundOpaqueMessage, Error> {
         let key = self.key.as_ref().map_err(refused)?;
         let sealed_len = self.encrypted_payload_len(message.payload.len());
         // TLSInnerPlaintext: the content, then its real type.
@@ -252,11 +312,19 @@ impl MessageEncrypter for HostRecordKey {
         message.payload.copy_to_vec(&mut inner);
         inner.push(u8::from(message.typ));
         let sealed = key
-            .seal(&Nonce::new(&self.iv, seq).0, &make_tls13_aad(sealed_len), &inner)
+            .seal(
+                &Nonce::new(&self.iv, seq).0,
+                &make_tls13_aad(sealed_len),
+                &inner,
+            )
             .map_err(|error| refused(&error))?;
         let mut payload = PrefixedPayload::with_capacity(sealed.len());
         payload.extend_from_slice(&sealed);
-        Ok(OutboundOpaqueMessage::new(ContentType::ApplicationData, ProtocolVersion::TLSv1_2, payload))
+        Ok(OutboundOpaqueMessage::new(
+            ContentType::ApplicationData,
+            ProtocolVersion::TLSv1_2,
+            payload,
+        ))
     }
 
     fn encrypted_payload_len(&self, payload_len: usize) -> usize {
@@ -265,7 +333,11 @@ impl MessageEncrypter for HostRecordKey {
 }
 
 impl MessageDecrypter for HostRecordKey {
-    fn decrypt<'a>(&mut self, mut message: InboundOpaqueMessage<'a>, seq: u64) -> Result<InboundPlainMessage<'a>, Error> {
+    fn decrypt<'a>(
+        &mut self,
+        mut message: InboundOpaqueMessage<'a>,
+        seq: u64,
+    ) -> Result<InboundPlainMessage<'a>, Error> {
         let key = self.key.as_ref().map_err(refused)?;
         if message.payload.len() < TAG_LEN {
             return Err(Error::DecryptError);
@@ -322,12 +394,26 @@ struct HostHash {
     len: usize,
 }
 
-static SHA256: HostHash = HostHash { host: host::HashAlgorithm::Sha256, algorithm: HashAlgorithm::SHA256, len: 32 };
-static SHA384: HostHash = HostHash { host: host::HashAlgorithm::Sha384, algorithm: HashAlgorithm::SHA384, len: 48 };
+static SHA256: HostHash = HostHash {
+    host: host::HashAlgorithm::Sha256,
+    algorithm: HashAlgorithm::SHA256,
+    len: 32,
+};
+static SHA384: HostHash = HostHash {
+    host: host::HashAlgorithm::Sha384,
+    algorithm: HashAlgorithm::SHA384,
+    len: 48,
+};
 
 impl hash::Hash for HostHash {
     fn start(&self) -> Box<dyn hash::Context> {
-        Box::new(Transcript { algorithm: self.host, state: Mutex::new(TranscriptState { pending: Vec::new(), host: None }) })
+        Box::new(Transcript {
+            algorithm: self.host,
+            state: Mutex::new(TranscriptState {
+                pending: Vec::new(),
+                host: None,
+            }),
+        })
     }
 
     fn hash(&self, data: &[u8]) -> hash::Output {
@@ -361,7 +447,9 @@ struct TranscriptState {
 
 impl Transcript {
     fn state(&self) -> std::sync::MutexGuard<'_, TranscriptState> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -369,7 +457,9 @@ impl hash::Context for Transcript {
     fn fork_finish(&self) -> hash::Output {
         let mut state = self.state();
         let pending = std::mem::take(&mut state.pending);
-        let context = state.host.get_or_insert_with(|| HashContext::new(self.algorithm));
+        let context = state
+            .host
+            .get_or_insert_with(|| HashContext::new(self.algorithm));
         hash::Output::new(&context.digest(&pending))
     }
 
@@ -377,14 +467,26 @@ impl hash::Context for Transcript {
         let mut state = self.state();
         let state = &mut *state;
         let forked = match &state.host {
-            None => TranscriptState { pending: state.pending.clone(), host: None },
-            Some(context) => TranscriptState { pending: Vec::new(), host: Some(context.fork(&std::mem::take(&mut state.pending))) },
+            None => TranscriptState {
+                pending: state.pending.clone(),
+                host: None,
+            },
+            Some(context) => TranscriptState {
+                pending: Vec::new(),
+                host: Some(context.fork(&std::mem::take(&mut state.pending))),
+            },
         };
-        Box::new(Transcript { algorithm: self.algorithm, state: Mutex::new(forked) })
+        Box::new(Transcript {
+            algorithm: self.algorithm,
+            state: Mutex::new(forked),
+        })
     }
 
     fn finish(self: Box<Self>) -> hash::Output {
-        let TranscriptState { pending, host } = self.state.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let TranscriptState { pending, host } = self
+            .state
+            .into_inner()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         hash::Output::new(&match host {
             None => host::hash(self.algorithm, &pending),
             Some(context) => HashContext::finish(context, &pending),
@@ -392,7 +494,11 @@ impl hash::Context for Transcript {
     }
 
     fn update(&mut self, data: &[u8]) {
-        self.state.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner()).pending.extend_from_slice(data);
+        self.state
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .pending
+            .extend_from_slice(data);
     }
 }
 
@@ -405,7 +511,11 @@ static HMAC_SHA384: HostHmac = HostHmac(host::HashAlgorithm::Sha384, 48);
 
 impl hmac::Hmac for HostHmac {
     fn with_key(&self, key: &[u8]) -> Box<dyn hmac::Key> {
-        Box::new(HmacKey { algorithm: self.0, key: key.to_vec(), len: self.1 })
+        Box::new(HmacKey {
+            algorithm: self.0,
+            key: key.to_vec(),
+            len: self.1,
+        })
     }
 
     fn hash_output_len(&self) -> usize {
@@ -423,9 +533,13 @@ struct HmacKey {
 
 impl hmac::Key for HmacKey {
     fn sign_concat(&self, first: &[u8], middle: &[&[u8]], last: &[u8]) -> hmac::Tag {
-        let mut message = Vec::with_capacity(first.len() + middle.iter().map(|part| part.len()).sum::<usize>() + last.len());
+        let mut message = Vec::with_capacity(
+            first.len() + middle.iter().map(|part| part.len()).sum::<usize>() + last.len(),
+        );
         message.extend_from_slice(first);
-        middle.iter().for_each(|part| message.extend_from_slice(part));
+        middle
+            .iter()
+            .for_each(|part| message.extend_from_slice(part));
         message.extend_from_slice(last);
         hmac::Tag::new(&host::hmac(self.algorithm, &self.key, &message))
     }

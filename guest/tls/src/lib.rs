@@ -23,7 +23,11 @@ pub mod portable;
 
 #[cfg(all(target_arch = "wasm32", feature = "component"))]
 mod component;
-#[cfg(all(target_arch = "wasm32", feature = "component", not(feature = "portable")))]
+#[cfg(all(
+    target_arch = "wasm32",
+    feature = "component",
+    not(feature = "portable")
+))]
 mod host_crypto;
 
 pub use config::{ConfigError, Entry, Identity, SniTable, SuiteOrder, make_config};

@@ -10,8 +10,10 @@ use wit_bindgen_core::WorldGenerator;
 use wit_bindgen_core::wit_parser::Resolve;
 
 /// The worlds, and the files their bindings are checked in as (src/component.rs includes them).
-const WORLDS: [(&str, &str); 2] =
-    [("tls-site", "src/bindings/tls_site.rs"), ("tls-site-portable", "src/bindings/tls_site_portable.rs")];
+const WORLDS: [(&str, &str); 2] = [
+    ("tls-site", "src/bindings/tls_site.rs"),
+    ("tls-site-portable", "src/bindings/tls_site_portable.rs"),
+];
 
 const REFRESH: &str = "TLS_SITE_BLESS=1 cargo test -p tls-site-guest bindings";
 
@@ -20,13 +22,19 @@ const REFRESH: &str = "TLS_SITE_BLESS=1 cargo test -p tls-site-guest bindings";
 fn generate(world: &str) -> String {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut resolve = Resolve::default();
-    let (package, _) = resolve.push_path(manifest.join("../../wit")).expect("wit/ parses");
-    let world = resolve.select_world(&[package], Some(world)).expect("the world is in wit/");
+    let (package, _) = resolve
+        .push_path(manifest.join("../../wit"))
+        .expect("wit/ parses");
+    let world = resolve
+        .select_world(&[package], Some(world))
+        .expect("the world is in wit/");
     let mut opts = wit_bindgen_rust::Opts::default();
     opts.generate_all = true;
     opts.format = true;
     let mut files = Default::default();
-    opts.build().generate(&mut resolve, world, &mut files).expect("bindings generate");
+    opts.build()
+        .generate(&mut resolve, world, &mut files)
+        .expect("bindings generate");
     let (_, source) = files.iter().next().expect("one file");
     let source = std::str::from_utf8(source).expect("UTF-8");
     format!(
@@ -55,5 +63,8 @@ fn bindings_are_generated_from_the_wit() {
             stale.push(file);
         }
     }
-    assert!(stale.is_empty(), "bindings out of date with wit/: {stale:?}; refresh them with `{REFRESH}`");
+    assert!(
+        stale.is_empty(),
+        "bindings out of date with wit/: {stale:?}; refresh them with `{REFRESH}`"
+    );
 }
