@@ -3,12 +3,12 @@
 //! every `--stats` seconds and at shutdown, and read by the tests.
 
 use crate::bindings::{Ending, Failure};
+use crate::options::Timeouts;
 use crate::redirect::RedirectOutcome;
-use crate::sandbox::{Outcome, Report, Timeouts};
-use std::io::Write as _;
+use crate::sandbox::{Outcome, Report};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// What the stats count: how each connection ended, and a few events besides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,17 +132,6 @@ impl std::fmt::Display for Stats {
             self.memory_peak() >> 10
         )
     }
-}
-
-/// One line to stderr, stamped with the UTC time.
-pub fn log(line: std::fmt::Arguments<'_>) {
-    // Formatted first, then written whole: stderr is unbuffered, and `eprintln!` would write each
-    // piece of the format with a system call of its own (ten per connection, measured).
-    let line = format!(
-        "{} {line}\n",
-        humantime::format_rfc3339_millis(SystemTime::now())
-    );
-    let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
 /// The line for an HTTPS connection that never reached an instance.

@@ -2,8 +2,10 @@
 //! sent something (`--hello-timeout`), and no more than `--max-instances` (or what
 //! `--guest-memory` affords) are at work at once; the rest wait holding only their socket.
 
-use crate::access_log::{self, Event, Stats, log};
-use crate::sandbox::{Sandbox, Timeouts};
+use crate::access_log::{self, Event, Stats};
+use crate::log;
+use crate::options::Timeouts;
+use crate::sandbox::Sandbox;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

@@ -158,13 +158,10 @@ impl EdgeSandbox {
                 async move {
                     let response = sandbox.handle(request, local, deadline).await;
                     match &response {
-                        Ok(response) => crate::access_log::log(format_args!(
-                            "{line} {}",
-                            response.status().as_u16()
-                        )),
-                        Err(error) => {
-                            crate::access_log::log(format_args!("{line} failed: {error:#}"))
+                        Ok(response) => {
+                            crate::log(format_args!("{line} {}", response.status().as_u16()))
                         }
+                        Err(error) => crate::log(format_args!("{line} failed: {error:#}")),
                     }
                     response
                 }

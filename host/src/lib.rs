@@ -21,6 +21,7 @@ pub mod guest_state;
 pub mod init;
 pub mod inspect;
 pub mod listener;
+pub mod logging;
 pub mod options;
 pub mod precompiled;
 pub mod redirect;
@@ -31,7 +32,8 @@ pub mod snapshot;
 pub mod threads;
 pub mod tickets;
 
-pub use access_log::{Event, Stats, log};
+pub use access_log::{Event, Stats};
+pub use logging::log;
 pub use options::ServeOptions;
 pub use server::{Server, StartError};
 

@@ -2,7 +2,7 @@
 //! fewer than the limit are open, serves each in its own task and logs the line it returns. The
 //! HTTPS side, port 80 and the edge twin's `serve-http` all accept this way.
 
-use crate::access_log::log;
+use crate::log;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;

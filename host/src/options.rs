@@ -1,7 +1,6 @@
 //! How `tls-site serve` is set up: every option, its flag and its default, defined once (clap).
 //! Tests and the microVM's init start from the same defaults with `ServeOptions::new`.
 
-use crate::sandbox::Timeouts;
 use clap::Parser as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -69,6 +68,18 @@ pub struct ServeOptions {
     #[cfg(feature = "acme")]
     #[arg(skip)]
     pub acme: Option<AcmeOptions>,
+}
+
+/// How long a connection may take: in all, and by step.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// From the first bytes to the whole ClientHello.
+    pub handshake: Duration,
+    /// The longest the client may leave the response untaken.
+    pub stall: Duration,
+    /// The whole connection, from the first bytes to close (enforced by the host, in wall-clock
+    /// time for the client and as an epoch deadline for the guest's CPU).
+    pub connection: Duration,
 }
 
 /// The defaults alone, as `tls-site serve` with no arguments has them.

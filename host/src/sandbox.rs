@@ -9,6 +9,7 @@ use crate::certs::Certificate;
 use crate::crypto::{Keys, UnusableKey};
 use crate::engine::{self, Limits};
 use crate::guest_state::{GuestState, new_store};
+pub use crate::options::Timeouts;
 use crate::precompiled::{self, PrecompiledError};
 #[cfg(feature = "compiler")]
 use crate::snapshot::{self, SnapshotError};
@@ -60,18 +61,6 @@ pub enum SandboxError {
     UnusableKey(#[from] UnusableKey),
     #[error("wasmtime: {0:#}")]
     Wasmtime(#[from] wasmtime::Error),
-}
-
-/// How long a connection may take: in all, and by step.
-#[derive(Clone, Copy, Debug)]
-pub struct Timeouts {
-    /// From the first bytes to the whole ClientHello.
-    pub handshake: Duration,
-    /// The longest the client may leave the response untaken.
-    pub stall: Duration,
-    /// The whole connection, from the first bytes to close (enforced by the host, in wall-clock
-    /// time for the client and as an epoch deadline for the guest's CPU).
-    pub connection: Duration,
 }
 
 /// What one connection came to, and the most linear memory its instance used.

@@ -2,13 +2,14 @@
 //! here, before the first client), the accept loops (HTTPS on `threads.rs`'s threads), and a
 //! shutdown that lets connections in flight finish.
 
-use crate::access_log::{self, Stats, log};
+use crate::access_log::{self, Stats};
 #[cfg(feature = "acme")]
 use crate::acme;
 use crate::admission::Admission;
 use crate::bindings::Resource;
 use crate::engine::Limits;
 use crate::listener::{ListenError, accept_loop, bind};
+use crate::log;
 use crate::redirect::{self, RedirectTable};
 use crate::sandbox::{Sandbox, SandboxError};
 use crate::threads::{self, serve_on_threads};

@@ -52,7 +52,7 @@ where
                 runtime.block_on(async move {
                     match TcpListener::from_std(listener) {
                         Ok(listener) => accept_loop(listener, permits, stopped, serve).await,
-                        Err(error) => crate::access_log::log(format_args!(
+                        Err(error) => crate::log(format_args!(
                             "https thread {index}: its listener is unusable: {error}"
                         )),
                     }
