@@ -270,13 +270,11 @@ impl EdgeServer {
             listener,
             permits,
             stopped,
-            move |stream, peer| {
+            move |stream, peer, accepted| {
                 let sandbox = sandbox.clone();
                 async move {
-                    match sandbox.serve_connection(stream, peer, deadline).await {
-                        Ok(requests) => format!("http {peer} closed after {requests} requests"),
-                        Err(why) => format!("http {peer} failed: {why}"),
-                    }
+                    let served = sandbox.serve_connection(stream, peer, deadline).await;
+                    crate::access_log::edge(peer, served, accepted);
                 }
             },
         ));
