@@ -280,7 +280,7 @@ fn serve_as_pid_1_serves_with_its_arguments_reaps_orphans_and_stops_on_sigterm()
 }
 
 /// podman as it works on this project's machines: runc, vfs storage kept beside the build (a
-/// warm cache for the next run), cgroupfs, and no default ulimits (see README.md).
+/// warm cache for the next run), cgroupfs, and no default ulimits (see docs/container.md).
 fn podman(state: &Path) -> Command {
     let conf = state.join("containers.conf");
     std::fs::write(&conf, "[containers]\ndefault_ulimits = []\n").unwrap();
@@ -435,7 +435,7 @@ fn the_container_image_serves_every_host_as_a_non_root_user_and_stops_on_podman_
         "chmod",
     );
 
-    // Host network and port 0: a non-root user cannot bind 443 there (README.md has the real run).
+    // Host network and port 0: a non-root user cannot bind 443 there (docs/container.md has the real run).
     let name = format!("tls-site-test-{}", std::process::id());
     let mut serving = Serving::spawn(
         podman(&state)
