@@ -341,7 +341,7 @@ fn memory_of(pid: u32) -> (u64, u64) {
 
 /// The bound the isolation proof holds the host to: its peak resident memory, with 500 idle
 /// and a stream of garbage connections, plus real clients (measured: 67 MiB after 21,000 garbage
-/// connections; the README's "Hostile clients" gives the 1000-connection figure).
+/// connections; docs/performance.md's "Under attack" gives the 1000-connection figure).
 const HOST_MEMORY_BOUND: u64 = 128 << 20;
 
 #[test]
