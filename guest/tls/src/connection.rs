@@ -724,13 +724,13 @@ mod tests {
         /// A client that sends `sni` (none if `None`) and accepts only a certificate for
         /// `certificate_for`, from the development CA (certs/dev-ca.pem).
         fn new(sni: Option<&str>, certificate_for: &str, alpn: &[&[u8]]) -> Client {
-            Client::with_provider(sni, certificate_for, alpn, crate::portable::provider())
+            Client::with_provider(sni, certificate_for, alpn, client_provider())
         }
 
         /// As `new`, with the first key share for a group the server does not have, so that it
         /// asks for another (a HelloRetryRequest).
         fn retried(sni: Option<&str>, certificate_for: &str) -> Client {
-            let mut provider = crate::portable::provider();
+            let mut provider = client_provider();
             provider.kx_groups.insert(0, &UnknownGroup);
             Client::with_provider(sni, certificate_for, HTTP_1_1, provider)
         }
@@ -780,6 +780,11 @@ mod tests {
                 write_closed: false,
             }
         }
+    }
+
+    /// The clients' crypto: rustls's ring provider, not the server's own (`portable`).
+    fn client_provider() -> rustls::crypto::CryptoProvider {
+        rustls::crypto::ring::default_provider()
     }
 
     /// A key-exchange group no server knows (a code point from the private-use range).
@@ -974,7 +979,7 @@ mod tests {
                 TLS13_CHACHA20_POLY1305_SHA256,
             ),
         ] {
-            let mut provider = crate::portable::provider();
+            let mut provider = client_provider();
             provider
                 .cipher_suites
                 .sort_by_key(|suite| suite.suite() != first);

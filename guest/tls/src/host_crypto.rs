@@ -10,6 +10,7 @@ use crate::component::bindings::tls_site::site::crypto::{
 use crate::component::bindings::tls_site::site::identity::KeyId;
 use crate::component::bindings::tls_site::site::tickets;
 use crate::component::bindings::wasi::random::random;
+use crate::config::tls13_suite;
 use rustls::crypto::cipher::{
     AeadKey, InboundOpaqueMessage, InboundPlainMessage, Iv, MessageDecrypter, MessageEncrypter,
     Nonce, OutboundOpaqueMessage, OutboundPlainMessage, PrefixedPayload, Tls13AeadAlgorithm,
@@ -26,8 +27,8 @@ use rustls::pki_types::PrivateKeyDer;
 use rustls::server::ProducesTickets;
 use rustls::sign::{Signer, SigningKey};
 use rustls::{
-    CipherSuite, CipherSuiteCommon, ConnectionTrafficSecrets, ContentType, Error, NamedGroup,
-    ProtocolVersion, SignatureAlgorithm, SignatureScheme, SupportedCipherSuite, Tls13CipherSuite,
+    CipherSuite, ConnectionTrafficSecrets, ContentType, Error, NamedGroup, ProtocolVersion,
+    SignatureAlgorithm, SignatureScheme, SupportedCipherSuite, Tls13CipherSuite,
 };
 use std::sync::{Arc, Mutex};
 
@@ -62,40 +63,25 @@ pub fn provider() -> CryptoProvider {
     }
 }
 
-/// The three TLS 1.3 suites (RFC 8446, B.4). Confidentiality limits as rustls's own providers
-/// set them (RFC 8446, 5.5; AES-GCM after RFC 9001's analysis).
-static TLS13_AES_128_GCM_SHA256: Tls13CipherSuite = Tls13CipherSuite {
-    common: CipherSuiteCommon {
-        suite: CipherSuite::TLS13_AES_128_GCM_SHA256,
-        hash_provider: &SHA256,
-        confidentiality_limit: 1 << 24,
-    },
-    hkdf_provider: &HkdfUsingHmac(&HMAC_SHA256),
-    aead_alg: &AES_128_GCM,
-    quic: None,
-};
-
-static TLS13_AES_256_GCM_SHA384: Tls13CipherSuite = Tls13CipherSuite {
-    common: CipherSuiteCommon {
-        suite: CipherSuite::TLS13_AES_256_GCM_SHA384,
-        hash_provider: &SHA384,
-        confidentiality_limit: 1 << 24,
-    },
-    hkdf_provider: &HkdfUsingHmac(&HMAC_SHA384),
-    aead_alg: &AES_256_GCM,
-    quic: None,
-};
-
-static TLS13_CHACHA20_POLY1305_SHA256: Tls13CipherSuite = Tls13CipherSuite {
-    common: CipherSuiteCommon {
-        suite: CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
-        hash_provider: &SHA256,
-        confidentiality_limit: u64::MAX,
-    },
-    hkdf_provider: &HkdfUsingHmac(&HMAC_SHA256),
-    aead_alg: &CHACHA20_POLY1305,
-    quic: None,
-};
+/// The three TLS 1.3 suites (RFC 8446, B.4).
+static TLS13_AES_128_GCM_SHA256: Tls13CipherSuite = tls13_suite(
+    CipherSuite::TLS13_AES_128_GCM_SHA256,
+    &SHA256,
+    &HkdfUsingHmac(&HMAC_SHA256),
+    &AES_128_GCM,
+);
+static TLS13_AES_256_GCM_SHA384: Tls13CipherSuite = tls13_suite(
+    CipherSuite::TLS13_AES_256_GCM_SHA384,
+    &SHA384,
+    &HkdfUsingHmac(&HMAC_SHA384),
+    &AES_256_GCM,
+);
+static TLS13_CHACHA20_POLY1305_SHA256: Tls13CipherSuite = tls13_suite(
+    CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
+    &SHA256,
+    &HkdfUsingHmac(&HMAC_SHA256),
+    &CHACHA20_POLY1305,
+);
 
 /// The key the host holds under `key`, as rustls signs with it.
 pub fn signing_key(key: KeyId) -> Result<Arc<dyn SigningKey>, String> {
