@@ -207,7 +207,7 @@ pub fn load_pair(
             file: chain_file.to_owned(),
         });
     }
-    let validity = validity(leaf).map_err(not_usable)?;
+    let validity = validity(leaf).map_err(|error| not_usable(error.to_string()))?;
 
     let key_file = key_file_for(chain_file);
     if !key_file.exists() {
@@ -276,9 +276,9 @@ fn dns_names(leaf: &CertificateDer<'_>) -> Result<Vec<String>, String> {
         .collect())
 }
 
-fn validity(leaf: &CertificateDer<'_>) -> Result<Validity, String> {
-    let certificate =
-        x509_cert::Certificate::from_der(leaf.as_ref()).map_err(|error| error.to_string())?;
+/// The validity period of a certificate (DER).
+pub fn validity(leaf: &CertificateDer<'_>) -> Result<Validity, x509_cert::der::Error> {
+    let certificate = x509_cert::Certificate::from_der(leaf.as_ref())?;
     let period = certificate.tbs_certificate.validity;
     let time = |time: x509_cert::time::Time| SystemTime::UNIX_EPOCH + time.to_unix_duration();
     Ok(Validity {
