@@ -5,7 +5,7 @@
 //! names a certificate serves are the DNS names in its leaf; the one that covers the site's
 //! default host also answers clients with no SNI or an unknown name. Other files are ignored.
 
-use crate::access_log::log;
+use crate::logging::log;
 use cert_dir::{CHAIN_SUFFIX, Checks, KEY_SUFFIX, LoadError, Pair};
 use rustls_pki_types::PrivateKeyDer;
 use std::path::{Path, PathBuf};
@@ -60,6 +60,8 @@ pub enum Expired {
     Refuse,
     /// Serves it, with a warning (`--allow-expired`).
     Serve,
+    /// Loads it without a word: the caller replaces it (ACME orders a new one).
+    Replace,
 }
 
 /// Loads every `NAME.chain.pem` + `NAME.key.pem` pair in `dir`, in name order, refusing an
@@ -75,11 +77,14 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Certificate>, CertError> {
 pub fn load_dir_with(dir: &Path, expired: Expired) -> Result<Vec<Certificate>, CertError> {
     let provider = rustls::crypto::ring::default_provider();
     let checks = Checks {
-        allow_expired: expired == Expired::Serve,
+        allow_expired: expired != Expired::Refuse,
         ..Checks::new(&provider)
     };
     let loaded = cert_dir::load(dir, &checks)?;
-    for warning in &loaded.warnings {
+    let quiet = |warning: &&cert_dir::Warning| {
+        expired == Expired::Replace && matches!(warning, cert_dir::Warning::ServedExpired { .. })
+    };
+    for warning in loaded.warnings.iter().filter(|warning| !quiet(warning)) {
         log(format_args!("WARNING {warning}"));
     }
     loaded
