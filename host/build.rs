@@ -22,6 +22,7 @@ fn main() {
         "guest/edge/src",
         "guest/edge/Cargo.toml",
         "guest/command",
+        "guest/cert-dir",
     ];
     for input in guests
         .into_iter()

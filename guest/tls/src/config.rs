@@ -215,6 +215,8 @@ impl SniTable {
             return Err(ConfigError::UncoveredHosts(uncovered));
         }
 
+        // Record protection that can send the alerts rustls 0.23 leaves unsent (alerts.rs).
+        let provider = crate::alerts::sends_unsent_alerts(Arc::unwrap_or_clone(provider));
         let served: Vec<(Arc<CertifiedKey>, Configs, Configs)> = identities
             .into_iter()
             .map(|identity| {

@@ -422,11 +422,18 @@ impl<'t> Connection<'t> {
         Next::Done
     }
 
-    /// Ends the connection with `failure` after the alert rustls queued for it, and nothing else
+    /// Ends the connection with `failure` after the alert rustls queued for it (or left unsent
+    /// and `alerts.rs` sends), and nothing else
     /// (no close_notify): then its end of stream and a drain, so that the close does not reset the
     /// connection under the alert.
     fn fail_with_alert(&mut self, failure: Failure) -> Next {
         if let State::Serving { tls, .. } = &mut self.state {
+            // The few errors rustls 0.23 returns without queueing their alert (alerts.rs).
+            if let Failure::Tls(error) = &failure
+                && let Some(alert) = crate::alerts::unsent_alert(error)
+            {
+                crate::alerts::send_fatal(tls, alert);
+            }
             while tls.wants_write() {
                 if tls.write_tls(&mut self.outgoing).is_err() {
                     break;
