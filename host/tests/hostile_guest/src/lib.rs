@@ -4,7 +4,9 @@
 //! It is built for wasm32 only (host/build.rs); natively it is empty.
 #![cfg(target_arch = "wasm32")]
 
-/// The bindings of the site's component (guest/tls/src/component.rs), as they are checked in.
+/// The bindings of the site's component (guest/tls/src/component.rs), as they are checked in; it
+/// uses a few of them.
+#[allow(dead_code)]
 #[rustfmt::skip]
 #[path = "../../../../guest/tls/src/bindings/tls_site.rs"]
 mod bindings;
