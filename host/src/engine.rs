@@ -120,20 +120,55 @@ pub fn ticks(deadline: Duration) -> u64 {
     (deadline.as_millis() / EPOCH_TICK.as_millis()) as u64
 }
 
-/// An instance's memory cap, which also remembers how much the instance used.
+/// An instance's memory cap, which also remembers how much the instance used. The instance's
+/// memory is its linear memory and what it holds in the host (hash contexts, record keys:
+/// `crypto_bounds.rs`), under the one cap.
 pub struct MemoryCap {
     limit: usize,
+    /// Linear memory now, as grown so far (instantiation counts as growth from zero).
+    linear: usize,
+    /// Bytes of the host's objects the instance holds.
+    host: usize,
     peak: usize,
 }
 
 impl MemoryCap {
     pub fn new(limit: usize) -> MemoryCap {
-        MemoryCap { limit, peak: 0 }
+        MemoryCap {
+            limit,
+            linear: 0,
+            host: 0,
+            peak: 0,
+        }
     }
 
-    /// The most linear memory the instance has had.
+    /// The most memory the instance has had, linear and held in the host.
     pub fn peak(&self) -> usize {
         self.peak
+    }
+
+    /// Counts `bytes` more of host objects against the cap, if they fit; false if not.
+    pub fn hold(&mut self, bytes: usize) -> bool {
+        let fits = self.linear + self.host + bytes <= self.limit;
+        if fits {
+            self.host += bytes;
+            self.peak = self.peak.max(self.linear + self.host);
+        }
+        fits
+    }
+
+    /// `bytes` of host objects the instance let go of.
+    pub fn release(&mut self, bytes: usize) {
+        self.host = self.host.saturating_sub(bytes);
+    }
+
+    /// The memory the instance has now: `(linear, held in the host)`.
+    pub fn used(&self) -> (usize, usize) {
+        (self.linear, self.host)
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
     }
 }
 
@@ -144,10 +179,11 @@ impl ResourceLimiter for MemoryCap {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        self.peak = self.peak.max(current);
-        let allowed = desired <= self.limit;
+        let linear = self.linear.saturating_sub(current) + desired;
+        let allowed = linear + self.host <= self.limit;
         if allowed {
-            self.peak = self.peak.max(desired);
+            self.linear = linear;
+            self.peak = self.peak.max(linear + self.host);
         }
         Ok(allowed)
     }

@@ -132,7 +132,7 @@ struct KeysStayWithTheHost;
 impl KeyProvider for KeysStayWithTheHost {
     fn load_private_key(&self, _: PrivateKeyDer<'static>) -> Result<Arc<dyn SigningKey>, Error> {
         Err(Error::General(
-            "this component holds no private keys; the host signs (`crypto.sign`)".into(),
+            "this component holds no private keys; the host signs (`crypto.sign-certificate-verify`)".into(),
         ))
     }
 }
@@ -168,9 +168,26 @@ struct HostSigner {
     scheme: SignatureScheme,
 }
 
+/// A TLS 1.3 server CertificateVerify signs 64 spaces, this context string and zero byte, then the
+/// transcript hash (RFC 8446, 4.4.3).
+const SERVER_CONTEXT: &[u8; 34] = b"TLS 1.3, server CertificateVerify\0";
+
+/// The transcript hash in what rustls asks to sign, if it is a server CertificateVerify.
+fn transcript_hash(message: &[u8]) -> Option<&[u8]> {
+    let (spaces, rest) = message.split_at_checked(64)?;
+    let hash = rest.strip_prefix(SERVER_CONTEXT)?;
+    spaces.iter().all(|&byte| byte == b' ').then_some(hash)
+}
+
 impl Signer for HostSigner {
+    /// rustls gives the whole content to sign; the host takes only its transcript hash, and adds
+    /// the rest itself (`sign-certificate-verify`): it signs nothing but a CertificateVerify.
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, Error> {
-        host::sign(self.key, u16::from(self.scheme), message).map_err(|error| refused(&error))
+        let hash = transcript_hash(message).ok_or_else(|| {
+            Error::General("the host signs only a TLS 1.3 server CertificateVerify".into())
+        })?;
+        host::sign_certificate_verify(self.key, u16::from(self.scheme), hash)
+            .map_err(|error| refused(&error))
     }
 
     fn scheme(&self) -> SignatureScheme {
