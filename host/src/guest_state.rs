@@ -391,8 +391,8 @@ mod tests {
     /// Whether `signature` is `scheme`'s over `message` by the key of the certificate `leaf`, as a
     /// client checks it: its public key, with rustls's ring verifiers for the scheme.
     fn verifies(leaf: &[u8], scheme: SignatureScheme, message: &[u8], signature: &[u8]) -> bool {
-        let (_, certificate) = x509_parser::parse_x509_certificate(leaf).unwrap();
-        let public_key = &certificate.public_key().subject_public_key.data;
+        let leaf = rustls_pki_types::CertificateDer::from(leaf);
+        let certificate = webpki::EndEntityCert::try_from(&leaf).unwrap();
         rustls::crypto::ring::default_provider()
             .signature_verification_algorithms
             .mapping
@@ -400,8 +400,8 @@ mod tests {
             .filter(|(each, _)| *each == scheme)
             .flat_map(|(_, algorithms)| algorithms.iter())
             .any(|algorithm| {
-                algorithm
-                    .verify_signature(public_key, message, signature)
+                certificate
+                    .verify_signature(*algorithm, message, signature)
                     .is_ok()
             })
     }

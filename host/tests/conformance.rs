@@ -1,15 +1,13 @@
 //! RFC 8446 at the record layer, against the real host and component on loopback: a real rustls
 //! client whose second flight is rewritten into malformed records (protected with its own
 //! handshake keys, taken from its key log) must get the alert the RFC names, not a bare close
-//! (§5.1, §5.4, §6); and a client that sends 0-RTT data, which the server always rejects, finds
-//! it skipped within rustls's bound and refused beyond it (§4.2.10, docs/design.md).
+//! (§5.1, §5.4, §6).
 
 #[path = "../../tests/client.rs"]
 mod client;
 
 use client::{Trust, config, fetch};
 use ring::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
-use rustls::client::{ClientSessionMemoryCache, ClientSessionStore, Resumption};
 use rustls::pki_types::ServerName;
 use rustls::{AlertDescription, CipherSuite, ClientConnection, KeyLog, NamedGroup};
 use std::io::{Read, Write};
@@ -242,12 +240,14 @@ fn second_flight(rewrite: impl FnOnce(&[u8], &mut Protection) -> Vec<Vec<u8>>) -
     }
     let secret = secrets.get("CLIENT_HANDSHAKE_TRAFFIC_SECRET");
     let mut rewritten = Vec::new();
+    let mut rewrite = Some(rewrite);
     for record in records(&flight) {
         match record[0] {
             CHANGE_CIPHER_SPEC => rewritten.extend_from_slice(record),
             APPLICATION_DATA => {
                 let finished = Protection::new(&secret).open(record);
                 assert_eq!(finished[0], 20, "a Finished message");
+                let rewrite = rewrite.take().expect("one encrypted record: the Finished");
                 for record in rewrite(&finished, &mut Protection::new(&secret)) {
                     rewritten.extend(record);
                 }
@@ -315,120 +315,4 @@ fn application_data_inside_the_split_finished_gets_unexpected_message() {
         answer,
         format!("alert {:?}", AlertDescription::UnexpectedMessage)
     );
-}
-
-/// Keeps a client's session tickets marked as allowing `max_early_data` bytes of 0-RTT data.
-/// The server's tickets allow none (they carry no early_data extension, RFC 8446 §4.6.1), so no
-/// conforming client sends it early data; a test suite's client does all the same.
-#[derive(Debug)]
-struct AllowEarlyData {
-    tickets: ClientSessionMemoryCache,
-    max_early_data: u32,
-}
-
-impl ClientSessionStore for AllowEarlyData {
-    fn set_kx_hint(&self, server_name: ServerName<'static>, group: NamedGroup) {
-        self.tickets.set_kx_hint(server_name, group);
-    }
-
-    fn kx_hint(&self, server_name: &ServerName<'_>) -> Option<NamedGroup> {
-        self.tickets.kx_hint(server_name)
-    }
-
-    fn set_tls12_session(
-        &self,
-        server_name: ServerName<'static>,
-        value: rustls::client::Tls12ClientSessionValue,
-    ) {
-        self.tickets.set_tls12_session(server_name, value);
-    }
-
-    fn tls12_session(
-        &self,
-        server_name: &ServerName<'_>,
-    ) -> Option<rustls::client::Tls12ClientSessionValue> {
-        self.tickets.tls12_session(server_name)
-    }
-
-    fn remove_tls12_session(&self, server_name: &ServerName<'static>) {
-        self.tickets.remove_tls12_session(server_name);
-    }
-
-    fn insert_tls13_ticket(
-        &self,
-        server_name: ServerName<'static>,
-        mut value: rustls::client::Tls13ClientSessionValue,
-    ) {
-        value._private_set_max_early_data_size(self.max_early_data);
-        self.tickets.insert_tls13_ticket(server_name, value);
-    }
-
-    fn take_tls13_ticket(
-        &self,
-        server_name: &ServerName<'static>,
-    ) -> Option<rustls::client::Tls13ClientSessionValue> {
-        self.tickets.take_tls13_ticket(server_name)
-    }
-}
-
-/// A connection that gets a ticket, then one that resumes with it and sends `records` records of
-/// `bytes_each` bytes of 0-RTT data, then (the server having rejected them) its request. Returns
-/// the status line, or how it failed.
-fn early_data_in_records(records: usize, bytes_each: usize) -> Result<String, String> {
-    let shared = shared();
-    let mut client_config = config(Trust::Ca(&shared.ca), &[b"http/1.1"]);
-    client_config.resumption = Resumption::store(Arc::new(AllowEarlyData {
-        tickets: ClientSessionMemoryCache::new(4),
-        max_early_data: 64 * 1024,
-    }));
-    client_config.enable_early_data = true;
-    let first = fetch(shared.https, &shared.host, true, client_config.clone()).unwrap();
-    assert_eq!(first.status_line, "HTTP/1.1 200 OK");
-
-    let (mut client, mut socket) = connect(client_config);
-    let mut early_data = client.early_data().expect("the ticket allows early data");
-    for _ in 0..records {
-        assert_eq!(
-            early_data.write(&vec![b'x'; bytes_each]).unwrap(),
-            bytes_each
-        );
-    }
-    while client.wants_write() {
-        client.write_tls(&mut socket).unwrap();
-    }
-    receive(&mut client, &mut socket, |client| !client.is_handshaking())?;
-    assert!(
-        !client.is_early_data_accepted(),
-        "the server never takes 0-RTT data"
-    );
-    let request = format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", shared.host);
-    let mut tls = rustls::Stream::new(&mut client, &mut socket);
-    tls.write_all(request.as_bytes()).unwrap();
-    let mut response = Vec::new();
-    tls.read_to_end(&mut response)
-        .map_err(|error| error.to_string())?;
-    let response = String::from_utf8_lossy(&response);
-    Ok(response.lines().next().unwrap_or_default().to_owned())
-}
-
-/// Rejected 0-RTT data is skipped as long as its records, as sent (each with its 17 bytes of tag
-/// and content type), come to at most 16,384 bytes: the bound rustls sets when early data is off
-/// (`ServerConfig::max_early_data_size` 0). Beyond it the next record that fails to decrypt is a
-/// `bad_record_mac`. OpenSSL allows 104 bytes more; why the site keeps rustls's bound is in
-/// docs/design.md ("0-RTT").
-#[test]
-fn rejected_early_data_is_skipped_up_to_16_kib_of_records_and_refused_beyond() {
-    // 16,000 bytes in one record: 16,017 bytes.
-    assert_eq!(
-        early_data_in_records(1, 16_000).as_deref(),
-        Ok("HTTP/1.1 200 OK")
-    );
-    // 900 bytes in 900 records: 16,200 bytes.
-    assert_eq!(
-        early_data_in_records(900, 1).as_deref(),
-        Ok("HTTP/1.1 200 OK")
-    );
-    // 1,000 bytes in 1,000 records: 18,000 bytes.
-    let refused = early_data_in_records(1_000, 1).unwrap_err();
-    assert!(refused.contains("BadRecordMac"), "{refused}");
 }

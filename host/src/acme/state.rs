@@ -59,6 +59,7 @@ impl StateDir {
             .join(format!("{CERTIFICATE_NAME}{}", cert_dir::CHAIN_SUFFIX))
     }
 
+    #[cfg(test)]
     pub(super) fn key_file(&self) -> PathBuf {
         self.pair_dir()
             .join(format!("{CERTIFICATE_NAME}{}", cert_dir::KEY_SUFFIX))
