@@ -117,6 +117,12 @@ fn build(workspace: &Path, target_dir: &Path, package: &str, features: &str) {
                 "RUSTDOC",
                 "RUSTC_LINKER",
                 "RUSTFLAGS",
+                // Under `cargo clippy` the components would be built by clippy-driver, with
+                // clippy's lint flags, and then again by the test build: they are built, not linted.
+                "RUSTC_WORKSPACE_WRAPPER",
+                "RUSTC_WRAPPER",
+                "CLIPPY_ARGS",
+                "CLIPPY_CONF_DIR",
             ]
             .contains(&name.as_ref());
         if inherited {

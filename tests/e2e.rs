@@ -253,7 +253,7 @@ fn leaf_curve(s_client_output: &str) -> String {
     x509.stdin
         .take()
         .unwrap()
-        .write_all(s_client_output[start..stop].as_bytes())
+        .write_all(&s_client_output.as_bytes()[start..stop])
         .unwrap();
     let text = String::from_utf8(x509.wait_with_output().unwrap().stdout).unwrap();
     text.lines()

@@ -9,6 +9,7 @@
 //!   `--sequential` connections made one after the other, paced at `--rate` a second (default 200,
 //!   a visited site's pace; 0 for back to back). Their CPU is counted in nanoseconds
 //!   (`/proc/PID/task/*/schedstat`), as the load phase's clock ticks would be too coarse.
+//!
 //! Each server and host gets `--rounds` turns, interleaved, and the figures are over all of them.
 //! Every connection is new (a rustls client, ring provider) and every response is checked: status,
 //! `Content-Length`, and the body's SHA-256 against `tls-site inspect --json`. Rows "full" use a
@@ -18,9 +19,11 @@
 //! installed; the native server is `guest/tls/examples/native.rs` (the pure-Rust provider, no
 //! tickets, so full handshakes only), built here into `target/native`.
 //!
-//!     cargo bench -p tls-site --bench connections -- [--smoke] [--seconds 5] [--threads 8]
-//!         [--sequential 100] [--rate 200] [--rounds 3] [--no-nginx] [--no-native]
-//!         [--component PATH] [--full-only] [--hybrid] [--command] [--two-cores]
+//! ```text
+//! cargo bench -p tls-site --bench connections -- [--smoke] [--seconds 5] [--threads 8]
+//!     [--sequential 100] [--rate 200] [--rounds 3] [--no-nginx] [--no-native]
+//!     [--component PATH] [--full-only] [--hybrid] [--command] [--two-cores]
+//! ```
 //!
 //! `--component` has tls-site serve that component (e.g. the portable build, which issues no
 //! tickets: add `--full-only`) instead of its own; `--full-only` leaves out the resumed rows.
@@ -456,6 +459,7 @@ fn find_nginx() -> Option<PathBuf> {
 /// nginx with tls-site's certificate and TLS policy (its groups; its suite order, AES-128-GCM first
 /// unless the client lists ChaCha20 first), serving the bytes tls-site serves (fetched
 /// from it once), one `server` block per host name, one worker on the server CPU.
+#[allow(clippy::too_many_arguments)] // nginx.conf's settings, each one a bench option
 fn start_nginx(
     nginx: &Path,
     root: &Path,

@@ -7,6 +7,7 @@
 //! 1. with nothing else going on;
 //! 2. with `--idle` connections open that never send a byte, and `--garbage` threads each
 //!    opening connection after connection that sends 2 KiB of noise instead of a ClientHello.
+//!
 //! It prints the clients' connections per second and failures, the garbage connections per
 //! second, and the host's resident memory (now and peak, from /proc).
 //!

@@ -362,8 +362,7 @@ impl private_keys::Host for GuestState {
 }
 
 #[cfg(test)]
-#[path = "../../tests/client.rs"]
-mod client;
+use crate::sandbox::client;
 
 #[cfg(test)]
 mod tests {

@@ -217,15 +217,15 @@ mod tests {
         let serve = |_: TcpStream, _, _| async {};
         let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let taken = plain.local_addr().unwrap();
-        let error = serve_on_threads(
+        let Err(error) = serve_on_threads(
             taken,
             2,
             Arc::new(Semaphore::new(1)),
             stopped.clone(),
             serve,
-        )
-        .err()
-        .expect("refused");
+        ) else {
+            panic!("an address in use is refused")
+        };
         assert_eq!(
             (error.addr, error.source.kind()),
             (taken, std::io::ErrorKind::AddrInUse)
@@ -239,9 +239,10 @@ mod tests {
             serve,
         )
         .unwrap();
-        let error = serve_on_threads(ours, 2, Arc::new(Semaphore::new(1)), stopped, serve)
-            .err()
-            .expect("refused");
+        let Err(error) = serve_on_threads(ours, 2, Arc::new(Semaphore::new(1)), stopped, serve)
+        else {
+            panic!("our own address is refused to a second server")
+        };
         assert_eq!(error.source.kind(), std::io::ErrorKind::AddrInUse);
     }
 }

@@ -19,6 +19,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start-up: its size costs nothing
 enum Command {
     /// Serve the site: HTTPS from the component, and a redirect to it on the HTTP port.
     Serve(ServeOptions),

@@ -367,9 +367,11 @@ pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<GuestState>> {
     Ok(linker)
 }
 
-#[cfg(all(test, feature = "compiler"))]
+/// The tests' TLS client (the top-level tests/client.rs), for this module's tests and
+/// guest_state.rs's: loaded once.
+#[cfg(test)]
 #[path = "../../tests/client.rs"]
-mod client;
+pub(crate) mod client;
 
 /// Keyless, proven: the private key is nowhere in the guest's linear memory.
 #[cfg(all(test, feature = "compiler"))]

@@ -6,10 +6,10 @@
 #[path = "../../tests/client.rs"]
 mod client;
 
-use client::{Trust, config, fetch};
+use client::{Trust, config};
 use ring::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use rustls::pki_types::ServerName;
-use rustls::{AlertDescription, CipherSuite, ClientConnection, KeyLog, NamedGroup};
+use rustls::{AlertDescription, CipherSuite, ClientConnection, KeyLog};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};

@@ -357,12 +357,13 @@ impl<'t> Connection<'t> {
     fn drain(&mut self, bytes: &[u8]) -> Next {
         self.drained += bytes.len();
         let cut_off = self.drained >= DRAIN_BYTES;
-        match &mut self.state {
-            State::Serving {
-                tls,
-                spent: spent @ false,
-                ..
-            } => match absorb(tls, bytes) {
+        if let State::Serving {
+            tls,
+            spent: spent @ false,
+            ..
+        } = &mut self.state
+        {
+            match absorb(tls, bytes) {
                 Ok(true) if self.next == Next::Close => return self.end(Ending::Clean),
                 Ok(closed) if self.next == Next::Drain && (closed || !tls.is_handshaking()) => {
                     return self.close(if cut_off {
@@ -374,8 +375,7 @@ impl<'t> Connection<'t> {
                 Ok(_) => {}
                 Err(failure) if self.next == Next::Drain => return self.fail_with_alert(failure),
                 Err(_) => *spent = true,
-            },
-            _ => {}
+            }
         }
         match (cut_off, self.next) {
             (true, Next::Drain) => self.close(Ending::CutOff),

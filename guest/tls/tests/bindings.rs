@@ -28,9 +28,11 @@ fn generate(world: &str) -> String {
     let world = resolve
         .select_world(&[package], Some(world))
         .expect("the world is in wit/");
-    let mut opts = wit_bindgen_rust::Opts::default();
-    opts.generate_all = true;
-    opts.format = true;
+    let opts = wit_bindgen_rust::Opts {
+        generate_all: true,
+        format: true,
+        ..Default::default()
+    };
     let mut files = Default::default();
     opts.build()
         .generate(&mut resolve, world, &mut files)
