@@ -533,6 +533,29 @@ fn the_portable_component_serves_the_same_bytes_as_the_keyless_one() {
     );
 }
 
+/// The portable component's own provider (guest/tls/src/portable.rs) in wasm, for every group:
+/// the hybrid post-quantum one against the aws-lc-rs client, the (EC)DH ones against ring's.
+#[test]
+fn the_portable_component_does_each_key_exchange_group() {
+    use rustls::crypto::ring::kx_group;
+    let (runtime, portable, ca) = start_with("portable-groups", |options| {
+        options.component = BUILT_PORTABLE_COMPONENT.into()
+    });
+    for group in [
+        client::X25519MLKEM768,
+        kx_group::X25519,
+        kx_group::SECP256R1,
+        kx_group::SECP384R1,
+    ] {
+        let client = client::config_for_groups(Trust::Ca(&ca), vec![group]);
+        let fetched = fetch(portable.https_addr(), "tls-site.localhost", true, client)
+            .unwrap_or_else(|e| panic!("{group:?}: {e}"));
+        assert_eq!(fetched.key_exchange, Some(group.name()));
+        assert_eq!(sha256_hex(&fetched.body), default_resource(shared()).sha256);
+    }
+    stop(runtime, portable);
+}
+
 /// ECDSA P-256 and P-384, Ed25519 and RSA-PSS: each key stays in the host, which signs.
 #[test]
 fn the_host_signs_with_each_kind_of_key() {
