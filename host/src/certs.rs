@@ -8,8 +8,8 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
 
-const CHAIN_SUFFIX: &str = ".chain.pem";
-const KEY_SUFFIX: &str = ".key.pem";
+pub(crate) const CHAIN_SUFFIX: &str = ".chain.pem";
+pub(crate) const KEY_SUFFIX: &str = ".key.pem";
 
 /// A certificate chain, its private key and the names it covers, as handed to the guest.
 #[derive(Clone)]

@@ -24,12 +24,14 @@ pub mod listener;
 pub mod options;
 pub mod precompiled;
 pub mod redirect;
+pub mod reload;
 pub mod sandbox;
 pub mod server;
 #[cfg(feature = "compiler")]
 pub mod snapshot;
 pub mod threads;
 pub mod tickets;
+pub mod watcher;
 
 pub use access_log::{Event, Stats, log};
 pub use options::ServeOptions;
