@@ -101,11 +101,40 @@ impl Sandbox {
         certificates: &[Certificate],
         limits: Limits,
     ) -> Result<Sandbox, SandboxError> {
-        let file = read_component(component_path)?;
         let engine = engine::engine(&limits)?;
+        let tickets = Arc::new(TicketKeys::new(TICKET_KEY_ROTATION));
+        Sandbox::on_engine(engine, limits, tickets, component_path, certificates).await
+    }
+
+    /// A sandbox for another component or other certificates (a reload, a renewal), on this one's
+    /// engine: its pool of instances, its epoch clock and its limits are shared, so the
+    /// connections still on this sandbox and those on the next count against one cap. The
+    /// session-ticket keys carry over, so returning clients still resume.
+    pub async fn successor(
+        &self,
+        component_path: &Path,
+        certificates: &[Certificate],
+    ) -> Result<Sandbox, SandboxError> {
+        Sandbox::on_engine(
+            self.engine.clone(),
+            self.limits.clone(),
+            self.tickets.clone(),
+            component_path,
+            certificates,
+        )
+        .await
+    }
+
+    async fn on_engine(
+        engine: Engine,
+        limits: Limits,
+        tickets: Arc<TicketKeys>,
+        component_path: &Path,
+        certificates: &[Certificate],
+    ) -> Result<Sandbox, SandboxError> {
+        let file = read_component(component_path)?;
         let linker = linker(&engine)?;
         let keys = Arc::new(Keys::load(certificates)?);
-        let tickets = Arc::new(TicketKeys::new(TICKET_KEY_ROTATION));
 
         let component = match precompiled::body(&file) {
             Some(body) => {
