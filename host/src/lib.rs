@@ -21,6 +21,8 @@ pub mod guest_state;
 pub mod init;
 pub mod inspect;
 pub mod listener;
+pub mod metrics;
+pub mod metrics_endpoint;
 pub mod options;
 pub mod precompiled;
 pub mod redirect;

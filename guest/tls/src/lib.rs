@@ -6,6 +6,7 @@
 //!   built once when the component initialises (the host snapshots the instance right after, so
 //!   every connection starts from that state and pays for none of it);
 //! - `connection.rs`: one connection, over any [`Transport`];
+//! - `request.rs`: the client's request line and User-Agent, read after the response, for the log;
 //! - `portable.rs`: the pure-Rust crypto provider; `host_crypto.rs`: the host's, for the component
 //!   of world `tls-site` (keyless: the host signs, exchanges keys, protects records and seals
 //!   tickets).
@@ -17,6 +18,7 @@
 
 pub mod config;
 pub mod connection;
+pub mod request;
 /// Natively always; in wasm only in the `portable` component (the keyless one links no crypto).
 #[cfg(any(not(target_arch = "wasm32"), feature = "portable"))]
 pub mod portable;
@@ -32,3 +34,4 @@ mod host_crypto;
 
 pub use config::{ConfigError, Entry, Identity, SniTable, SuiteOrder, make_config};
 pub use connection::{Drained, Ending, Failure, Served, Transport, serve};
+pub use request::Request;
