@@ -45,6 +45,9 @@ pub struct Server {
     resources: Vec<Resource>,
     sandbox: watch::Receiver<Arc<Sandbox>>,
     stats: Arc<Stats>,
+    /// One per connection open (`--max-connections`).
+    permits: Arc<Semaphore>,
+    max_connections: u32,
     stop: watch::Sender<bool>,
     /// With ACME: wakes the renewal before its certificate is due (`renew_certificate_now`).
     renew_now: Option<Arc<Notify>>,
@@ -160,7 +163,7 @@ impl Server {
             listeners.spawn(print_stats(
                 stats.clone(),
                 every,
-                permits,
+                permits.clone(),
                 options.max_connections,
                 stopped.clone(),
             ));
@@ -176,6 +179,8 @@ impl Server {
             resources,
             sandbox,
             stats,
+            permits,
+            max_connections: options.max_connections,
             stop,
             renew_now,
             listeners,
@@ -201,6 +206,11 @@ impl Server {
 
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// Connections accepted and not yet ended, on either side.
+    pub fn open_connections(&self) -> usize {
+        open_connections(&self.permits, self.max_connections)
     }
 
     /// With ACME: orders a new certificate now instead of when the one served is due, as if its
@@ -261,6 +271,10 @@ fn redirect_table(resources: &[Resource], https_port: u16) -> RedirectTable {
     RedirectTable::new(hosts, default_host, https_port)
 }
 
+fn open_connections(permits: &Semaphore, max_connections: u32) -> usize {
+    max_connections as usize - permits.available_permits()
+}
+
 /// Every `every`, one line: how connections ended so far, how many are open, the host's memory.
 async fn print_stats(
     stats: Arc<Stats>,
@@ -276,7 +290,7 @@ async fn print_stats(
             _ = ticks.tick() => {}
             _ = stopped.changed() => return,
         }
-        let open = max_connections as usize - permits.available_permits();
+        let open = open_connections(&permits, max_connections);
         let rss = access_log::resident_memory()
             .map(|bytes| format!(" host-rss={:.1}MiB", bytes as f64 / (1 << 20) as f64))
             .unwrap_or_default();
