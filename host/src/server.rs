@@ -1,17 +1,17 @@
 //! The server's lifecycle: start (certificates, sandbox, listeners; everything that can fail fails
-//! here, before the first client), the accept loops (HTTPS on `threads.rs`'s threads), and a
-//! shutdown that lets connections in flight finish.
+//! here, before the first client), wiring each listener (`listener.rs`) to what serves its
+//! connections, and a shutdown that lets connections in flight finish.
 
-use crate::access_log::{self, Stats, log};
+use crate::access_log::{self, Stats};
 #[cfg(feature = "acme")]
 use crate::acme;
 use crate::admission::Admission;
 use crate::bindings::Resource;
 use crate::engine::Limits;
-use crate::listener::{ListenError, accept_loop, bind};
+use crate::listener::{self, ListenError, accept_loop, bind, serve_on_threads};
+use crate::log;
 use crate::redirect::{self, RedirectTable};
 use crate::sandbox::{Sandbox, SandboxError};
-use crate::threads::{self, serve_on_threads};
 use crate::tickets::TicketKeys;
 use crate::{ServeOptions, certs};
 use std::net::SocketAddr;
@@ -45,6 +45,9 @@ pub struct Server {
     resources: Vec<Resource>,
     sandbox: watch::Receiver<Arc<Sandbox>>,
     stats: Arc<Stats>,
+    /// One per connection open (`--max-connections`).
+    permits: Arc<Semaphore>,
+    max_connections: u32,
     stop: watch::Sender<bool>,
     /// With ACME: wakes the renewal before its certificate is due (`renew_certificate_now`).
     renew_now: Option<Arc<Notify>>,
@@ -107,15 +110,15 @@ impl Server {
             timeouts: options.timeouts(),
             stats: stats.clone(),
         });
-        let threads = options.threads.unwrap_or_else(threads::per_cpu);
+        let threads = options.threads.unwrap_or_else(listener::per_cpu);
         let (https_addr, https_threads) = serve_on_threads(
             options.https,
             threads,
             permits.clone(),
             stopped.clone(),
-            move |stream, peer| {
+            move |stream, peer, accepted| {
                 let admission = admission.clone();
-                async move { admission.serve(stream, peer).await }
+                async move { admission.serve(stream, peer, accepted).await }
             },
         )?;
         for finished in https_threads {
@@ -144,14 +147,12 @@ impl Server {
                     http,
                     permits.clone(),
                     stopped.clone(),
-                    move |stream, peer| {
+                    move |stream, peer, accepted| {
                         let (table, stats) = (table.clone(), stats.clone());
                         async move {
-                            access_log::http_line(
-                                &stats,
-                                peer,
-                                redirect::serve_connection(&table, stream, deadline).await,
-                            )
+                            let outcome =
+                                redirect::serve_connection(&table, stream, deadline).await;
+                            access_log::http(&stats, peer, outcome, accepted);
                         }
                     },
                 ));
@@ -162,7 +163,7 @@ impl Server {
             listeners.spawn(print_stats(
                 stats.clone(),
                 every,
-                permits,
+                permits.clone(),
                 options.max_connections,
                 stopped.clone(),
             ));
@@ -178,6 +179,8 @@ impl Server {
             resources,
             sandbox,
             stats,
+            permits,
+            max_connections: options.max_connections,
             stop,
             renew_now,
             listeners,
@@ -203,6 +206,11 @@ impl Server {
 
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// Connections accepted and not yet ended, on either side.
+    pub fn open_connections(&self) -> usize {
+        open_connections(&self.permits, self.max_connections)
     }
 
     /// With ACME: orders a new certificate now instead of when the one served is due, as if its
@@ -263,6 +271,10 @@ fn redirect_table(resources: &[Resource], https_port: u16) -> RedirectTable {
     RedirectTable::new(hosts, default_host, https_port)
 }
 
+fn open_connections(permits: &Semaphore, max_connections: u32) -> usize {
+    max_connections as usize - permits.available_permits()
+}
+
 /// Every `every`, one line: how connections ended so far, how many are open, the host's memory.
 async fn print_stats(
     stats: Arc<Stats>,
@@ -278,7 +290,7 @@ async fn print_stats(
             _ = ticks.tick() => {}
             _ = stopped.changed() => return,
         }
-        let open = max_connections as usize - permits.available_permits();
+        let open = open_connections(&permits, max_connections);
         let rss = access_log::resident_memory()
             .map(|bytes| format!(" host-rss={:.1}MiB", bytes as f64 / (1 << 20) as f64))
             .unwrap_or_default();

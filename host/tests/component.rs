@@ -461,11 +461,17 @@ fn silent_connections_hold_no_instance_and_a_real_client_is_served() {
         options.hello_timeout = Duration::from_secs(120);
         options.connection_deadline = Duration::from_secs(120);
     });
-    // Ten times as many silent clients as there are instances.
+    // Ten times as many silent clients as there are instances, all accepted by the server.
     let silent: Vec<TcpStream> = (0..20)
         .map(|_| TcpStream::connect(server.https_addr()).unwrap())
         .collect();
-    std::thread::sleep(Duration::from_millis(200));
+    for _ in 0..600 {
+        if server.open_connections() == silent.len() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(server.open_connections(), silent.len(), "all accepted");
     let fetched = fetch(
         server.https_addr(),
         "tls-site.localhost",
@@ -473,10 +479,18 @@ fn silent_connections_hold_no_instance_and_a_real_client_is_served() {
         config(Trust::Ca(&ca), &[]),
     );
     assert!(fetched.is_ok(), "{:?}", fetched.err());
+    assert_eq!(
+        server.stats().get(Event::WaitedForInstance),
+        0,
+        "the real client found an instance free: the silent ones hold none"
+    );
     drop(silent);
-    runtime
-        .block_on(async { tokio::time::timeout(Duration::from_secs(60), server.shutdown()).await })
-        .unwrap();
+    let stats = stop(runtime, server);
+    assert_eq!(
+        (stats.get(Event::Silent), stats.get(Event::Served)),
+        (20, 1),
+        "{stats}"
+    );
 }
 
 #[test]
