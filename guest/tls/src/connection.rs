@@ -987,7 +987,9 @@ mod tests {
         client
             .tls
             .writer()
-            .write_all(b"GET /elsewhere.pdf HTTP/1.1\r\nHost: other\r\nUser-Agent: test/1 (\x01)\r\n\r\n")
+            .write_all(
+                b"GET /elsewhere.pdf HTTP/1.1\r\nHost: other\r\nUser-Agent: test/1 (\x01)\r\n\r\n",
+            )
             .unwrap();
 
         let served = serve(&table, &mut client).unwrap();
@@ -995,7 +997,11 @@ mod tests {
         assert!(client.received == response_bytes(response));
         let request = served.request.expect("the request is reported");
         assert_eq!(
-            (request.method.as_str(), request.target.as_str(), request.version.as_str()),
+            (
+                request.method.as_str(),
+                request.target.as_str(),
+                request.version.as_str()
+            ),
             ("GET", "/elsewhere.pdf", "HTTP/1.1")
         );
         // httparse refuses a control byte in a header value: the head is not whole, so no agent.
@@ -1009,7 +1015,10 @@ mod tests {
             .unwrap();
         let served = serve(&table, &mut client).unwrap();
         assert_eq!(
-            served.request.and_then(|request| request.user_agent).as_deref(),
+            served
+                .request
+                .and_then(|request| request.user_agent)
+                .as_deref(),
             Some("test/2")
         );
     }

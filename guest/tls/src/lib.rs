@@ -18,10 +18,10 @@
 
 pub mod config;
 pub mod connection;
-pub mod request;
 /// Natively always; in wasm only in the `portable` component (the keyless one links no crypto).
 #[cfg(any(not(target_arch = "wasm32"), feature = "portable"))]
 pub mod portable;
+pub mod request;
 
 #[cfg(all(target_arch = "wasm32", feature = "component"))]
 mod component;

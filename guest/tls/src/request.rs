@@ -127,9 +127,10 @@ mod tests {
 
     #[test]
     fn a_request_line_and_its_user_agent_are_read() {
-        let request = head(b"GET /papers/a.pdf?x=1 HTTP/1.1\r\nHost: a\r\nuser-AGENT: curl/8.5.0\r\n\r\n")
-            .parse()
-            .unwrap();
+        let request =
+            head(b"GET /papers/a.pdf?x=1 HTTP/1.1\r\nHost: a\r\nuser-AGENT: curl/8.5.0\r\n\r\n")
+                .parse()
+                .unwrap();
         assert_eq!(
             request,
             Request {
@@ -140,7 +141,10 @@ mod tests {
             }
         );
         let no_agent = head(b"HEAD / HTTP/1.0\r\n\r\n").parse().unwrap();
-        assert_eq!((no_agent.version.as_str(), no_agent.user_agent), ("HTTP/1.0", None));
+        assert_eq!(
+            (no_agent.version.as_str(), no_agent.user_agent),
+            ("HTTP/1.0", None)
+        );
     }
 
     #[test]
@@ -175,7 +179,13 @@ mod tests {
         );
         assert_eq!(escaped(b"\x00\n\x7f"), r"\x00\x0a\x7f");
         // Cut before an escape that would not fit whole.
-        let cut = escaped(&[b'a'; FIELD_BYTES - 2].iter().chain(b"\x00").copied().collect::<Vec<_>>());
+        let cut = escaped(
+            &[b'a'; FIELD_BYTES - 2]
+                .iter()
+                .chain(b"\x00")
+                .copied()
+                .collect::<Vec<_>>(),
+        );
         assert_eq!(cut.len(), FIELD_BYTES - 2);
     }
 }
