@@ -5,18 +5,17 @@
 //! A connection's cost stays a few atomic operations: counters and gauges are atomics, the
 //! histograms are [`DurationHistogram`]s (an atomic per bucket, where `prometheus-client`'s own
 //! takes a lock per observation), and the one labelled counter on the connection path,
-//! `tls_site_connections_total`, finds its series under a read lock with keys that cost no
-//! allocation of their own. What only a scrape needs (the process's resident memory) is read
-//! when a scrape comes.
+//! `tls_site_connections_total`, finds its series under a read lock (its key is a copy of the
+//! served resource's name, static strings otherwise). What only a scrape needs (the process's
+//! resident memory) is read when a scrape comes.
 
-use crate::access_log::Event;
-use crate::certs::Certificate;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Registry, Unit};
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -36,7 +35,7 @@ const KNOWN_GROUPS: [&str; 4] = ["X25519MLKEM768", "X25519", "secp256r1", "secp3
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ConnectionLabels {
     outcome: &'static str,
-    resource: String,
+    resource: Cow<'static, str>,
     kx: &'static str,
 }
 
@@ -103,13 +102,13 @@ impl Metrics {
         );
         registry.register_with_unit(
             "handshake",
-            "From the ClientHello's first bytes to the client's Finished, for served connections whose client finished (read once the response has left: a response larger than one write is in it)",
+            "From accept to the client's Finished, for served connections whose client finished (read once the response has left: a response larger than one write is in it)",
             Unit::Seconds,
             handshake.clone(),
         );
         registry.register_with_unit(
             "first_byte",
-            "From the ClientHello's first bytes to the flight that carries the response, written (served connections)",
+            "From accept to the write that carries the response (served connections)",
             Unit::Seconds,
             first_byte.clone(),
         );
@@ -185,7 +184,7 @@ impl Metrics {
         );
         let info = Family::default();
         registry.register(
-            "build",
+            "build_info",
             "1, labelled with this host's version and the SHA-256 of the component it serves",
             info.clone(),
         );
@@ -210,23 +209,24 @@ impl Metrics {
         }
     }
 
-    /// A connection ended as `outcome`; `served` is the resource and key-exchange group of a
-    /// served one. Takes the resource's name, which becomes the series' key.
-    pub fn connection_ended(&self, outcome: Event, served: Option<(String, Option<&str>)>) {
+    /// A connection ended as `outcome` (the access log's name for it, `access_log::Event`);
+    /// `served` is the resource and key-exchange group of a served one. Takes the resource's
+    /// name, which becomes the series' key.
+    pub fn connection_ended(&self, outcome: &'static str, served: Option<(String, Option<&str>)>) {
         let (resource, kx) = match served {
-            Some((resource, kx)) => (resource, kx_label(kx)),
-            None => (String::from("-"), "-"),
+            Some((resource, kx)) => (Cow::Owned(resource), kx_label(kx)),
+            None => (Cow::Borrowed("-"), "-"),
         };
         let labels = ConnectionLabels {
-            outcome: outcome.name(),
+            outcome,
             resource,
             kx,
         };
         self.connections.get_or_create(&labels).inc();
     }
 
-    /// An HTTPS connection's times: from accept to close, and, for a served one, from its first
-    /// bytes to the response's flight and to the client's Finished.
+    /// An HTTPS connection's times: from accept to close, and, for a served one, from accept to
+    /// the write that carried the response and to the client's Finished.
     pub fn observe_times(
         &self,
         connection: Duration,
@@ -256,12 +256,12 @@ impl Metrics {
     }
 
     /// An HTTPS connection is open until the guard is dropped.
-    pub fn connection_opened(self: &Arc<Self>) -> InUse {
+    pub fn connection_opened(&self) -> InUse {
         InUse::of(&self.open_connections)
     }
 
     /// A guest instance is at work until the guard is dropped.
-    pub fn instance_taken(self: &Arc<Self>) -> InUse {
+    pub fn instance_taken(&self) -> InUse {
         InUse::of(&self.instances_in_use)
     }
 
@@ -270,11 +270,19 @@ impl Metrics {
         self.instance_waits.inc();
     }
 
-    /// The certificates served now, replacing those before (at start, at a reload or a renewal).
-    pub fn serving_certificates(&self, certificates: &[Certificate]) {
+    /// The component with SHA-256 `component_sha256` and `certificates` are what is served now,
+    /// replacing those before. `Server` calls it whenever a sandbox is installed (at start, after
+    /// an ACME renewal or a reload), with the sandbox's.
+    pub fn serving(&self, component_sha256: &str, certificates: &[CertificateExpiry]) {
+        self.info.clear();
+        let labels = InfoLabels {
+            version: env!("CARGO_PKG_VERSION"),
+            component_sha256: component_sha256.to_owned(),
+        };
+        self.info.get_or_create(&labels).set(1);
         self.certificate_not_after.clear();
         for certificate in certificates {
-            let Some(not_after) = certificate.chain.first().and_then(|leaf| not_after(leaf)) else {
+            let Some(not_after) = certificate.not_after else {
                 continue;
             };
             let labels = CertificateLabels {
@@ -287,20 +295,12 @@ impl Metrics {
         }
     }
 
-    /// The component served now, by the SHA-256 of its file (`Sandbox::component_sha256`).
-    pub fn serving_component(&self, sha256: &str) {
-        self.info.clear();
-        let labels = InfoLabels {
-            version: env!("CARGO_PKG_VERSION"),
-            component_sha256: sha256.to_owned(),
-        };
-        self.info.get_or_create(&labels).set(1);
-    }
-
     /// An ACME order ended: a certificate installed, or not.
     pub fn acme_renewal(&self, installed: bool) {
         let result = if installed { "ok" } else { "failed" };
-        self.acme_renewals.get_or_create(&ResultLabels { result }).inc();
+        self.acme_renewals
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     /// A reload of the site ended: the new one serves, or the old one still does.
@@ -325,7 +325,7 @@ impl Metrics {
 
     /// Every metric, in the OpenMetrics text format (which Prometheus reads).
     pub fn encode(&self) -> String {
-        if let Some(bytes) = crate::access_log::resident_memory() {
+        if let Some(bytes) = resident_memory() {
             self.resident_memory
                 .set(i64::try_from(bytes).unwrap_or(i64::MAX));
         }
@@ -348,10 +348,34 @@ fn kx_label(group: Option<&str>) -> &'static str {
     }
 }
 
-/// A certificate's notAfter, in seconds since the Unix epoch.
-fn not_after(leaf_der: &[u8]) -> Option<i64> {
-    let (_, leaf) = x509_parser::parse_x509_certificate(leaf_der).ok()?;
-    Some(leaf.validity().not_after.timestamp())
+/// A certificate served, as the metrics show it: its names and when it expires.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateExpiry {
+    /// The names its leaf covers (subjectAltName).
+    pub names: Vec<String>,
+    /// Its leaf's notAfter, in seconds since the Unix epoch; `None` if the leaf does not parse.
+    pub not_after: Option<i64>,
+}
+
+impl CertificateExpiry {
+    /// For a certificate with `names` and `chain` (DER, leaf first).
+    pub fn of(names: &[String], chain: &[Vec<u8>]) -> CertificateExpiry {
+        let not_after = chain.first().and_then(|leaf| {
+            let (_, leaf) = x509_parser::parse_x509_certificate(leaf).ok()?;
+            Some(leaf.validity().not_after.timestamp())
+        });
+        CertificateExpiry {
+            names: names.to_vec(),
+            not_after,
+        }
+    }
+}
+
+/// The host process's resident memory, from /proc (Linux).
+pub fn resident_memory() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
 }
 
 /// A gauge counted up while this lives.

@@ -70,7 +70,8 @@ impl MetricsEndpoint {
                     let answer = answer(&metrics, &request);
                     async move { Ok::<_, Infallible>(answer) }
                 });
-                let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                let connection =
+                    http1::Builder::new().serve_connection(TokioIo::new(stream), service);
                 let _ = tokio::time::timeout(CONNECTION_DEADLINE, connection).await;
                 drop(permit);
             });

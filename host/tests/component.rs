@@ -296,6 +296,7 @@ fn a_guest_trap_costs_only_its_own_connection() {
                     client_finished: true,
                     key_exchange: None,
                     ending: tls_site::sandbox::Ending::Clean,
+                    request: None,
                 }),
                 Err(e) => Outcome::Trapped(format!("client: {e}")),
             });
@@ -439,6 +440,24 @@ fn start_with(
     )
 }
 
+/// The sum of the samples named `name` in the server's metrics, parsed as a scraper would.
+fn scraped(server: &Server, name: &str) -> f64 {
+    let text = server.metrics().encode();
+    let scrape =
+        prometheus_parse::Scrape::parse(text.lines().map(|line| Ok(line.to_owned()))).unwrap();
+    scrape
+        .samples
+        .iter()
+        .filter(|sample| sample.metric == name)
+        .map(|sample| match sample.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            ref other => panic!("{name}: {other:?}"),
+        })
+        .sum()
+}
+
 /// A server of its own, with the certificates `make_certs` writes into its directory.
 fn start_in(
     name: &str,
@@ -472,6 +491,15 @@ fn silent_connections_hold_no_instance_and_a_real_client_is_served() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(server.open_connections(), silent.len(), "all accepted");
+    // The metrics count them open, at no instance.
+    for _ in 0..600 {
+        if scraped(&server, "tls_site_open_connections") == 20.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(scraped(&server, "tls_site_open_connections"), 20.0);
+    assert_eq!(scraped(&server, "tls_site_instances_in_use"), 0.0);
     let fetched = fetch(
         server.https_addr(),
         "tls-site.localhost",
@@ -484,6 +512,7 @@ fn silent_connections_hold_no_instance_and_a_real_client_is_served() {
         0,
         "the real client found an instance free: the silent ones hold none"
     );
+    assert_eq!(scraped(&server, "tls_site_instance_waits_total"), 0.0);
     drop(silent);
     let stats = stop(runtime, server);
     assert_eq!(
@@ -491,6 +520,38 @@ fn silent_connections_hold_no_instance_and_a_real_client_is_served() {
         (20, 1),
         "{stats}"
     );
+}
+
+/// A client that finds every instance at work waits, is counted once in the metrics, and is
+/// served when the instance is free.
+#[test]
+fn a_client_that_waits_for_an_instance_is_counted_and_then_served() {
+    let (runtime, server, ca) = start_with("instance-waits", |options| {
+        options.max_instances = 1;
+        options.handshake_timeout = Duration::from_secs(2);
+    });
+    // A record header that promises a ClientHello never sent: it holds the one instance until
+    // its handshake deadline.
+    let mut holder = TcpStream::connect(server.https_addr()).unwrap();
+    holder.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).unwrap();
+    for _ in 0..600 {
+        if scraped(&server, "tls_site_instances_in_use") == 1.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(scraped(&server, "tls_site_instances_in_use"), 1.0);
+    let fetched = fetch(
+        server.https_addr(),
+        "tls-site.localhost",
+        true,
+        config(Trust::Ca(&ca), &[]),
+    );
+    assert!(fetched.is_ok(), "{:?}", fetched.err());
+    assert_eq!(scraped(&server, "tls_site_instance_waits_total"), 1.0);
+    drop(holder);
+    let stats = stop(runtime, server);
+    assert_eq!(stats.get(Event::WaitedForInstance), 1, "{stats}");
 }
 
 #[test]
