@@ -7,8 +7,8 @@
 //! order is logged loudly, retried with a doubling wait, and the old certificate keeps serving.
 //!
 //! This file is the renewal: what to serve at start, and the loop that orders when due and
-//! swaps the new certificate in. `schedule.rs` says when, `order.rs` talks to the CA, `state.rs`
-//! keeps the files; the `--acme` flags are `options.rs`'s.
+//! swaps the new certificate in. `acme/schedule.rs` says when, `acme/order.rs` talks to the CA,
+//! `acme/state.rs` keeps the files; the `--acme` flags are `options.rs`'s.
 
 mod order;
 mod schedule;
