@@ -15,9 +15,9 @@ static BOOT_TSC: AtomicU64 = AtomicU64::new(0);
 /// Unix time in ms at `BOOT_TSC`.
 static BOOT_UNIX_MS: AtomicU64 = AtomicU64::new(0);
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ClockError {
-    /// The PIT never counted: there is none to calibrate against.
+    #[error("the PIT never counted: there is none to calibrate the TSC against")]
     NoPit,
 }
 

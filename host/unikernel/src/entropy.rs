@@ -5,10 +5,12 @@
 use core::arch::x86_64::{__cpuid, __cpuid_count};
 use x86_64::instructions::random::RdRand;
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum EntropyError {
+    #[error("the CPU has no RDRAND (qemu: -cpu max)")]
     NoRdrand,
     /// RDRAND answered, but the same value twice in a row, or never succeeded.
+    #[error("RDRAND does not draw random numbers")]
     RdrandBroken,
 }
 
@@ -43,3 +45,27 @@ pub fn fill(buffer: &mut [u8]) {
         chunk.copy_from_slice(&value.to_le_bytes()[..chunk.len()]);
     }
 }
+
+/// RDRAND as the random generator RustCrypto's key generation takes.
+pub struct Rdrand;
+
+impl rand_core::RngCore for Rdrand {
+    fn next_u32(&mut self) -> u32 {
+        self.next_u64() as u32
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        next_u64().expect("RDRAND stopped answering")
+    }
+
+    fn fill_bytes(&mut self, buffer: &mut [u8]) {
+        fill(buffer);
+    }
+
+    fn try_fill_bytes(&mut self, buffer: &mut [u8]) -> Result<(), rand_core::Error> {
+        fill(buffer);
+        Ok(())
+    }
+}
+
+impl rand_core::CryptoRng for Rdrand {}
