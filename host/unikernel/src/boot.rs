@@ -107,6 +107,7 @@ boot_pd: .skip 4096 * 4
     .balign 16
 boot_stack: .skip {stack}
 boot_stack_top:
+    .text
     "#,
     stack = const STACK_BYTES,
     options(att_syntax)

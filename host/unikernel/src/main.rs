@@ -10,6 +10,7 @@ mod clock;
 mod console;
 mod crypto;
 mod entropy;
+mod interrupts;
 mod net;
 mod platform;
 mod power;
@@ -56,6 +57,7 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
     if let Err(error) = clock::init() {
         panic!("no clock: {error}");
     }
+    interrupts::init();
     log!(
         "unikernel: {} MiB of heap; command line: {}",
         heap_bytes >> 20,

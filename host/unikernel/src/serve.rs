@@ -6,7 +6,7 @@ use crate::log;
 use crate::sandbox::{Connection, Sandbox, Timeouts, https_line};
 use alloc::vec;
 use alloc::vec::Vec;
-use smoltcp::iface::{Interface, SocketHandle, SocketSet};
+use smoltcp::iface::{Interface, PollResult, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::wire::IpEndpoint;
 use tls_site_shared::redirect::{self, RedirectOutcome, RedirectTable};
@@ -21,6 +21,9 @@ const HTTP_SEND_BUFFER: usize = 1024;
 /// each segment's acknowledgement.
 const HTTPS_RECEIVE_BUFFER: usize = 17 * 1024;
 const HTTPS_SEND_BUFFER: usize = 64 * 1024;
+/// How long a finished connection's socket may take to close (our FIN acknowledged, the peer's
+/// received) before it is reset: a peer that never closes must not keep its buffers.
+const CLOSING_MS: u64 = 2_000;
 /// How long an HTTPS client may stay silent before it costs an instance (`--hello-timeout`).
 const HELLO_TIMEOUT_MS: u64 = 5_000;
 
@@ -45,7 +48,8 @@ struct HttpConnection {
     peer: Option<IpEndpoint>,
     head: Vec<u8>,
     until: Instant,
-    finished: bool,
+    /// Since when it has been over, its socket closing.
+    finished: Option<Instant>,
 }
 
 /// A connection on port 443: waiting for its first bytes, then for an instance, then served.
@@ -57,7 +61,8 @@ struct HttpsConnection {
     served: Option<Connection>,
     /// Whether it has had to wait for an instance (counted once).
     waited: bool,
-    finished: bool,
+    /// Since when it has been over, its socket closing.
+    finished: Option<Instant>,
 }
 
 pub struct Server {
@@ -138,11 +143,17 @@ impl Server {
         loop {
             let now = Instant::now();
             let timestamp = smoltcp::time::Instant::from_millis(now.millis_since_boot() as i64);
-            self.interface.poll(timestamp, device, &mut self.sockets);
+            let polled = self.interface.poll(timestamp, device, &mut self.sockets);
             self.accept_http(now);
             self.serve_http(now);
             self.accept_https(now);
             self.serve_https(now);
+            // Nothing came in and smoltcp has nothing due: sleep until the next tick (1 ms)
+            // rather than spin the host's CPU.
+            let due = self.interface.poll_delay(timestamp, &self.sockets);
+            if polled == PollResult::None && due != Some(smoltcp::time::Duration::ZERO) {
+                crate::interrupts::wait();
+            }
             if crate::power::power_button_pressed() {
                 // What is in flight is cut: the machine goes off at once.
                 log!("unikernel: stopping (the ACPI power button)");
@@ -161,7 +172,7 @@ impl Server {
                 peer,
                 head: Vec::new(),
                 until: now.plus_millis(self.deadlines.connection_ms),
-                finished: false,
+                finished: None,
             });
         }
     }
@@ -175,7 +186,7 @@ impl Server {
                 hello_until: now.plus_millis(HELLO_TIMEOUT_MS),
                 served: None,
                 waited: false,
-                finished: false,
+                finished: None,
             });
         }
     }
@@ -185,7 +196,7 @@ impl Server {
     fn serve_https(&mut self, now: Instant) {
         let mut instances = self.https.iter().filter(|c| c.served.is_some()).count();
         for connection in &mut self.https {
-            if connection.finished {
+            if connection.finished.is_some() {
                 continue;
             }
             let socket = self.sockets.get_mut::<tcp::Socket>(connection.socket);
@@ -210,7 +221,7 @@ impl Server {
                     self.stats.count(Event::Silent);
                     log!("https {peer} {why}");
                     socket.abort();
-                    connection.finished = true;
+                    connection.finished = Some(now);
                     continue;
                 }
                 if instances >= self.max_instances {
@@ -235,28 +246,21 @@ impl Server {
                     "{}",
                     https_line(peer, &self.timeouts, &outcome, served.memory_peak())
                 );
-                connection.finished = true;
+                connection.finished = Some(now);
                 // The instance goes now; the socket once it has closed.
                 connection.served = None;
             }
         }
         let sockets = &mut self.sockets;
-        self.https.retain(|connection| {
-            let state = sockets.get::<tcp::Socket>(connection.socket).state();
-            let gone =
-                connection.finished && matches!(state, tcp::State::Closed | tcp::State::TimeWait);
-            if gone {
-                sockets.remove(connection.socket);
-            }
-            !gone
-        });
+        self.https
+            .retain(|connection| !closed(sockets, connection.socket, connection.finished, now));
     }
 
     fn serve_http(&mut self, now: Instant) {
         let (sockets, table, stats) = (&mut self.sockets, &self.table, &self.stats);
         self.http.retain_mut(|connection| {
             let socket = sockets.get_mut::<tcp::Socket>(connection.socket);
-            if !connection.finished
+            if connection.finished.is_none()
                 && let Some(outcome) = step_http(connection, socket, table, now)
             {
                 let peer = connection.peer.map(Peer);
@@ -271,16 +275,34 @@ impl Server {
                     "{}",
                     outcome.log_line(peer.as_ref().unwrap_or(&Peer::UNKNOWN))
                 );
-                connection.finished = true;
+                connection.finished = Some(now);
             }
-            let gone = connection.finished
-                && matches!(socket.state(), tcp::State::Closed | tcp::State::TimeWait);
-            if gone {
-                sockets.remove(connection.socket);
-            }
-            !gone
+            !closed(sockets, connection.socket, connection.finished, now)
         });
     }
+}
+
+/// Whether a finished connection's socket is done with, and so removed: closed, or in TIME-WAIT
+/// (both sides' FINs are through), or reset after `CLOSING_MS` of waiting for that.
+fn closed(
+    sockets: &mut SocketSet<'static>,
+    handle: SocketHandle,
+    finished: Option<Instant>,
+    now: Instant,
+) -> bool {
+    let Some(finished) = finished else {
+        return false;
+    };
+    let socket = sockets.get_mut::<tcp::Socket>(handle);
+    let done = matches!(socket.state(), tcp::State::Closed | tcp::State::TimeWait);
+    if !done {
+        if now.millis_since(finished) < CLOSING_MS {
+            return false;
+        }
+        socket.abort();
+    }
+    sockets.remove(handle);
+    true
 }
 
 /// One connection on port 80 moved on: its outcome once it has one.
