@@ -2,9 +2,7 @@
 //! the epoch clock that CPU deadlines count in, and the limits each instance lives under.
 
 use std::time::Duration;
-use wasmtime::{
-    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter,
-};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// How often the engine's epoch advances; CPU deadlines are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -28,9 +26,6 @@ const MEMORY_KEEP_RESIDENT: usize = 1 << 20;
 /// Bytes of an instance's tables reset by hand (`config`): more than the component's few hundred
 /// functions take.
 const TABLE_KEEP_RESIDENT: usize = 64 << 10;
-
-/// Table elements one instance may have: far more than the component's few hundred functions.
-const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 /// Limits every instance lives under.
 #[derive(Clone, Debug)]
@@ -79,6 +74,28 @@ pub fn baseline_compiler(limits: &Limits) -> wasmtime::Result<Engine> {
     Engine::new(&baseline)
 }
 
+/// An engine that compiles for the unikernel (host/unikernel): its target, and the settings its
+/// engine runs with, shared with it. It runs nothing itself.
+#[cfg(feature = "compiler")]
+pub fn unikernel_compiler() -> wasmtime::Result<Engine> {
+    use tls_site_shared::unikernel_engine;
+    let mut config = Config::new();
+    config.target(unikernel_engine::TARGET)?;
+    unikernel_engine::configure(&mut config);
+    // The unikernel's wasmtime is built without threads and GC (no std): code for it must use
+    // none of the proposals that need them, which this build of wasmtime would otherwise enable.
+    config
+        .wasm_threads(false)
+        .wasm_exceptions(false)
+        .wasm_function_references(false);
+    for flag in unikernel_engine::CRANELIFT_FLAGS {
+        // SAFETY: the unikernel checks at start that its CPU has each of these (it refuses the
+        // code otherwise), as wasmtime asks of an embedder without std.
+        unsafe { config.cranelift_flag_enable(flag) };
+    }
+    Engine::new(&config)
+}
+
 /// The engine's settings; code compiled ahead must be made with the same.
 fn config(limits: &Limits) -> Config {
     let mut pool = PoolingAllocationConfig::new();
@@ -120,44 +137,6 @@ pub fn ticks(deadline: Duration) -> u64 {
     (deadline.as_millis() / EPOCH_TICK.as_millis()) as u64
 }
 
-/// An instance's memory cap, which also remembers how much the instance used.
-pub struct MemoryCap {
-    limit: usize,
-    peak: usize,
-}
-
-impl MemoryCap {
-    pub fn new(limit: usize) -> MemoryCap {
-        MemoryCap { limit, peak: 0 }
-    }
-
-    /// The most linear memory the instance has had.
-    pub fn peak(&self) -> usize {
-        self.peak
-    }
-}
-
-impl ResourceLimiter for MemoryCap {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        self.peak = self.peak.max(current);
-        let allowed = desired <= self.limit;
-        if allowed {
-            self.peak = self.peak.max(desired);
-        }
-        Ok(allowed)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
-    }
-}
+/// An instance's memory cap, which also remembers how much the instance used (shared with the
+/// unikernel).
+pub use tls_site_shared::memory_cap::MemoryCap;

@@ -1,33 +1,16 @@
-//! Interrupts, only to sleep and to die well: the PIT ticks at 1 kHz through the 8259 PIC so that
-//! the idle loop can `hlt` until the next tick instead of spinning the host's CPU, and every CPU
-//! exception ends in the panic handler (the message on the console, then power-off) instead of
-//! a triple fault. Nothing else runs in an interrupt: the tick's handler only acknowledges it.
+//! CPU exceptions, to die well: each ends in the panic handler (the message on the console, then
+//! power-off) instead of a triple fault. No interrupt is taken otherwise: the loop polls (a
+//! 1 kHz PIT tick through the 8259 to `hlt` on was tried and never arrived on qemu's microvm).
 
 use core::arch::global_asm;
-use pic8259::ChainedPics;
 use x86_64::VirtAddr;
-use x86_64::instructions::port::Port;
 use x86_64::structures::idt::InterruptDescriptorTable;
 
-/// The PICs' interrupts start after the CPU's 32 exceptions.
-const PIC_OFFSET: u8 = 32;
-/// PIT divisor for 1 kHz from its 1.193182 MHz clock.
-const PIT_DIVISOR: u16 = 1193;
-
-// The tick: acknowledge it at the master PIC and return; `hlt` returns with it. The exceptions:
-// one stub per vector passing its number and the stack (where the CPU pushed the faulting
-// address) to `unikernel_fault`, which does not return.
+// One stub per exception vector, passing its number and the stack (where the CPU pushed the
+// faulting address) to `unikernel_fault`, which does not return.
 global_asm!(
     r#"
     .text
-    .global unikernel_tick
-unikernel_tick:
-    push %rax
-    mov $0x20, %al
-    out %al, $0x20
-    pop %rax
-    iretq
-
     .altmacro
     .macro fault_stub n
     .global unikernel_fault_\n
@@ -61,7 +44,6 @@ unikernel_fault_table:
 );
 
 unsafe extern "C" {
-    fn unikernel_tick();
     /// The addresses of the 32 exception stubs.
     static unikernel_fault_table: [usize; 32];
 }
@@ -78,7 +60,7 @@ extern "C" fn unikernel_fault(vector: u64, stack: *const u64) -> ! {
     panic!("CPU exception {vector} at {address:#x} (cr2 {cr2:#x})");
 }
 
-/// Installs the handlers, starts the 1 kHz tick, and enables interrupts.
+/// Installs the exception handlers. Interrupts stay disabled.
 pub fn init() {
     let idt = alloc::boxed::Box::leak(alloc::boxed::Box::new(InterruptDescriptorTable::new()));
     // SAFETY: a table of addresses the assembly above lays out, never written.
@@ -111,24 +93,5 @@ pub fn init() {
             };
         }
     }
-    // SAFETY: `unikernel_tick` acknowledges and returns with iretq, as an interrupt handler must.
-    unsafe {
-        idt[PIC_OFFSET].set_handler_addr(VirtAddr::new(unikernel_tick as *const () as u64));
-    }
     idt.load();
-    // SAFETY: the PICs and the PIT at their standard ports; only IRQ 0 (the tick) is unmasked.
-    unsafe {
-        let mut pics = ChainedPics::new(PIC_OFFSET, PIC_OFFSET + 8);
-        pics.initialize();
-        pics.write_masks(0xfe, 0xff);
-        Port::<u8>::new(0x43).write(0x34);
-        Port::<u8>::new(0x40).write(PIT_DIVISOR as u8);
-        Port::<u8>::new(0x40).write((PIT_DIVISOR >> 8) as u8);
-    }
-    x86_64::instructions::interrupts::enable();
-}
-
-/// Sleeps until the next interrupt: at most a tick (1 ms).
-pub fn wait() {
-    x86_64::instructions::hlt();
 }

@@ -12,7 +12,9 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use smoltcp::socket::tcp;
 use tls_site_shared::memory_cap::MemoryCap;
-use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceAny, ResourceTable};
+use wasmtime::component::{
+    Component, ComponentType, HasSelf, Linker, Lower, Resource, ResourceAny, ResourceTable,
+};
 use wasmtime::{Config, CustomCodeMemory, Engine, Store};
 
 wasmtime::component::bindgen!({
@@ -116,6 +118,40 @@ impl CustomCodeMemory for IdentityMappedCode {
     }
 }
 
+/// `wasi:clocks`' `datetime`.
+#[derive(Clone, Copy, ComponentType, Lower)]
+#[component(record)]
+struct Datetime {
+    seconds: u64,
+    nanoseconds: u32,
+}
+
+/// The clocks the guest's std reads while serving (rustls's ticket times): the wall clock from
+/// the RTC and the TSC, the monotonic clock from the TSC. The version is the one the guest's std
+/// imports.
+fn add_clocks(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
+    let mut wall = linker.instance("wasi:clocks/wall-clock@0.2.6")?;
+    wall.func_wrap("now", |_, ()| {
+        let millis = crate::clock::unix_millis();
+        Ok((Datetime {
+            seconds: millis / 1000,
+            nanoseconds: (millis % 1000) as u32 * 1_000_000,
+        },))
+    })?;
+    wall.func_wrap("resolution", |_, ()| {
+        Ok((Datetime {
+            seconds: 0,
+            nanoseconds: 1_000_000,
+        },))
+    })?;
+    let mut monotonic = linker.instance("wasi:clocks/monotonic-clock@0.2.6")?;
+    monotonic.func_wrap("now", |_, ()| {
+        Ok((Instant::now().millis_since_boot() * 1_000_000,))
+    })?;
+    monotonic.func_wrap("resolution", |_, ()| Ok((1_000_000u64,)))?;
+    Ok(())
+}
+
 /// Whether this CPU has `feature` (wasmtime asks for those the code was compiled to use).
 fn cpu_has(feature: &str) -> Option<bool> {
     let leaf1 = core::arch::x86_64::__cpuid(1);
@@ -159,9 +195,10 @@ impl Sandbox {
         let component = unsafe { Component::deserialize(&engine, code) }?;
         let mut linker = Linker::new(&engine);
         TlsSite::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |state| state)?;
-        // The WASI imports of the guest's std that this world does not name (environment, stdio,
-        // clocks, filesystem...): none is called while serving, as the host grants them empty;
-        // a call traps and ends that connection alone.
+        add_clocks(&mut linker)?;
+        // The other WASI imports of the guest's std, which this world does not name
+        // (environment, stdio, filesystem...): none is called while serving, as the host grants
+        // them empty; a call traps and ends that connection alone.
         linker.define_unknown_imports_as_traps(&component)?;
         let pre = TlsSitePre::new(linker.instantiate_pre(&component)?)?;
         Ok(Sandbox {

@@ -6,7 +6,7 @@ use crate::log;
 use crate::sandbox::{Connection, Sandbox, Timeouts, https_line};
 use alloc::vec;
 use alloc::vec::Vec;
-use smoltcp::iface::{Interface, PollResult, SocketHandle, SocketSet};
+use smoltcp::iface::{Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::wire::IpEndpoint;
 use tls_site_shared::redirect::{self, RedirectOutcome, RedirectTable};
@@ -143,17 +143,11 @@ impl Server {
         loop {
             let now = Instant::now();
             let timestamp = smoltcp::time::Instant::from_millis(now.millis_since_boot() as i64);
-            let polled = self.interface.poll(timestamp, device, &mut self.sockets);
+            self.interface.poll(timestamp, device, &mut self.sockets);
             self.accept_http(now);
             self.serve_http(now);
             self.accept_https(now);
             self.serve_https(now);
-            // Nothing came in and smoltcp has nothing due: sleep until the next tick (1 ms)
-            // rather than spin the host's CPU.
-            let due = self.interface.poll_delay(timestamp, &self.sockets);
-            if polled == PollResult::None && due != Some(smoltcp::time::Duration::ZERO) {
-                crate::interrupts::wait();
-            }
             if crate::power::power_button_pressed() {
                 // What is in flight is cut: the machine goes off at once.
                 log!("unikernel: stopping (the ACPI power button)");
