@@ -196,6 +196,69 @@ fn curl_fetches_every_resource_whole_and_follows_the_redirect() {
         )),
         "{head}"
     );
+    // And curl following that redirect, as a browser would: from port 80 to the page over HTTPS.
+    let host = "tls-site.localhost";
+    let followed = out.join("followed");
+    let output = Command::new("curl")
+        .args([
+            "--silent",
+            "--show-error",
+            "--fail",
+            "--location",
+            "--cacert",
+        ])
+        .arg(server.ca())
+        .arg("--resolve")
+        .arg(format!("{host}:{}:127.0.0.1", server.http.port()))
+        .arg("--resolve")
+        .arg(format!("{host}:{}:127.0.0.1", server.https.port()))
+        .arg("--output")
+        .arg(&followed)
+        .args(["--write-out", "%{num_redirects} %{url_effective}"])
+        .arg(format!("http://{host}:{}/", server.http.port()))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        format!("1 https://{host}:{}/", server.https.port()),
+        "one redirect, ending at the HTTPS page"
+    );
+    let page = inspect()
+        .into_iter()
+        .find(|resource| resource["hosts"].as_array().unwrap().contains(&host.into()))
+        .unwrap();
+    assert_eq!(sha256_of_file(&followed), page["sha256"].as_str().unwrap());
+}
+
+/// The curve of the first certificate in `s_client`'s output (the leaf), as `openssl x509` names
+/// it (`prime256v1` is P-256), or what `openssl x509` said instead.
+fn leaf_curve(s_client_output: &str) -> String {
+    let (begin, end) = ("-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----");
+    let start = s_client_output
+        .find(begin)
+        .expect("s_client shows the leaf");
+    let stop = s_client_output[start..].find(end).unwrap() + start + end.len();
+    let mut x509 = Command::new("openssl")
+        .args(["x509", "-noout", "-text"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    x509.stdin
+        .take()
+        .unwrap()
+        .write_all(s_client_output[start..stop].as_bytes())
+        .unwrap();
+    let text = String::from_utf8(x509.wait_with_output().unwrap().stdout).unwrap();
+    text.lines()
+        .find_map(|line| line.trim().strip_prefix("ASN1 OID: "))
+        .map_or(text.clone(), str::to_owned)
 }
 
 #[test]
@@ -219,11 +282,9 @@ fn openssl_sees_tls13_an_ecdsa_p256_key_and_http11() {
     assert!(text.contains("TLSv1.3"), "{text}");
     assert!(text.contains("ALPN protocol: http/1.1"), "{text}");
     assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
-    assert!(
-        text.contains("Server public key is 256 bit")
-            || text.contains("Peer signature type: ECDSA"),
-        "{text}"
-    );
+    assert!(text.contains("Peer signature type: ECDSA"), "{text}");
+    assert!(text.contains("Server public key is 256 bit"), "{text}");
+    assert_eq!(leaf_curve(&text), "prime256v1", "the leaf's key is P-256");
 }
 
 #[test]

@@ -1,36 +1,68 @@
 //! The access log: one line per connection to stderr (time, peer, what was served or why not,
-//! the guest memory it used, how long it took), and the counts of how connections ended, printed
-//! every `--stats` seconds and at shutdown, and read by the tests.
+//! the guest memory it used, how long it took since it was accepted), made and written here, and
+//! the counts of how connections ended, printed every `--stats` seconds and at shutdown, and read
+//! by the tests.
 
 use crate::bindings::{Ending, Failure};
+use crate::log;
+use crate::options::Timeouts;
 use crate::redirect::RedirectOutcome;
-use crate::sandbox::{Outcome, Report, Timeouts};
-use std::io::Write as _;
+use crate::sandbox::{Outcome, Report};
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant};
 
 /// What the stats count, and the counts (shared with the unikernel).
 pub use tls_site_shared::stats::{Event, Stats};
 
-/// One line to stderr, stamped with the UTC time.
-pub fn log(line: std::fmt::Arguments<'_>) {
-    // Formatted first, then written whole: stderr is unbuffered, and `eprintln!` would write each
-    // piece of the format with a system call of its own (ten per connection, measured).
-    let line = format!(
-        "{} {line}\n",
-        humantime::format_rfc3339_millis(SystemTime::now())
-    );
-    let _ = std::io::stderr().write_all(line.as_bytes());
+/// Writes `line` with how long its connection took since it was `accepted`, which ends it.
+fn write(line: std::fmt::Arguments<'_>, accepted: Instant) {
+    let ms = accepted.elapsed().as_secs_f64() * 1e3;
+    log(format_args!("{line} ms={ms:.1}"));
 }
 
-/// The line for an HTTPS connection that never reached an instance.
-pub fn silent_line(stats: &Stats, peer: SocketAddr, why: &str) -> String {
+/// Logs an HTTPS connection that never reached an instance, and counts it.
+pub fn silent(stats: &Stats, peer: SocketAddr, why: &str, accepted: Instant) {
     stats.count(Event::Silent);
-    format!("https {peer} {why}")
+    write(format_args!("https {peer} {why}"), accepted);
 }
 
-/// The line for a served (or not) HTTPS connection, counted in `stats` by how it ended.
-pub fn https_line(stats: &Stats, peer: SocketAddr, timeouts: &Timeouts, report: Report) -> String {
+/// Logs a served (or not) HTTPS connection, and counts it by how it ended.
+pub fn https(
+    stats: &Stats,
+    peer: SocketAddr,
+    timeouts: &Timeouts,
+    report: Report,
+    accepted: Instant,
+) {
+    write(
+        format_args!("{}", https_line(stats, peer, timeouts, report)),
+        accepted,
+    );
+}
+
+/// Logs a port-80 connection, and counts it.
+pub fn http(stats: &Stats, peer: SocketAddr, outcome: RedirectOutcome, accepted: Instant) {
+    write(
+        format_args!("{}", http_line(stats, peer, outcome)),
+        accepted,
+    );
+}
+
+/// Logs a connection of the edge twin's `serve-http`: how many requests it carried, or why it
+/// failed (each request has a line of its own, from edge.rs).
+pub fn edge(peer: SocketAddr, served: Result<usize, String>, accepted: Instant) {
+    match served {
+        Ok(requests) => write(
+            format_args!("http {peer} closed after {requests} requests"),
+            accepted,
+        ),
+        Err(why) => write(format_args!("http {peer} failed: {why}"), accepted),
+    }
+}
+
+/// The line for a served (or not) HTTPS connection, all but its time, counted in `stats` by how
+/// it ended.
+fn https_line(stats: &Stats, peer: SocketAddr, timeouts: &Timeouts, report: Report) -> String {
     let Report {
         outcome,
         memory_peak,
@@ -94,8 +126,8 @@ pub fn https_line(stats: &Stats, peer: SocketAddr, timeouts: &Timeouts, report: 
     format!("{line} mem={}KiB", memory_peak >> 10)
 }
 
-/// The line for a port-80 connection, counted in `stats`.
-pub fn http_line(stats: &Stats, peer: SocketAddr, outcome: RedirectOutcome) -> String {
+/// The line for a port-80 connection, all but its time, counted in `stats`.
+fn http_line(stats: &Stats, peer: SocketAddr, outcome: RedirectOutcome) -> String {
     stats.count(match &outcome {
         RedirectOutcome::Redirected(_) => Event::HttpRedirected,
         RedirectOutcome::AcmeChallenge(_) => Event::HttpAcmeChallenge,

@@ -2,11 +2,13 @@
 //! sent something (`--hello-timeout`), and no more than `--max-instances` (or what
 //! `--guest-memory` affords) are at work at once; the rest wait holding only their socket.
 
-use crate::access_log::{self, Event, Stats, log};
-use crate::sandbox::{Sandbox, Timeouts};
+use crate::access_log::{self, Event, Stats};
+use crate::log;
+use crate::options::Timeouts;
+use crate::sandbox::Sandbox;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, watch};
 
@@ -23,13 +25,13 @@ pub struct Admission {
 }
 
 impl Admission {
-    /// Serves one accepted connection, once admitted; returns its access-log line.
-    pub async fn serve(&self, stream: TcpStream, peer: SocketAddr) -> String {
+    /// Serves one connection, `accepted` when, once admitted; logs it.
+    pub async fn serve(&self, stream: TcpStream, peer: SocketAddr, accepted: Instant) {
         if let Some(bytes) = self.send_buffer {
             let _ = socket2::SockRef::from(&stream).set_send_buffer_size(bytes);
         }
         if let Err(why) = first_bytes(&stream, self.hello_timeout).await {
-            return access_log::silent_line(&self.stats, peer, &why);
+            return access_log::silent(&self.stats, peer, &why, accepted);
         }
         let _instance = match self.instances.clone().try_acquire_owned() {
             Ok(permit) => permit,
@@ -50,7 +52,7 @@ impl Admission {
         // another meanwhile.
         let sandbox = self.sandbox.borrow().clone();
         let report = sandbox.serve_connection(stream, self.timeouts).await;
-        access_log::https_line(&self.stats, peer, &self.timeouts, report)
+        access_log::https(&self.stats, peer, &self.timeouts, report, accepted);
     }
 }
 

@@ -158,13 +158,10 @@ impl EdgeSandbox {
                 async move {
                     let response = sandbox.handle(request, local, deadline).await;
                     match &response {
-                        Ok(response) => crate::access_log::log(format_args!(
-                            "{line} {}",
-                            response.status().as_u16()
-                        )),
-                        Err(error) => {
-                            crate::access_log::log(format_args!("{line} failed: {error:#}"))
+                        Ok(response) => {
+                            crate::log(format_args!("{line} {}", response.status().as_u16()))
                         }
+                        Err(error) => crate::log(format_args!("{line} failed: {error:#}")),
                     }
                     response
                 }
@@ -273,13 +270,11 @@ impl EdgeServer {
             listener,
             permits,
             stopped,
-            move |stream, peer| {
+            move |stream, peer, accepted| {
                 let sandbox = sandbox.clone();
                 async move {
-                    match sandbox.serve_connection(stream, peer, deadline).await {
-                        Ok(requests) => format!("http {peer} closed after {requests} requests"),
-                        Err(why) => format!("http {peer} failed: {why}"),
-                    }
+                    let served = sandbox.serve_connection(stream, peer, deadline).await;
+                    crate::access_log::edge(peer, served, accepted);
                 }
             },
         ));

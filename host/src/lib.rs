@@ -1,10 +1,11 @@
 //! The tls-site host: a wasmtime embedding that accepts connections and hands each HTTPS one to a
 //! fresh instance of the site component, answers port 80 with a redirect, holds the keys, logs.
 //!
-//! A connection's path: `server.rs` accepts it on one of `threads.rs`'s threads, `admission.rs`
-//! admits it to an instance, `sandbox.rs` reads and writes it for a fresh instance, whose
+//! A connection's path: `listener.rs` accepts it on one of its threads, `admission.rs` admits it
+//! to an instance, `sandbox.rs` reads and writes it for a fresh instance, whose
 //! `handler.connection` (guest/tls/src/connection.rs) does the handshake and answers with the
-//! response guest/site/src/lib.rs prebuilt.
+//! response guest/site/src/lib.rs prebuilt; `access_log.rs` writes its line. `server.rs` wires
+//! these together at start.
 
 pub mod access_log;
 #[cfg(feature = "acme")]
@@ -21,6 +22,7 @@ pub mod guest_state;
 pub mod init;
 pub mod inspect;
 pub mod listener;
+pub mod logging;
 pub mod options;
 pub mod precompiled;
 pub mod redirect;
@@ -28,10 +30,10 @@ pub mod sandbox;
 pub mod server;
 #[cfg(feature = "compiler")]
 pub mod snapshot;
-pub mod threads;
 pub mod tickets;
 
-pub use access_log::{Event, Stats, log};
+pub use access_log::{Event, Stats};
+pub use logging::log;
 pub use options::ServeOptions;
 pub use server::{Server, StartError};
 

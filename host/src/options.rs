@@ -1,9 +1,6 @@
 //! How `tls-site serve` is set up: every option, its flag and its default, defined once (clap).
 //! Tests and the microVM's init start from the same defaults with `ServeOptions::new`.
 
-#[cfg(feature = "acme")]
-use crate::acme::{AcmeArgs, AcmeOptions};
-use crate::sandbox::Timeouts;
 use clap::Parser as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -73,6 +70,18 @@ pub struct ServeOptions {
     pub acme: Option<AcmeOptions>,
 }
 
+/// How long a connection may take: in all, and by step.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// From the first bytes to the whole ClientHello.
+    pub handshake: Duration,
+    /// The longest the client may leave the response untaken.
+    pub stall: Duration,
+    /// The whole connection, from the first bytes to close (enforced by the host, in wall-clock
+    /// time for the client and as an epoch deadline for the guest's CPU).
+    pub connection: Duration,
+}
+
 /// The defaults alone, as `tls-site serve` with no arguments has them.
 #[derive(clap::Parser)]
 struct Defaults {
@@ -111,6 +120,101 @@ impl ServeOptions {
             connection: self.connection_deadline,
         }
     }
+}
+
+#[cfg(feature = "acme")]
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+#[cfg(feature = "acme")]
+pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+
+/// `tls-site serve --acme ...`
+#[cfg(feature = "acme")]
+#[derive(clap::Args, Clone, Debug)]
+pub struct AcmeArgs {
+    /// Get the certificates from an ACME CA instead of --certs (HTTP-01: the CA must reach the HTTP side on port 80)
+    #[arg(long)]
+    pub acme: bool,
+    /// The CA: `letsencrypt`, `letsencrypt-staging` (try this first), or a directory URL
+    #[arg(long, value_name = "URL")]
+    pub acme_directory: Option<String>,
+    /// Contact e-mail for the account (repeatable); the CA writes about expiring certificates and incidents
+    #[arg(long, value_name = "EMAIL")]
+    pub acme_email: Vec<String>,
+    /// Agree to the CA's terms of service (required; read them first)
+    #[arg(long)]
+    pub acme_agree_terms: bool,
+    /// Where the account key and the certificates are kept (mode 0700, files 0600)
+    #[arg(long, value_name = "DIR", default_value = "acme")]
+    pub acme_state: PathBuf,
+    /// Trust this PEM root for the directory's HTTPS instead of the system's (for a test CA such as pebble)
+    #[arg(long, value_name = "PEM")]
+    pub acme_directory_ca: Option<PathBuf>,
+}
+
+#[cfg(feature = "acme")]
+impl AcmeArgs {
+    /// The options `--acme` asks for, or `None` without it.
+    pub fn options(&self) -> Result<Option<AcmeOptions>, AcmeArgsError> {
+        if !self.acme {
+            return Ok(None);
+        }
+        let directory = match self.acme_directory.as_deref() {
+            None => return Err(AcmeArgsError::NoDirectory),
+            Some("letsencrypt") => LETS_ENCRYPT.to_owned(),
+            Some("letsencrypt-staging") => LETS_ENCRYPT_STAGING.to_owned(),
+            Some(url) if url.starts_with("https://") => url.to_owned(),
+            Some(other) => return Err(AcmeArgsError::BadDirectory(other.to_owned())),
+        };
+        let mut options = AcmeOptions::new(directory, self.acme_state.clone());
+        options.contacts = self.acme_email.clone();
+        options.terms_agreed = self.acme_agree_terms;
+        options.directory_ca = self.acme_directory_ca.clone();
+        Ok(Some(options))
+    }
+}
+
+/// How the host gets its certificates from an ACME CA.
+#[cfg(feature = "acme")]
+#[derive(Clone, Debug)]
+pub struct AcmeOptions {
+    /// The CA's directory URL.
+    pub directory: String,
+    /// E-mail addresses for the account.
+    pub contacts: Vec<String>,
+    /// The operator agreed to the CA's terms of service; no account is made without it.
+    pub terms_agreed: bool,
+    /// Account key and certificates, one subdirectory per CA.
+    pub state_dir: PathBuf,
+    /// A root for the directory's HTTPS (a test CA); `None` trusts the system's roots.
+    pub directory_ca: Option<PathBuf>,
+    /// The wait after a first failed order; it doubles with each further failure.
+    pub first_retry_wait: Duration,
+}
+
+#[cfg(feature = "acme")]
+impl AcmeOptions {
+    pub fn new(directory: String, state_dir: PathBuf) -> AcmeOptions {
+        AcmeOptions {
+            directory,
+            contacts: Vec::new(),
+            terms_agreed: false,
+            state_dir,
+            directory_ca: None,
+            first_retry_wait: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
+/// `--acme` given with a CA that cannot be used.
+#[cfg(feature = "acme")]
+#[derive(Debug, thiserror::Error)]
+pub enum AcmeArgsError {
+    #[error(
+        "--acme needs --acme-directory: `letsencrypt-staging` to try, `letsencrypt` for real, or a directory URL"
+    )]
+    NoDirectory,
+    #[error("--acme-directory {0}: not `letsencrypt`, `letsencrypt-staging` or an https:// URL")]
+    BadDirectory(String),
 }
 
 fn at_least_one(text: &str) -> Result<usize, String> {
@@ -206,5 +310,37 @@ mod tests {
             .err()
             .unwrap();
         assert!(error.to_string().contains("at least 1"), "{error}");
+    }
+
+    #[cfg(feature = "acme")]
+    #[test]
+    fn the_cli_needs_a_directory_and_the_terms() {
+        let args = |directory: Option<&str>| AcmeArgs {
+            acme: true,
+            acme_directory: directory.map(str::to_owned),
+            acme_email: vec!["ops@example.org".into()],
+            acme_agree_terms: false,
+            acme_state: "acme".into(),
+            acme_directory_ca: None,
+        };
+        assert!(matches!(
+            args(None).options(),
+            Err(AcmeArgsError::NoDirectory)
+        ));
+        assert!(matches!(
+            args(Some("http://ca.test/dir")).options(),
+            Err(AcmeArgsError::BadDirectory(_))
+        ));
+        let options = args(Some("letsencrypt")).options().unwrap().unwrap();
+        assert_eq!(options.directory, LETS_ENCRYPT);
+        assert!(
+            !options.terms_agreed,
+            "checked when the server starts, with the CA named"
+        );
+        let off = AcmeArgs {
+            acme: false,
+            ..args(None)
+        };
+        assert!(off.options().unwrap().is_none());
     }
 }

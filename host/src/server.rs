@@ -1,17 +1,17 @@
 //! The server's lifecycle: start (certificates, sandbox, listeners; everything that can fail fails
-//! here, before the first client), the accept loops (HTTPS on `threads.rs`'s threads), and a
-//! shutdown that lets connections in flight finish.
+//! here, before the first client), wiring each listener (`listener.rs`) to what serves its
+//! connections, and a shutdown that lets connections in flight finish.
 
-use crate::access_log::{self, Stats, log};
+use crate::access_log::{self, Stats};
 #[cfg(feature = "acme")]
 use crate::acme;
 use crate::admission::Admission;
 use crate::bindings::Resource;
 use crate::engine::Limits;
-use crate::listener::{ListenError, accept_loop, bind};
+use crate::listener::{self, ListenError, accept_loop, bind, serve_on_threads};
+use crate::log;
 use crate::redirect::{self, RedirectTable};
 use crate::sandbox::{Sandbox, SandboxError};
-use crate::threads::{self, serve_on_threads};
 use crate::tickets::TicketKeys;
 use crate::{ServeOptions, certs};
 use std::net::SocketAddr;
@@ -107,15 +107,15 @@ impl Server {
             timeouts: options.timeouts(),
             stats: stats.clone(),
         });
-        let threads = options.threads.unwrap_or_else(threads::per_cpu);
+        let threads = options.threads.unwrap_or_else(listener::per_cpu);
         let (https_addr, https_threads) = serve_on_threads(
             options.https,
             threads,
             permits.clone(),
             stopped.clone(),
-            move |stream, peer| {
+            move |stream, peer, accepted| {
                 let admission = admission.clone();
-                async move { admission.serve(stream, peer).await }
+                async move { admission.serve(stream, peer, accepted).await }
             },
         )?;
         for finished in https_threads {
@@ -144,14 +144,12 @@ impl Server {
                     http,
                     permits.clone(),
                     stopped.clone(),
-                    move |stream, peer| {
+                    move |stream, peer, accepted| {
                         let (table, stats) = (table.clone(), stats.clone());
                         async move {
-                            access_log::http_line(
-                                &stats,
-                                peer,
-                                redirect::serve_connection(&table, stream, deadline).await,
-                            )
+                            let outcome =
+                                redirect::serve_connection(&table, stream, deadline).await;
+                            access_log::http(&stats, peer, outcome, accepted);
                         }
                     },
                 ));

@@ -18,7 +18,7 @@ use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
-use tls_site::acme::AcmeOptions;
+use tls_site::options::AcmeOptions;
 use tls_site::{BUILT_COMPONENT, Event, ServeOptions, Server};
 
 /// How long pebble's certificates live in the test of the real timer: renewal comes after 50 to

@@ -454,6 +454,22 @@ fn start_in(
     (runtime, server, dir.join(certs::DEV_CA_FILE))
 }
 
+/// Connections the kernel holds for the listeners on `addr`, not yet accepted by the server: a
+/// listening socket's `rx_queue` in /proc/net/tcp is its accept queue (Linux).
+fn waiting_to_be_accepted(addr: SocketAddr) -> u64 {
+    let port = format!(":{:04X}", addr.port());
+    let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let queues: Vec<u64> = tcp
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .filter(|fields| fields[1].ends_with(&port) && fields[3] == "0A")
+        .map(|fields| u64::from_str_radix(fields[4].split(':').nth(1).unwrap(), 16).unwrap())
+        .collect();
+    assert!(!queues.is_empty(), "no listener on {addr} in /proc/net/tcp");
+    queues.iter().sum()
+}
+
 #[test]
 fn silent_connections_hold_no_instance_and_a_real_client_is_served() {
     let (runtime, server, ca) = start_with("silent", |options| {
@@ -461,11 +477,21 @@ fn silent_connections_hold_no_instance_and_a_real_client_is_served() {
         options.hello_timeout = Duration::from_secs(120);
         options.connection_deadline = Duration::from_secs(120);
     });
-    // Ten times as many silent clients as there are instances.
+    // Ten times as many silent clients as there are instances, all accepted by the server.
     let silent: Vec<TcpStream> = (0..20)
         .map(|_| TcpStream::connect(server.https_addr()).unwrap())
         .collect();
-    std::thread::sleep(Duration::from_millis(200));
+    for _ in 0..600 {
+        if waiting_to_be_accepted(server.https_addr()) == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        waiting_to_be_accepted(server.https_addr()),
+        0,
+        "all accepted"
+    );
     let fetched = fetch(
         server.https_addr(),
         "tls-site.localhost",
@@ -473,10 +499,18 @@ fn silent_connections_hold_no_instance_and_a_real_client_is_served() {
         config(Trust::Ca(&ca), &[]),
     );
     assert!(fetched.is_ok(), "{:?}", fetched.err());
+    assert_eq!(
+        server.stats().get(Event::WaitedForInstance),
+        0,
+        "the real client found an instance free: the silent ones hold none"
+    );
     drop(silent);
-    runtime
-        .block_on(async { tokio::time::timeout(Duration::from_secs(60), server.shutdown()).await })
-        .unwrap();
+    let stats = stop(runtime, server);
+    assert_eq!(
+        (stats.get(Event::Silent), stats.get(Event::Served)),
+        (20, 1),
+        "{stats}"
+    );
 }
 
 #[test]

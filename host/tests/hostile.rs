@@ -11,10 +11,10 @@ use socket2::{Domain, Socket, Type};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::Arc;
 use std::time::Duration;
 use tls_site::sandbox::Resource;
-use tls_site::{BUILT_COMPONENT, Event, ServeOptions, Server, certs};
+use tls_site::{BUILT_COMPONENT, Event, ServeOptions, Server, Stats, certs};
 
 /// Short handshake and stall timeouts, and a connection deadline far beyond them and beyond the
 /// clients' own read timeouts: a test passes only if the short ones did the work.
@@ -24,17 +24,20 @@ const CONNECTION_DEADLINE: Duration = Duration::from_secs(300);
 /// How long a client waits for the server to hang up before calling it a failure.
 const CLIENT_PATIENCE: Duration = Duration::from_secs(60);
 
-struct Shared {
+/// A server of its own for each test, so that what it counts is that test's connections alone.
+struct Host {
+    server: Server,
     https: SocketAddr,
     ca: PathBuf,
     resources: Vec<Resource>,
-    server: &'static Server,
+    /// Last, so that it outlives the server when a test drops both.
+    runtime: tokio::runtime::Runtime,
 }
 
-fn shared() -> &'static Shared {
-    static SHARED: OnceLock<Shared> = OnceLock::new();
-    SHARED.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("tls-site-hostile-{}", std::process::id()));
+impl Host {
+    fn start(name: &str) -> Host {
+        let dir =
+            std::env::temp_dir().join(format!("tls-site-hostile-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -45,72 +48,72 @@ fn shared() -> &'static Shared {
             ))
             .unwrap();
         certs::dev_certs(&dir, &tls_site::inspect::hosts_default_first(&resources)).unwrap();
-        let (sender, receiver) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut options = ServeOptions::new(BUILT_COMPONENT.into(), dir.clone());
-            options.https = ([127, 0, 0, 1], 0).into();
-            options.no_http = true;
-            options.handshake_timeout = HANDSHAKE_TIMEOUT;
-            options.stall_timeout = STALL_TIMEOUT;
-            options.connection_deadline = CONNECTION_DEADLINE;
-            // A small send buffer, as `--send-buffer 4096`: otherwise loopback's autotuned buffers
-            // swallow a whole PDF and no client could make the server wait.
-            options.send_buffer = Some(4096);
-            let server: &'static Server =
-                Box::leak(Box::new(runtime.block_on(Server::start(&options)).unwrap()));
-            let ca = dir.join(certs::DEV_CA_FILE);
-            sender
-                .send(Shared {
-                    https: server.https_addr(),
-                    ca,
-                    resources: server.resources().to_vec(),
-                    server,
-                })
-                .unwrap();
-            runtime.block_on(std::future::pending::<()>());
-        });
-        receiver.recv().unwrap()
-    })
-}
-
-fn resource<'a>(shared: &'a Shared, content_type: &str) -> &'a Resource {
-    shared
-        .resources
-        .iter()
-        .find(|r| r.content_type.starts_with(content_type))
-        .unwrap()
-}
-
-/// A real client still gets the right bytes.
-fn assert_still_serves(shared: &Shared) {
-    let page = resource(shared, "text/html");
-    let fetched = fetch(
-        shared.https,
-        &page.hosts[0],
-        true,
-        config(Trust::Ca(&shared.ca), &[]),
-    )
-    .unwrap();
-    assert_eq!(format!("{:x}", Sha256::digest(&fetched.body)), page.sha256);
-}
-
-/// Waits until the server has counted `at_least` connections as `kind` (counting follows the
-/// close by a moment).
-fn wait_for_count(kind: Event, at_least: u64) {
-    let stats = shared().server.stats();
-    for _ in 0..600 {
-        if stats.get(kind) >= at_least {
-            return;
+        let mut options = ServeOptions::new(BUILT_COMPONENT.into(), dir.clone());
+        options.https = ([127, 0, 0, 1], 0).into();
+        options.no_http = true;
+        options.handshake_timeout = HANDSHAKE_TIMEOUT;
+        options.stall_timeout = STALL_TIMEOUT;
+        options.connection_deadline = CONNECTION_DEADLINE;
+        // A small send buffer, as `--send-buffer 4096`: otherwise loopback's autotuned buffers
+        // swallow a whole PDF and no client could make the server wait.
+        options.send_buffer = Some(4096);
+        let server = runtime.block_on(Server::start(&options)).unwrap();
+        Host {
+            https: server.https_addr(),
+            ca: dir.join(certs::DEV_CA_FILE),
+            resources: server.resources().to_vec(),
+            runtime,
+            server,
         }
-        std::thread::sleep(Duration::from_millis(100));
     }
-    panic!("expected {at_least} connections counted {kind}: {stats}");
+
+    fn resource(&self, content_type: &str) -> &Resource {
+        self.resources
+            .iter()
+            .find(|r| r.content_type.starts_with(content_type))
+            .unwrap()
+    }
+
+    /// A real client still gets the right bytes.
+    fn assert_still_serves(&self) {
+        let page = self.resource("text/html");
+        let fetched = fetch(
+            self.https,
+            &page.hosts[0],
+            true,
+            config(Trust::Ca(&self.ca), &[]),
+        )
+        .unwrap();
+        assert_eq!(format!("{:x}", Sha256::digest(&fetched.body)), page.sha256);
+    }
+
+    /// Waits until the server has counted `at_least` connections as `kind` (counting follows the
+    /// close by a moment).
+    fn wait_for_count(&self, kind: Event, at_least: u64) {
+        let stats = self.server.stats();
+        for _ in 0..600 {
+            if stats.get(kind) >= at_least {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("expected {at_least} connections counted {kind}: {stats}");
+    }
+
+    /// Stops the server once every connection has ended (each within its deadline), and returns
+    /// how they all ended.
+    fn stop(self) -> Arc<Stats> {
+        let Host {
+            runtime, server, ..
+        } = self;
+        runtime.block_on(server.shutdown())
+    }
 }
 
 /// Sends `bytes` (then half-closes if `then_close`), and reads what comes back until the server
 /// closes. Panics if it does not close within `CLIENT_PATIENCE`.
-fn exchange(bytes: &[u8], then_close: bool) -> Vec<u8> {
-    let mut socket = TcpStream::connect(shared().https).unwrap();
+fn exchange(host: &Host, bytes: &[u8], then_close: bool) -> Vec<u8> {
+    let mut socket = TcpStream::connect(host.https).unwrap();
     socket.set_read_timeout(Some(CLIENT_PATIENCE)).unwrap();
     socket.write_all(bytes).unwrap();
     if then_close {
@@ -142,7 +145,7 @@ fn noise(len: usize, mut seed: u64) -> Vec<u8> {
 
 #[test]
 fn malformed_records_get_an_alert_or_a_close_and_nothing_else_breaks() {
-    let shared = shared();
+    let host = Host::start("malformed");
     let hello = client_hello("tls-site.localhost");
     let mut oversized = hello.clone();
     oversized[3..5].copy_from_slice(&0x4801u16.to_be_bytes()); // a record longer than TLS allows
@@ -192,10 +195,8 @@ fn malformed_records_get_an_alert_or_a_close_and_nothing_else_breaks() {
             false,
         ),
     ];
-    let before =
-        shared.server.stats().get(Event::TlsFailed) + shared.server.stats().get(Event::IoFailed);
     for (case, bytes, then_close) in &cases {
-        let reply = exchange(bytes, *then_close);
+        let reply = exchange(&host, bytes, *then_close);
         // Nothing, an alert (21), or the start of the server's handshake (22) when the
         // ClientHello itself was good.
         assert!(
@@ -204,39 +205,36 @@ fn malformed_records_get_an_alert_or_a_close_and_nothing_else_breaks() {
             &reply[..reply.len().min(16)]
         );
     }
-    wait_for_count_of_failures(before + cases.len() as u64);
-    assert_still_serves(shared);
-}
-
-fn wait_for_count_of_failures(at_least: u64) {
-    let stats = shared().server.stats();
-    for _ in 0..600 {
-        if stats.get(Event::TlsFailed) + stats.get(Event::IoFailed) >= at_least {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("expected {at_least} failed connections: {stats}");
+    host.assert_still_serves();
+    let stats = host.stop();
+    assert_eq!(
+        stats.get(Event::TlsFailed) + stats.get(Event::IoFailed),
+        cases.len() as u64,
+        "every case failed, and only its own connection: {stats}"
+    );
+    assert_eq!(stats.get(Event::Served), 1, "{stats}");
 }
 
 #[test]
 fn a_partial_client_hello_is_cut_off_at_the_handshake_timeout() {
-    let shared = shared();
+    let host = Host::start("partial-hello");
     let hello = client_hello("tls-site.localhost");
     // The first bytes (so an instance is taken), then nothing: the connection deadline is minutes
     // away, the client waits a minute, so only the handshake timeout can close this in time.
-    let reply = exchange(&hello[..20], false);
+    let reply = exchange(&host, &hello[..20], false);
     assert!(reply.is_empty(), "{reply:?}");
-    wait_for_count(Event::HandshakeTimeout, 1);
-    assert_still_serves(shared);
+    host.assert_still_serves();
+    let stats = host.stop();
+    assert_eq!(stats.get(Event::HandshakeTimeout), 1, "{stats}");
+    assert_eq!(stats.get(Event::Served), 1, "{stats}");
 }
 
 /// A socket whose receive buffer is as small as the kernel allows, so a client that does not
 /// read stops the server's writes almost at once.
-fn small_window_client() -> TcpStream {
+fn small_window_client(host: &Host) -> TcpStream {
     let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
     socket.set_recv_buffer_size(1024).unwrap();
-    socket.connect(&shared().https.into()).unwrap();
+    socket.connect(&host.https.into()).unwrap();
     let socket: TcpStream = socket.into();
     socket.set_read_timeout(Some(CLIENT_PATIENCE)).unwrap();
     socket
@@ -244,13 +242,13 @@ fn small_window_client() -> TcpStream {
 
 #[test]
 fn a_client_that_stops_reading_is_cut_off_at_the_stall_timeout() {
-    let shared = shared();
-    let paper = resource(shared, "application/pdf");
-    let mut socket = small_window_client();
+    let host = Host::start("stall");
+    let paper = host.resource("application/pdf");
+    let mut socket = small_window_client(&host);
     socket.write_all(&client_hello(&paper.hosts[0])).unwrap();
-    // Read nothing for a while: the response does not fit in the window and the socket buffers.
-    std::thread::sleep(STALL_TIMEOUT * 3);
-    wait_for_count(Event::Stalled, 1);
+    // Read nothing until the server says it cut us off: the response does not fit in the window
+    // and the socket buffers.
+    host.wait_for_count(Event::Stalled, 1);
     // What was sent before the cut is less than the response: the rest never left.
     let mut reply = Vec::new();
     let _ = socket.read_to_end(&mut reply);
@@ -260,15 +258,16 @@ fn a_client_that_stops_reading_is_cut_off_at_the_stall_timeout() {
         reply.len(),
         paper.bytes
     );
-    assert_still_serves(shared);
+    host.assert_still_serves();
+    let stats = host.stop();
+    assert_eq!(stats.get(Event::Stalled), 1, "{stats}");
 }
 
 #[test]
 fn a_client_that_resets_mid_response_costs_only_its_connection() {
-    let shared = shared();
-    let paper = resource(shared, "application/pdf");
-    let before = shared.server.stats().get(Event::IoFailed);
-    let mut socket = small_window_client();
+    let host = Host::start("reset");
+    let paper = host.resource("application/pdf");
+    let mut socket = small_window_client(&host);
     socket.write_all(&client_hello(&paper.hosts[0])).unwrap();
     let mut first = [0u8; 512];
     socket.read_exact(&mut first).unwrap();
@@ -277,13 +276,19 @@ fn a_client_that_resets_mid_response_costs_only_its_connection() {
     Socket::from(socket)
         .set_linger(Some(Duration::ZERO))
         .unwrap();
-    wait_for_count(Event::IoFailed, before + 1);
-    assert_still_serves(shared);
+    host.wait_for_count(Event::IoFailed, 1);
+    host.assert_still_serves();
+    let stats = host.stop();
+    assert_eq!(
+        (stats.get(Event::IoFailed), stats.get(Event::Served)),
+        (1, 1),
+        "{stats}"
+    );
 }
 
 #[test]
 fn a_client_that_floods_without_reading_is_cut_off() {
-    let shared = shared();
+    let host = Host::start("flood");
     const FLOOD_LIMIT: usize = 256 << 20;
     for (case, first) in [
         ("garbage", noise(1024, 9)),
@@ -292,7 +297,7 @@ fn a_client_that_floods_without_reading_is_cut_off() {
             client_hello("tls-site.localhost"),
         ),
     ] {
-        let mut socket = TcpStream::connect(shared.https).unwrap();
+        let mut socket = TcpStream::connect(host.https).unwrap();
         socket.set_write_timeout(Some(CLIENT_PATIENCE)).unwrap();
         let chunk = noise(64 << 10, 11);
         let mut sent = 0;
@@ -312,5 +317,5 @@ fn a_client_that_floods_without_reading_is_cut_off() {
             "{case}: {error} after {sent} bytes"
         );
     }
-    assert_still_serves(shared);
+    host.assert_still_serves();
 }

@@ -1,6 +1,7 @@
 //! The host's modules depend on each other in one direction only: no module of `host/src` reaches,
 //! through `crate::` paths (use lists and lib.rs's re-exports included), one that reaches it back.
-//! Tests are left out: a module's tests may use anything.
+//! A module is its file and its submodules' (`src/acme/*.rs` are `acme`'s). Tests are left out: a
+//! module's tests may use anything.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -30,37 +31,57 @@ fn module_graph() -> BTreeMap<String, BTreeSet<String>> {
     }
     let mut graph = BTreeMap::new();
     for module in &modules {
-        let text = std::fs::read_to_string(src.join(format!("{module}.rs"))).unwrap();
-        // Up to the first item compiled for tests only.
-        let code = ["#[cfg(test)]", "#[cfg(all(test"]
-            .iter()
-            .filter_map(|mark| text.find(mark))
-            .min()
-            .map_or(&text[..], |at| &text[..at]);
         let mut named = BTreeSet::new();
-        for (at, _) in code.match_indices("crate::") {
-            let rest = &code[at + "crate::".len()..];
-            let names = match rest.strip_prefix('{') {
-                Some(list) => list[..list.find('}').unwrap()]
-                    .split(',')
-                    .map(|name| name.trim().split("::").next().unwrap())
-                    .collect(),
-                None => vec![
-                    rest.split(|c: char| !c.is_alphanumeric() && c != '_')
-                        .next()
-                        .unwrap(),
-                ],
-            };
-            for name in names {
-                let target = owner.get(name).cloned().unwrap_or_else(|| name.to_owned());
-                if modules.contains(&target) && target != *module {
-                    named.insert(target);
+        for code in non_test_code(&src, module) {
+            for (at, _) in code.match_indices("crate::") {
+                let rest = &code[at + "crate::".len()..];
+                let names = match rest.strip_prefix('{') {
+                    Some(list) => list[..list.find('}').unwrap()]
+                        .split(',')
+                        .map(|name| name.trim().split("::").next().unwrap())
+                        .collect(),
+                    None => vec![
+                        rest.split(|c: char| !c.is_alphanumeric() && c != '_')
+                            .next()
+                            .unwrap(),
+                    ],
+                };
+                for name in names {
+                    let target = owner.get(name).cloned().unwrap_or_else(|| name.to_owned());
+                    if modules.contains(&target) && target != *module {
+                        named.insert(target);
+                    }
                 }
             }
         }
         graph.insert(module.clone(), named);
     }
     graph
+}
+
+/// The code of `module` that is not compiled for tests only: its file and its submodules' files
+/// (`src/acme/order.rs` is `acme`'s), each up to its first item for tests; `tests.rs` files left out.
+fn non_test_code(src: &Path, module: &str) -> Vec<String> {
+    let mut files = vec![src.join(format!("{module}.rs"))];
+    if let Ok(entries) = std::fs::read_dir(src.join(module)) {
+        files.extend(
+            entries
+                .map(|entry| entry.unwrap().path())
+                .filter(|path| path.file_name().is_some_and(|name| name != "tests.rs")),
+        );
+    }
+    files
+        .iter()
+        .map(|file| {
+            let text = std::fs::read_to_string(file).unwrap();
+            let end = ["#[cfg(test)]", "#[cfg(all(test"]
+                .iter()
+                .filter_map(|mark| text.find(mark))
+                .min()
+                .unwrap_or(text.len());
+            text[..end].to_owned()
+        })
+        .collect()
 }
 
 /// A path that comes back to where it started, if there is one.
