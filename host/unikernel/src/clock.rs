@@ -90,6 +90,10 @@ impl Instant {
     pub fn millis_since(self, earlier: Instant) -> u64 {
         self.0.saturating_sub(earlier.0) / tsc_per_ms()
     }
+
+    pub fn micros_since(self, earlier: Instant) -> u64 {
+        self.0.saturating_sub(earlier.0) * 1000 / tsc_per_ms()
+    }
 }
 
 fn tsc_per_ms() -> u64 {

@@ -7,6 +7,7 @@
 use crate::entropy::Rdrand;
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes128Gcm, Aes256Gcm};
+use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -191,11 +192,12 @@ pub enum AeadAlgorithm {
     Chacha20Poly1305,
 }
 
-/// One direction's record-protection key.
+/// One direction's record-protection key. Boxed: the AES key schedules are large, and a
+/// connection has a few of these in its resource table.
 pub enum RecordProtection {
-    Aes128Gcm(Aes128Gcm),
-    Aes256Gcm(Aes256Gcm),
-    Chacha20Poly1305(ChaCha20Poly1305),
+    Aes128Gcm(Box<Aes128Gcm>),
+    Aes256Gcm(Box<Aes256Gcm>),
+    Chacha20Poly1305(Box<ChaCha20Poly1305>),
 }
 
 impl RecordProtection {
@@ -203,15 +205,15 @@ impl RecordProtection {
         let wrong =
             |_| CryptoError::Unsupported(format!("a {}-byte key for {algorithm:?}", key.len()));
         Ok(match algorithm {
-            AeadAlgorithm::Aes128Gcm => {
-                RecordProtection::Aes128Gcm(Aes128Gcm::new_from_slice(key).map_err(wrong)?)
-            }
-            AeadAlgorithm::Aes256Gcm => {
-                RecordProtection::Aes256Gcm(Aes256Gcm::new_from_slice(key).map_err(wrong)?)
-            }
-            AeadAlgorithm::Chacha20Poly1305 => RecordProtection::Chacha20Poly1305(
+            AeadAlgorithm::Aes128Gcm => RecordProtection::Aes128Gcm(Box::new(
+                Aes128Gcm::new_from_slice(key).map_err(wrong)?,
+            )),
+            AeadAlgorithm::Aes256Gcm => RecordProtection::Aes256Gcm(Box::new(
+                Aes256Gcm::new_from_slice(key).map_err(wrong)?,
+            )),
+            AeadAlgorithm::Chacha20Poly1305 => RecordProtection::Chacha20Poly1305(Box::new(
                 ChaCha20Poly1305::new_from_slice(key).map_err(wrong)?,
-            ),
+            )),
         })
     }
 

@@ -64,7 +64,7 @@ extern "C" fn unikernel_fault(vector: u64, stack: *const u64) -> ! {
 pub fn init() {
     let idt = alloc::boxed::Box::leak(alloc::boxed::Box::new(InterruptDescriptorTable::new()));
     // SAFETY: a table of addresses the assembly above lays out, never written.
-    let faults = unsafe { &*(&raw const unikernel_fault_table) };
+    let faults = unsafe { &unikernel_fault_table };
     for (vector, &stub) in faults.iter().enumerate() {
         let address = VirtAddr::new(stub as u64);
         // SAFETY: each stub is code of ours that never returns; the slots 0..32 are the

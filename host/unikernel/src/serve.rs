@@ -45,6 +45,7 @@ impl Default for Deadlines {
 /// A connection on port 80: its request head as it arrives, until answered.
 struct HttpConnection {
     socket: SocketHandle,
+    accepted: Instant,
     peer: Option<IpEndpoint>,
     head: Vec<u8>,
     until: Instant,
@@ -55,6 +56,7 @@ struct HttpConnection {
 /// A connection on port 443: waiting for its first bytes, then for an instance, then served.
 struct HttpsConnection {
     socket: SocketHandle,
+    accepted: Instant,
     peer: Option<IpEndpoint>,
     /// Until when it may stay silent before it is given up.
     hello_until: Instant,
@@ -163,6 +165,7 @@ impl Server {
         for (socket, peer) in accept(&mut self.sockets, &mut self.http_listeners, 80, buffers) {
             self.http.push(HttpConnection {
                 socket,
+                accepted: now,
                 peer,
                 head: Vec::new(),
                 until: now.plus_millis(self.deadlines.connection_ms),
@@ -176,6 +179,7 @@ impl Server {
         for (socket, peer) in accept(&mut self.sockets, &mut self.https_listeners, 443, buffers) {
             self.https.push(HttpsConnection {
                 socket,
+                accepted: now,
                 peer,
                 hello_until: now.plus_millis(HELLO_TIMEOUT_MS),
                 served: None,
@@ -213,7 +217,7 @@ impl Server {
                 };
                 if let Some(why) = silent {
                     self.stats.count(Event::Silent);
-                    log!("https {peer} {why}");
+                    log!("https {peer} {why} ms={}", Millis(now, connection.accepted));
                     socket.abort();
                     connection.finished = Some(now);
                     continue;
@@ -237,8 +241,9 @@ impl Server {
                 self.stats.count(outcome.event());
                 self.stats.note_memory_peak(served.memory_peak());
                 log!(
-                    "{}",
-                    https_line(peer, &self.timeouts, &outcome, served.memory_peak())
+                    "{} ms={}",
+                    https_line(peer, &self.timeouts, &outcome, served.memory_peak()),
+                    Millis(now, connection.accepted)
                 );
                 connection.finished = Some(now);
                 // The instance goes now; the socket once it has closed.
@@ -266,8 +271,9 @@ impl Server {
                     RedirectOutcome::Closed => Event::HttpClosed,
                 });
                 log!(
-                    "{}",
-                    outcome.log_line(peer.as_ref().unwrap_or(&Peer::UNKNOWN))
+                    "{} ms={}",
+                    outcome.log_line(peer.as_ref().unwrap_or(&Peer::UNKNOWN)),
+                    Millis(now, connection.accepted)
                 );
                 connection.finished = Some(now);
             }
@@ -326,6 +332,16 @@ fn step_http(
         return Some(RedirectOutcome::Closed);
     }
     None
+}
+
+/// How long a connection took since it was accepted, as the host's log ends its lines
+/// (`ms=12.3`).
+struct Millis(Instant, Instant);
+
+impl core::fmt::Display for Millis {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{:.1}", self.0.micros_since(self.1) as f64 / 1000.0)
+    }
 }
 
 /// A peer's address as the log writes it.
