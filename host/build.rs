@@ -2,7 +2,8 @@
 //! its edge twin (guest/edge) and the command component (guest/command) — so that `cargo run` and
 //! `cargo test` always serve the site as it is in the tree, into `<target>/guest`. Their paths are
 //! `TLS_SITE_COMPONENT` (keyless, host crypto), `TLS_SITE_PORTABLE_COMPONENT` (pure-Rust crypto),
-//! `TLS_SITE_EDGE_COMPONENT` and `TLS_SITE_COMMAND_COMPONENT` (for a stock runtime's `wasmtime run`).
+//! `TLS_SITE_EDGE_COMPONENT` and `TLS_SITE_COMMAND_COMPONENT` (for a stock runtime's `wasmtime run`);
+//! and a hostile test component, `TLS_SITE_HOSTILE_COMPONENT` (host/tests/hostile_guest).
 
 use std::path::Path;
 use std::process::Command;
@@ -22,6 +23,8 @@ fn main() {
         "guest/edge/src",
         "guest/edge/Cargo.toml",
         "guest/command",
+        "guest/cert-dir",
+        "host/tests/hostile_guest",
     ];
     for input in guests
         .into_iter()
@@ -70,6 +73,12 @@ fn main() {
             "",
             "tls_site_command.wasm",
             "TLS_SITE_COMMAND_COMPONENT",
+        ),
+        (
+            "tls-site-hostile-guest",
+            "",
+            "tls_site_hostile_guest.wasm",
+            "TLS_SITE_HOSTILE_COMPONENT",
         ),
     ] {
         build(&workspace, &target_dir, package, features);

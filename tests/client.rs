@@ -71,6 +71,49 @@ pub fn config_for_groups(
     config_with_provider(trust, &[], rustls::DEFAULT_VERSIONS, provider)
 }
 
+/// A client that offers only the TLS 1.3 suite `suite`: a handshake that succeeds used it.
+pub fn config_for_suite(trust: Trust<'_>, suite: rustls::SupportedCipherSuite) -> ClientConfig {
+    let provider = rustls::crypto::CryptoProvider {
+        cipher_suites: vec![suite],
+        ..rustls::crypto::ring::default_provider()
+    };
+    config_with_provider(trust, &[], &[&rustls::version::TLS13], provider)
+}
+
+/// A leaf key of each kind the host signs with, named: ECDSA P-256 and P-384, Ed25519, RSA (made
+/// by `openssl genpkey`: rcgen with ring cannot make one).
+pub fn every_kind_of_key() -> [(&'static str, rcgen::KeyPair); 4] {
+    let rsa = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+        ])
+        .output()
+        .expect("openssl makes the RSA key");
+    let rsa = String::from_utf8(rsa.stdout).unwrap();
+    [
+        (
+            "ecdsa-p256",
+            rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap(),
+        ),
+        (
+            "ecdsa-p384",
+            rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap(),
+        ),
+        (
+            "ed25519",
+            rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap(),
+        ),
+        (
+            "rsa",
+            rcgen::KeyPair::from_pem_and_sign_algo(&rsa, &rcgen::PKCS_RSA_SHA256).unwrap(),
+        ),
+    ]
+}
+
 fn config_with_provider(
     trust: Trust<'_>,
     alpn: &[&[u8]],

@@ -311,6 +311,83 @@ fn sigterm_stops_the_server_cleanly() {
     assert!(status.success(), "exit status {status}");
 }
 
+/// `tls-site serve --certs certs` and its other `args`, until it exits or says it is listening:
+/// its stderr, and whether it exited (with success or not).
+fn serve_until_ready_or_exit(certs: &Path, args: &[&str]) -> (String, Option<bool>) {
+    let mut child = Command::new(BINARY)
+        .args(["serve", "--https", "127.0.0.1:0", "--no-http", "--certs"])
+        .arg(certs)
+        .args(args)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = String::new();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    while let Some(Ok(line)) = lines.next() {
+        stderr.push_str(&line);
+        stderr.push('\n');
+        if line.contains("listening on https://") {
+            let _ = child.kill();
+            let _ = child.wait();
+            return (stderr, None);
+        }
+    }
+    (stderr, Some(child.wait().unwrap().success()))
+}
+
+/// Writes `dev.chain.pem` (self-signed, for every host name of the site, expiring at
+/// `not_after`) and `dev.key.pem` into a fresh directory for `name`.
+fn certificate_expiring(name: &str, not_after: (i32, u8, u8)) -> PathBuf {
+    let dir = temp_dir(name);
+    let hosts: Vec<String> = inspect()
+        .iter()
+        .flat_map(|resource| resource["hosts"].as_array().unwrap().clone())
+        .map(|host| host.as_str().unwrap().to_owned())
+        .collect();
+    let mut params = rcgen::CertificateParams::new(hosts).unwrap();
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let certificate = params.self_signed(&key).unwrap();
+    std::fs::write(dir.join("dev.chain.pem"), certificate.pem()).unwrap();
+    std::fs::write(dir.join("dev.key.pem"), key.serialize_pem()).unwrap();
+    dir
+}
+
+#[test]
+fn serve_refuses_a_key_that_is_not_its_certificates_and_names_the_file() {
+    let certs = certificate_expiring("mismatch", (2100, 1, 1));
+    let other = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    std::fs::write(certs.join("dev.key.pem"), other.serialize_pem()).unwrap();
+    let (stderr, exited) = serve_until_ready_or_exit(&certs, &[]);
+    assert_eq!(exited, Some(false), "{stderr}");
+    let named = format!(
+        "{}: does not match the certificate in {}",
+        certs.join("dev.key.pem").display(),
+        certs.join("dev.chain.pem").display()
+    );
+    assert!(stderr.contains(&named), "{stderr}");
+}
+
+#[test]
+fn serve_refuses_an_expired_certificate_unless_allowed_and_says_so() {
+    let certs = certificate_expiring("expired", (2021, 1, 1));
+    let (stderr, exited) = serve_until_ready_or_exit(&certs, &[]);
+    assert_eq!(exited, Some(false), "{stderr}");
+    assert!(
+        stderr.contains("dev.chain.pem: the certificate expired at 2021-01-01T00:00:00Z")
+            && stderr.contains("--allow-expired"),
+        "{stderr}"
+    );
+
+    let (stderr, exited) = serve_until_ready_or_exit(&certs, &["--allow-expired"]);
+    assert_eq!(exited, None, "it serves: {stderr}");
+    assert!(
+        stderr.contains("WARNING") && stderr.contains("dev.chain.pem: the certificate expired"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn inspect_lists_every_resource_with_one_default() {
     let listing = inspect();
@@ -341,7 +418,7 @@ fn memory_of(pid: u32) -> (u64, u64) {
 
 /// The bound the isolation proof holds the host to: its peak resident memory, with 500 idle
 /// and a stream of garbage connections, plus real clients (measured: 67 MiB after 21,000 garbage
-/// connections; the README's "Hostile clients" gives the 1000-connection figure).
+/// connections; docs/performance.md's "Under attack" gives the 1000-connection figure).
 const HOST_MEMORY_BOUND: u64 = 128 << 20;
 
 #[test]

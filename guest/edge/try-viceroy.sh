@@ -1,5 +1,5 @@
 #!/bin/sh
-# Tries the edge twin under Fastly's local runtime, Viceroy 0.22 (README, "Fastly Compute"):
+# Tries the edge twin under Fastly's local runtime, Viceroy 0.22 (docs/edge.md, "Fastly Compute"):
 # installs it into the cache if missing, serves the component as it is and fetches a page.
 # On 2026-11-29 Viceroy refused it (it runs only components of Fastly's own world,
 # fastly:compute/service): "component imports instance `wasi:http/types@0.2.12`, but a matching

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Tries the edge twin on wasmCloud with wash 0.43 (README, "wasmCloud"): installs wash into the
+# Tries the edge twin on wasmCloud with wash 0.43 (docs/edge.md, "wasmCloud"): installs wash into the
 # cache if missing, starts a local lattice (`wash up`), deploys wadm.yaml and fetches the page.
 # Not run to the end on 2026-11-29 (wash not built; judged from its source): `wash up` downloads
 # nats-server, wadm and the wasmCloud host from GitHub releases, and wadm.yaml's HTTP server

@@ -186,7 +186,7 @@ fn main() {
         servers.push(start("native", pinned, &native, addr, &work));
     }
     if options.command {
-        // README.md's "On a stock WASI runtime", with the certificate directory by its full path.
+        // As docs/command.md runs it, with the certificate directory by its full path.
         let (mut command, addr) = (Command::new("wasmtime"), free_addr());
         command
             .args(["run", "-S", "inherit-network", "--dir"])

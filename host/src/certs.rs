@@ -1,15 +1,14 @@
 //! Certificates: the directory the host loads them from, and the throwaway development CA.
 //!
-//! A certificate directory holds pairs `NAME.chain.pem` (leaf first) and `NAME.key.pem`. The names
-//! a certificate serves are the DNS names in its leaf; the one that covers the site's default
-//! host also answers clients with no SNI or an unknown name. Other files are ignored.
+//! A certificate directory holds pairs `NAME.chain.pem` (leaf first) and `NAME.key.pem`, loaded
+//! and checked by `cert_dir` (guest/cert-dir, the loader the command component uses too). The
+//! names a certificate serves are the DNS names in its leaf; the one that covers the site's
+//! default host also answers clients with no SNI or an unknown name. Other files are ignored.
 
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use crate::logging::log;
+use cert_dir::{CHAIN_SUFFIX, Checks, KEY_SUFFIX, LoadError, Pair};
+use rustls_pki_types::PrivateKeyDer;
 use std::path::{Path, PathBuf};
-
-const CHAIN_SUFFIX: &str = ".chain.pem";
-const KEY_SUFFIX: &str = ".key.pem";
 
 /// A certificate chain, its private key and the names it covers, as handed to the guest.
 #[derive(Clone)]
@@ -41,21 +40,10 @@ pub enum KeyFormat {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
-    #[error("{dir}: cannot read the certificate directory: {source}")]
-    UnreadableDir {
-        dir: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(
-        "{dir}: no certificates (expected NAME{CHAIN_SUFFIX} with NAME{KEY_SUFFIX}); for development run `tls-site dev-certs`"
-    )]
-    Empty { dir: PathBuf },
-    #[error("{file}: {message}")]
-    BadFile { file: PathBuf, message: String },
-    #[error("{chain}: has no private key beside it; expected {key}")]
-    MissingKey { chain: PathBuf, key: PathBuf },
-    #[error("{file}: the leaf names no DNS host (subjectAltName); SNI could never select it")]
-    NoNames { file: PathBuf },
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("{0}: unknown private key format")]
+    UnknownKeyFormat(PathBuf),
     #[error("cannot make the development certificates: {0}")]
     Generate(#[from] rcgen::Error),
     #[error("{file}: cannot write: {source}")]
@@ -65,90 +53,65 @@ pub enum CertError {
     },
 }
 
-/// Loads every `NAME.chain.pem` + `NAME.key.pem` pair in `dir`, in name order.
+/// What loading does with a certificate that has expired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expired {
+    /// Fails the start: clients that check dates would refuse every handshake.
+    Refuse,
+    /// Serves it, with a warning (`--allow-expired`).
+    Serve,
+    /// Loads it without a word: the caller replaces it (ACME orders a new one).
+    Replace,
+}
+
+/// Loads every `NAME.chain.pem` + `NAME.key.pem` pair in `dir`, in name order, refusing an
+/// expired certificate.
 pub fn load_dir(dir: &Path) -> Result<Vec<Certificate>, CertError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| CertError::UnreadableDir {
-        dir: dir.to_owned(),
-        source,
-    })?;
-    let mut chains: Vec<PathBuf> = entries
-        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-        .filter(|path| path.to_string_lossy().ends_with(CHAIN_SUFFIX))
-        .collect();
-    chains.sort();
-    if chains.is_empty() {
-        return Err(CertError::Empty {
-            dir: dir.to_owned(),
-        });
-    }
-    chains.iter().map(|chain| load_pair(chain)).collect()
+    load_dir_with(dir, Expired::Refuse)
 }
 
-fn load_pair(chain_path: &Path) -> Result<Certificate, CertError> {
-    let bad = |file: &Path, message: String| CertError::BadFile {
-        file: file.to_owned(),
-        message,
+/// Loads every pair in `dir` with the one loader (`cert_dir`, shared with the command component):
+/// each key checked against its certificate by a test signature with the provider the host signs
+/// with (rustls's ring), expiry by `expired`. Logs the warnings (expires within 14 days, or
+/// expired and served).
+pub fn load_dir_with(dir: &Path, expired: Expired) -> Result<Vec<Certificate>, CertError> {
+    let provider = rustls::crypto::ring::default_provider();
+    let checks = Checks {
+        allow_expired: expired != Expired::Refuse,
+        ..Checks::new(&provider)
     };
-    let chain = CertificateDer::pem_file_iter(chain_path)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|error| bad(chain_path, error.to_string()))?;
-    let Some(leaf) = chain.first() else {
-        return Err(bad(chain_path, "no CERTIFICATE block".into()));
+    let loaded = cert_dir::load(dir, &checks)?;
+    let quiet = |warning: &&cert_dir::Warning| {
+        expired == Expired::Replace && matches!(warning, cert_dir::Warning::ServedExpired { .. })
     };
-    let names = dns_names(leaf).map_err(|error| {
-        bad(
-            chain_path,
-            format!("not a usable X.509 certificate: {error}"),
-        )
-    })?;
-    if names.is_empty() {
-        return Err(CertError::NoNames {
-            file: chain_path.to_owned(),
-        });
+    for warning in loaded.warnings.iter().filter(|warning| !quiet(warning)) {
+        log(format_args!("WARNING {warning}"));
     }
-
-    let file_name = chain_path.file_name().unwrap().to_string_lossy();
-    let key_path = chain_path.with_file_name(file_name.replace(CHAIN_SUFFIX, KEY_SUFFIX));
-    if !key_path.exists() {
-        return Err(CertError::MissingKey {
-            chain: chain_path.to_owned(),
-            key: key_path,
-        });
-    }
-    let key = PrivateKeyDer::from_pem_file(&key_path)
-        .map_err(|error| bad(&key_path, error.to_string()))?;
-    let (key_format, private_key) = match key {
-        PrivateKeyDer::Pkcs8(key) => (KeyFormat::Pkcs8, key.secret_pkcs8_der().to_vec()),
-        PrivateKeyDer::Sec1(key) => (KeyFormat::Sec1, key.secret_sec1_der().to_vec()),
-        PrivateKeyDer::Pkcs1(key) => (KeyFormat::Pkcs1, key.secret_pkcs1_der().to_vec()),
-        _ => return Err(bad(&key_path, "unknown private key format".into())),
-    };
-    Ok(Certificate {
-        chain: chain.iter().map(|cert| cert.to_vec()).collect(),
-        private_key,
-        key_format,
-        names,
-        source: chain_path.to_owned(),
-    })
-}
-
-/// The DNS names in a certificate's subjectAltName, lower case.
-fn dns_names(
-    der: &[u8],
-) -> Result<Vec<String>, x509_parser::nom::Err<x509_parser::error::X509Error>> {
-    use x509_parser::extensions::GeneralName;
-    let (_, certificate) = x509_parser::parse_x509_certificate(der)?;
-    let names = certificate
-        .subject_alternative_name()
-        .map_err(x509_parser::nom::Err::Error)?;
-    Ok(names
+    loaded
+        .pairs
         .into_iter()
-        .flat_map(|extension| extension.value.general_names.iter())
-        .filter_map(|name| match name {
-            GeneralName::DNSName(name) => Some(name.to_ascii_lowercase()),
-            _ => None,
+        .map(Certificate::try_from)
+        .collect()
+}
+
+impl TryFrom<Pair> for Certificate {
+    type Error = CertError;
+
+    fn try_from(pair: Pair) -> Result<Certificate, CertError> {
+        let (key_format, private_key) = match &pair.key {
+            PrivateKeyDer::Pkcs8(key) => (KeyFormat::Pkcs8, key.secret_pkcs8_der().to_vec()),
+            PrivateKeyDer::Sec1(key) => (KeyFormat::Sec1, key.secret_sec1_der().to_vec()),
+            PrivateKeyDer::Pkcs1(key) => (KeyFormat::Pkcs1, key.secret_pkcs1_der().to_vec()),
+            _ => return Err(CertError::UnknownKeyFormat(pair.key_file)),
+        };
+        Ok(Certificate {
+            chain: pair.chain.iter().map(|cert| cert.to_vec()).collect(),
+            private_key,
+            key_format,
+            names: pair.names,
+            source: pair.chain_file,
         })
-        .collect())
+    }
 }
 
 /// The host names that no certificate covers; they get the default certificate, and clients
@@ -230,6 +193,9 @@ pub fn dev_certs_with_key(
             source,
         })?;
     }
+    // Loaded back as `serve` loads it: the key checked against the certificate it was written for.
+    let provider = rustls::crypto::ring::default_provider();
+    cert_dir::load_pair(&files[1].0, &Checks::new(&provider))?;
     Ok(files.into_iter().map(|(file, _)| file).collect())
 }
 
@@ -263,7 +229,10 @@ mod tests {
         dev_certs(&dir, &["a.test".to_owned()]).unwrap();
         std::fs::remove_file(dir.join("dev.key.pem")).unwrap();
         let error = load_dir(&dir).unwrap_err();
-        assert!(matches!(error, CertError::MissingKey { .. }), "{error}");
+        assert!(
+            matches!(error, CertError::Load(LoadError::MissingKey { .. })),
+            "{error}"
+        );
         assert!(error.to_string().contains("dev.key.pem"));
     }
 
@@ -278,7 +247,10 @@ mod tests {
         let dir = temp_dir("garbage");
         std::fs::write(dir.join("x.chain.pem"), "not pem").unwrap();
         let error = load_dir(&dir).unwrap_err();
-        assert!(matches!(error, CertError::BadFile { .. }), "{error}");
+        assert!(
+            matches!(error, CertError::Load(LoadError::BadFile { .. })),
+            "{error}"
+        );
         assert!(error.to_string().contains("x.chain.pem"));
     }
 

@@ -1,8 +1,9 @@
 //! The host's crypto, natively: the private keys (held here, named to the guest by index), and
-//! the signatures, ephemeral key exchanges, record protection, hashes and HMACs the guest asks
-//! for: signatures with rustls's ring provider, records, hashes and HMACs with ring, key
-//! exchanges (the hybrid post-quantum group and the (EC)DH ones) with aws-lc-rs. No WIT here:
-//! `guest_state.rs` answers the guest's imports with it.
+//! the handshake signatures (a TLS 1.3 server CertificateVerify, nothing else), ephemeral key
+//! exchanges, record protection, hashes and HMACs the guest asks for: signatures with rustls's
+//! ring provider, records, hashes and HMACs with ring, key exchanges (the hybrid post-quantum
+//! group and the (EC)DH ones) with aws-lc-rs. No WIT here: `guest_state.rs` answers the guest's
+//! imports with it.
 
 use crate::certs::{Certificate, KeyFormat};
 use aws_lc_rs::agreement::{self, PrivateKey, UnparsedPublicKey};
@@ -17,19 +18,33 @@ use rustls::sign::SigningKey;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// Every scheme rustls can sign with, in the order the host prefers them.
-const SCHEMES: [SignatureScheme; 10] = [
+/// The TLS 1.3 schemes (RFC 8446, 4.2.3) the host signs a CertificateVerify with, in the order it
+/// prefers them. No RSA PKCS#1: TLS 1.3 does not sign handshakes with it, so the host does not.
+const SCHEMES: [SignatureScheme; 6] = [
     SignatureScheme::ECDSA_NISTP256_SHA256,
     SignatureScheme::ECDSA_NISTP384_SHA384,
-    SignatureScheme::ECDSA_NISTP521_SHA512,
     SignatureScheme::ED25519,
     SignatureScheme::RSA_PSS_SHA512,
     SignatureScheme::RSA_PSS_SHA384,
     SignatureScheme::RSA_PSS_SHA256,
-    SignatureScheme::RSA_PKCS1_SHA512,
-    SignatureScheme::RSA_PKCS1_SHA384,
-    SignatureScheme::RSA_PKCS1_SHA256,
 ];
+
+/// What a TLS 1.3 server's CertificateVerify signs before the transcript hash (RFC 8446, 4.4.3):
+/// 64 spaces, the context string, a zero byte.
+pub const CERTIFICATE_VERIFY_PREFIX: [u8; 98] = {
+    const CONTEXT: &[u8; 33] = b"TLS 1.3, server CertificateVerify";
+    let mut prefix = [0x20; 98];
+    let mut at = 0;
+    while at < CONTEXT.len() {
+        prefix[64 + at] = CONTEXT[at];
+        at += 1;
+    }
+    prefix[97] = 0;
+    prefix
+};
+
+/// The transcript hashes of the TLS 1.3 suites: SHA-256's and SHA-384's.
+const TRANSCRIPT_HASH_LENGTHS: [usize; 2] = [32, 48];
 
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: the private key cannot be used to sign: {why}")]
@@ -81,18 +96,32 @@ impl Keys {
             .unwrap_or_default()
     }
 
-    pub fn sign(
+    /// A TLS 1.3 server CertificateVerify signature over `transcript_hash` with `key`: the host
+    /// builds the signed content (wit/tls-site.wit, `sign-certificate-verify`), so the key signs
+    /// nothing else.
+    pub fn sign_certificate_verify(
         &self,
         key: u32,
         scheme: SignatureScheme,
-        message: &[u8],
+        transcript_hash: &[u8],
     ) -> Result<Vec<u8>, CryptoError> {
         let held = self.get(key).ok_or(CryptoError::UnknownKey(key))?;
+        if !held.schemes.contains(&scheme) {
+            return Err(CryptoError::Unsupported(format!(
+                "key {key} does not sign a TLS 1.3 CertificateVerify with {scheme:?}"
+            )));
+        }
+        if !TRANSCRIPT_HASH_LENGTHS.contains(&transcript_hash.len()) {
+            return Err(CryptoError::Rejected(format!(
+                "a transcript hash of {} bytes; a TLS 1.3 suite's is 32 or 48",
+                transcript_hash.len()
+            )));
+        }
         let signer = held.signing.choose_scheme(&[scheme]).ok_or_else(|| {
             CryptoError::Unsupported(format!("key {key} does not sign with {scheme:?}"))
         })?;
         signer
-            .sign(message)
+            .sign(&[&CERTIFICATE_VERIFY_PREFIX[..], transcript_hash].concat())
             .map_err(|error| CryptoError::Rejected(error.to_string()))
     }
 
@@ -126,7 +155,7 @@ impl HeldKey {
             offered.retain(|scheme| *scheme != signer.scheme());
         }
         if schemes.is_empty() {
-            return Err(unusable("no TLS signature scheme fits it".into()));
+            return Err(unusable("no TLS 1.3 signature scheme fits it".into()));
         }
         Ok(HeldKey {
             signing,

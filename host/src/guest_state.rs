@@ -1,7 +1,7 @@
 //! What one guest instance is granted, and nothing more: an empty WASI context, its resource
 //! table and memory cap, the certificates (at initialisation), and the host's answers to its
-//! `identity`, `crypto`, `tickets` and `private-keys` imports. Keys are used here, never handed
-//! over (but to the portable world, while it initialises).
+//! `identity`, `crypto`, `tickets` and `private-keys` imports, within `crypto_bounds.rs`'s bounds.
+//! Keys are used here, never handed over (but to the portable world, while it initialises).
 
 use crate::bindings::portable::tls_site::site::private_keys;
 use crate::bindings::tls_site::site::crypto::{
@@ -12,6 +12,7 @@ use crate::certs::{Certificate, KeyFormat};
 use crate::crypto::{
     self as native, AeadAlgorithm, CryptoError, Group, HashContext, Keys, RecordProtection,
 };
+use crate::crypto_bounds::{CryptoBounds, HostObject};
 use crate::engine::MemoryCap;
 use crate::tickets::TicketKeys;
 use std::sync::Arc;
@@ -24,6 +25,8 @@ pub struct GuestState {
     wasi: WasiCtx,
     pub(crate) table: ResourceTable,
     pub(crate) memory: MemoryCap,
+    /// What the guest holds in the host and has asked of it, against the bounds.
+    pub(crate) bounds: CryptoBounds,
     certificates: Vec<identity::Certificate>,
     keys: Arc<Keys>,
     tickets: Arc<TicketKeys>,
@@ -38,6 +41,7 @@ impl GuestState {
             wasi: empty_wasi(),
             table: ResourceTable::new(),
             memory: MemoryCap::new(memory_bytes),
+            bounds: CryptoBounds::default(),
             certificates: Vec::new(),
             keys,
             tickets,
@@ -116,8 +120,37 @@ impl From<CryptoError> for wit::CryptoError {
     }
 }
 
+impl GuestState {
+    /// Counts a crypto call; past the bound, the error that traps the guest.
+    fn call(&mut self) -> wasmtime::Result<()> {
+        Ok(self.bounds.call()?)
+    }
+
+    /// Puts `object` in the guest's table, if it may hold one more.
+    fn hold<T: Send + 'static>(
+        &mut self,
+        kind: HostObject,
+        object: T,
+    ) -> wasmtime::Result<Resource<T>> {
+        self.bounds.hold(kind, &mut self.memory)?;
+        Ok(self.table.push(object)?)
+    }
+
+    /// Takes `object` out of the guest's table.
+    fn release<T: 'static>(
+        &mut self,
+        kind: HostObject,
+        object: Resource<T>,
+    ) -> wasmtime::Result<T> {
+        let object = self.table.delete(object)?;
+        self.bounds.release(kind, &mut self.memory);
+        Ok(object)
+    }
+}
+
 impl wit::Host for GuestState {
     fn signature_schemes(&mut self, key: KeyId) -> wasmtime::Result<Vec<u16>> {
+        self.call()?;
         Ok(self
             .keys
             .signature_schemes(key)
@@ -126,19 +159,21 @@ impl wit::Host for GuestState {
             .collect())
     }
 
-    fn sign(
+    fn sign_certificate_verify(
         &mut self,
         key: KeyId,
         scheme: u16,
-        message: Vec<u8>,
+        transcript_hash: Vec<u8>,
     ) -> wasmtime::Result<Result<Vec<u8>, wit::CryptoError>> {
+        self.bounds.sign()?;
         Ok(self
             .keys
-            .sign(key, scheme.into(), &message)
+            .sign_certificate_verify(key, scheme.into(), &transcript_hash)
             .map_err(Into::into))
     }
 
     fn named_groups(&mut self) -> wasmtime::Result<Vec<NamedGroup>> {
+        self.call()?;
         Ok(crate::crypto::GROUPS
             .iter()
             .map(|group| match group {
@@ -155,6 +190,7 @@ impl wit::Host for GuestState {
         group: NamedGroup,
         client_share: Vec<u8>,
     ) -> wasmtime::Result<Result<wit::Encapsulated, wit::CryptoError>> {
+        self.call()?;
         let group = match group {
             NamedGroup::X25519Mlkem768 => Group::X25519MlKem768,
             NamedGroup::X25519 => Group::X25519,
@@ -170,6 +206,7 @@ impl wit::Host for GuestState {
     }
 
     fn hash(&mut self, algorithm: HashAlgorithm, data: Vec<u8>) -> wasmtime::Result<Vec<u8>> {
+        self.call()?;
         Ok(native::hash(algorithm.into(), &data))
     }
 
@@ -179,6 +216,7 @@ impl wit::Host for GuestState {
         key: Vec<u8>,
         message: Vec<u8>,
     ) -> wasmtime::Result<Vec<u8>> {
+        self.call()?;
         Ok(native::hmac(algorithm.into(), &key, &message))
     }
 }
@@ -194,7 +232,8 @@ impl From<HashAlgorithm> for native::HashAlgorithm {
 
 impl wit::HostHashContext for GuestState {
     fn new(&mut self, algorithm: HashAlgorithm) -> wasmtime::Result<Resource<HashContext>> {
-        Ok(self.table.push(HashContext::new(algorithm.into()))?)
+        self.call()?;
+        self.hold(HostObject::HashContext, HashContext::new(algorithm.into()))
     }
 
     fn digest(
@@ -202,6 +241,7 @@ impl wit::HostHashContext for GuestState {
         context: Resource<HashContext>,
         data: Vec<u8>,
     ) -> wasmtime::Result<Vec<u8>> {
+        self.call()?;
         Ok(self.table.get_mut(&context)?.digest(&data))
     }
 
@@ -210,8 +250,9 @@ impl wit::HostHashContext for GuestState {
         context: Resource<HashContext>,
         data: Vec<u8>,
     ) -> wasmtime::Result<Resource<HashContext>> {
+        self.call()?;
         let fork = self.table.get_mut(&context)?.fork(&data);
-        Ok(self.table.push(fork)?)
+        self.hold(HostObject::HashContext, fork)
     }
 
     fn finish(
@@ -219,11 +260,14 @@ impl wit::HostHashContext for GuestState {
         context: Resource<HashContext>,
         data: Vec<u8>,
     ) -> wasmtime::Result<Vec<u8>> {
-        Ok(self.table.delete(context)?.finish(&data))
+        self.call()?;
+        Ok(self
+            .release(HostObject::HashContext, context)?
+            .finish(&data))
     }
 
     fn drop(&mut self, context: Resource<HashContext>) -> wasmtime::Result<()> {
-        self.table.delete(context)?;
+        self.release(HostObject::HashContext, context)?;
         Ok(())
     }
 }
@@ -234,13 +278,14 @@ impl wit::HostRecordKey for GuestState {
         algorithm: Aead,
         key: Vec<u8>,
     ) -> wasmtime::Result<Result<Resource<RecordProtection>, wit::CryptoError>> {
+        self.call()?;
         let algorithm = match algorithm {
             Aead::Aes128Gcm => AeadAlgorithm::Aes128Gcm,
             Aead::Aes256Gcm => AeadAlgorithm::Aes256Gcm,
             Aead::Chacha20Poly1305 => AeadAlgorithm::Chacha20Poly1305,
         };
         match RecordProtection::new(algorithm, &key) {
-            Ok(protection) => Ok(Ok(self.table.push(protection)?)),
+            Ok(protection) => Ok(Ok(self.hold(HostObject::RecordKey, protection)?)),
             Err(error) => Ok(Err(error.into())),
         }
     }
@@ -252,6 +297,7 @@ impl wit::HostRecordKey for GuestState {
         aad: Vec<u8>,
         plaintext: Vec<u8>,
     ) -> wasmtime::Result<Result<Vec<u8>, wit::CryptoError>> {
+        self.call()?;
         Ok(self
             .table
             .get(&key)?
@@ -266,6 +312,7 @@ impl wit::HostRecordKey for GuestState {
         aad: Vec<u8>,
         sealed: Vec<u8>,
     ) -> wasmtime::Result<Result<Vec<u8>, wit::CryptoError>> {
+        self.call()?;
         Ok(self
             .table
             .get(&key)?
@@ -274,17 +321,19 @@ impl wit::HostRecordKey for GuestState {
     }
 
     fn drop(&mut self, key: Resource<RecordProtection>) -> wasmtime::Result<()> {
-        self.table.delete(key)?;
+        self.release(HostObject::RecordKey, key)?;
         Ok(())
     }
 }
 
 impl tickets::Host for GuestState {
     fn seal(&mut self, state: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
+        self.call()?;
         Ok(self.tickets.seal(&state))
     }
 
     fn open(&mut self, ticket: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
+        self.call()?;
         Ok(self.tickets.open(&ticket))
     }
 
@@ -309,5 +358,161 @@ impl private_keys::Host for GuestState {
                     KeyFormat::Pkcs1 => private_keys::KeyFormat::Pkcs1,
                 },
             }))
+    }
+}
+
+#[cfg(test)]
+#[path = "../../tests/client.rs"]
+mod client;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::CERTIFICATE_VERIFY_PREFIX;
+    use crate::crypto_bounds::OverBound;
+    use crate::tickets::TICKET_KEY_ROTATION;
+    use rustls::SignatureScheme;
+    use wit::Host as _;
+
+    /// A guest's state serving with one certificate whose leaf key is `key`, and the leaf.
+    fn serving_with(label: &str, key: rcgen::KeyPair) -> (GuestState, Vec<u8>) {
+        let dir =
+            std::env::temp_dir().join(format!("tls-site-sign-{label}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        crate::certs::dev_certs_with_key(&dir, &["tls-site.localhost".into()], key).unwrap();
+        let certificates = crate::certs::load_dir(&dir).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let keys = Arc::new(Keys::load(&certificates).unwrap());
+        let tickets = Arc::new(TicketKeys::new(TICKET_KEY_ROTATION));
+        let leaf = certificates[0].chain[0].clone();
+        (GuestState::serving(4 << 20, keys, tickets), leaf)
+    }
+
+    /// Whether `signature` is `scheme`'s over `message` by the key of the certificate `leaf`, as a
+    /// client checks it: its public key, with rustls's ring verifiers for the scheme.
+    fn verifies(leaf: &[u8], scheme: SignatureScheme, message: &[u8], signature: &[u8]) -> bool {
+        let (_, certificate) = x509_parser::parse_x509_certificate(leaf).unwrap();
+        let public_key = &certificate.public_key().subject_public_key.data;
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .mapping
+            .iter()
+            .filter(|(each, _)| *each == scheme)
+            .flat_map(|(_, algorithms)| algorithms.iter())
+            .any(|algorithm| {
+                algorithm
+                    .verify_signature(public_key, message, signature)
+                    .is_ok()
+            })
+    }
+
+    /// A signature on a fresh connection of `guest`.
+    fn sign(
+        guest: &mut GuestState,
+        scheme: u16,
+        asked: &[u8],
+    ) -> Result<Vec<u8>, wit::CryptoError> {
+        guest.bounds.new_connection();
+        guest
+            .sign_certificate_verify(0, scheme, asked.to_vec())
+            .unwrap()
+    }
+
+    /// Whatever a guest asks the host to sign, with a key of any kind and any scheme, the
+    /// signature it gets verifies only as a TLS 1.3 server CertificateVerify over the hash it
+    /// gave: not over the bytes it asked for, not as a client's CertificateVerify. What is not a
+    /// transcript hash is refused, and so is every scheme TLS 1.3 does not sign with.
+    #[test]
+    fn a_guest_gets_only_tls13_server_certificate_verify_signatures() {
+        let client_prefix = [&[0x20; 64][..], b"TLS 1.3, client CertificateVerify\0"].concat();
+        for (label, key) in client::every_kind_of_key() {
+            let (mut guest, leaf) = serving_with(label, key);
+            let schemes = guest.signature_schemes(0).unwrap();
+            assert!(!schemes.is_empty(), "{label}");
+            for &scheme in &schemes {
+                let named = SignatureScheme::from(scheme);
+                let hashes: [&[u8]; 2] = [&[0x5a; 32], &[0xa5; 48]];
+                for hash in hashes {
+                    let signature = sign(&mut guest, scheme, hash).unwrap();
+                    let signed = [&CERTIFICATE_VERIFY_PREFIX[..], hash].concat();
+                    assert!(
+                        verifies(&leaf, named, &signed, &signature),
+                        "{label} {named:?}"
+                    );
+                    assert!(
+                        !verifies(&leaf, named, hash, &signature),
+                        "{label} {named:?}: verifies over the raw bytes asked"
+                    );
+                    let as_client = [&client_prefix[..], hash].concat();
+                    assert!(
+                        !verifies(&leaf, named, &as_client, &signature),
+                        "{label} {named:?}: verifies as a client's CertificateVerify"
+                    );
+                }
+                // Nothing, a hash of no TLS 1.3 suite, a whole CertificateVerify content (what
+                // the host used to take), a TLS 1.2 ServerKeyExchange's signed bytes.
+                let whole = [&CERTIFICATE_VERIFY_PREFIX[..], &[0x5a; 32]].concat();
+                let not_hashes: [&[u8]; 7] = [
+                    &[],
+                    &[1; 20],
+                    &[1; 31],
+                    &[1; 33],
+                    &[1; 64],
+                    &whole,
+                    &[3; 133],
+                ];
+                for asked in not_hashes {
+                    assert!(
+                        matches!(
+                            sign(&mut guest, scheme, asked),
+                            Err(wit::CryptoError::Rejected(_))
+                        ),
+                        "{label} {named:?}: {} bytes signed",
+                        asked.len()
+                    );
+                }
+            }
+            use SignatureScheme::*;
+            for refused in [
+                RSA_PKCS1_SHA256,
+                RSA_PKCS1_SHA384,
+                RSA_PKCS1_SHA512,
+                RSA_PKCS1_SHA1,
+                ECDSA_SHA1_Legacy,
+                ECDSA_NISTP521_SHA512,
+            ] {
+                assert!(
+                    !schemes.contains(&u16::from(refused)),
+                    "{label} {refused:?}"
+                );
+                assert!(
+                    matches!(
+                        sign(&mut guest, u16::from(refused), &[0x5a; 32]),
+                        Err(wit::CryptoError::Unsupported(_))
+                    ),
+                    "{label} {refused:?}"
+                );
+            }
+        }
+    }
+
+    /// A handshake signs once: a second signature on one connection traps the guest, and the
+    /// error says why.
+    #[test]
+    fn a_second_signature_on_one_connection_traps() {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let (mut guest, _) = serving_with("twice", key);
+        let scheme = u16::from(SignatureScheme::ECDSA_NISTP256_SHA256);
+        assert!(sign(&mut guest, scheme, &[0x5a; 32]).is_ok());
+        let trap = guest
+            .sign_certificate_verify(0, scheme, vec![0x5a; 32])
+            .unwrap_err();
+        assert!(
+            matches!(
+                trap.downcast_ref::<OverBound>(),
+                Some(OverBound::Signatures)
+            ),
+            "{trap:#}"
+        );
     }
 }

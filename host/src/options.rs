@@ -22,6 +22,9 @@ pub struct ServeOptions {
     /// Directory of NAME.chain.pem + NAME.key.pem pairs
     #[arg(long, default_value = "certs")]
     pub certs: PathBuf,
+    /// Serve a certificate that has expired (with a warning) instead of refusing to start
+    #[arg(long)]
+    pub allow_expired: bool,
     /// The HTTPS port clients see, if not the one listened on (a port forward, a load balancer), for redirects
     #[arg(long)]
     pub public_https_port: Option<u16>,
@@ -97,6 +100,14 @@ impl ServeOptions {
             component,
             certs,
             ..defaults
+        }
+    }
+
+    /// What loading `certs` does with an expired certificate.
+    pub fn expired(&self) -> crate::certs::Expired {
+        match self.allow_expired {
+            true => crate::certs::Expired::Serve,
+            false => crate::certs::Expired::Refuse,
         }
     }
 

@@ -69,10 +69,16 @@ impl Server {
             memory_bytes: options.instance_memory,
         };
         #[cfg(not(feature = "acme"))]
-        let (certificates, renewal) = (certs::load_dir(&options.certs)?, None::<Renewal>);
+        let (certificates, renewal) = (
+            certs::load_dir_with(&options.certs, options.expired())?,
+            None::<Renewal>,
+        );
         #[cfg(feature = "acme")]
         let (certificates, renewal) = match &options.acme {
-            None => (certs::load_dir(&options.certs)?, None),
+            None => (
+                certs::load_dir_with(&options.certs, options.expired())?,
+                None,
+            ),
             Some(_) if is_precompiled(&options.component)? => {
                 return Err(StartError::PrecompiledWithAcme(options.component.clone()));
             }

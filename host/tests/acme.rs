@@ -320,7 +320,8 @@ fn pebble_issues_for_every_name_over_http01_and_renewal_fails_no_client() {
     let mode = |path: PathBuf| std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(state.clone()), 0o700);
     assert_eq!(mode(certificate_dir.clone()), 0o700);
-    for file in ["account.json", "site.key.pem", "site.chain.pem"] {
+    // The pair in the directory `live` points at (made live at once, acme/state.rs).
+    for file in ["account.json", "live/site.key.pem", "live/site.chain.pem"] {
         assert_eq!(mode(certificate_dir.join(file)), 0o600, "{file}");
     }
 
@@ -395,10 +396,9 @@ fn pebble_certificate_is_renewed_by_the_timer_when_a_third_of_its_life_is_left()
         host_with_a_pebble_certificate("pebble-timer", SHORT_VALIDITY_SECONDS);
     let root = pebble.issuing_root(&dir);
     let first_leaf = leaf_for_every_name(&host, &root);
-    let on_disk = tls_site::certs::load_dir(&tls_site::acme::certificate_dir(
-        &dir.join("state"),
-        &pebble.directory,
-    ))
+    let on_disk = tls_site::certs::load_dir(
+        &tls_site::acme::certificate_dir(&dir.join("state"), &pebble.directory).join("live"),
+    )
     .unwrap();
     let validity = tls_site::acme::Validity::of(&on_disk[0]).unwrap();
     let earliest = validity.renewal_time(1.0);

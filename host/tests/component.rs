@@ -567,52 +567,28 @@ fn the_portable_component_serves_the_same_bytes_as_the_keyless_one() {
     );
 }
 
-/// ECDSA P-256 and P-384, Ed25519 and RSA-PSS: each key stays in the host, which signs.
+/// ECDSA P-256 and P-384, Ed25519 and RSA-PSS: each key stays in the host, which signs the
+/// handshake's CertificateVerify, over a SHA-256 transcript hash and over a SHA-384 one (the host
+/// takes only the hash, of either length).
 #[test]
 fn the_host_signs_with_each_kind_of_key() {
-    let rsa = std::process::Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-        ])
-        .output()
-        .expect("openssl makes the RSA key (rcgen with ring cannot)");
-    let rsa = String::from_utf8(rsa.stdout).unwrap();
-    let keys = [
-        (
-            "ecdsa-p256",
-            rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap(),
-        ),
-        (
-            "ecdsa-p384",
-            rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap(),
-        ),
-        (
-            "ed25519",
-            rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap(),
-        ),
-        (
-            "rsa",
-            rcgen::KeyPair::from_pem_and_sign_algo(&rsa, &rcgen::PKCS_RSA_SHA256).unwrap(),
-        ),
-    ];
-    for (label, key) in keys {
+    use rustls::crypto::ring::cipher_suite::{TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384};
+    for (label, key) in client::every_kind_of_key() {
         let make_certs =
             |dir: &Path| drop(certs::dev_certs_with_key(dir, &site_hosts(), key).unwrap());
         let (runtime, server, ca) = start_in(&format!("sign-{label}"), make_certs, |_| {});
         let leaf = certs::load_dir(ca.parent().unwrap()).unwrap()[0].chain[0].clone();
-        let fetched = fetch(
-            server.https_addr(),
-            "tls-site.localhost",
-            true,
-            config(Trust::Ca(&ca), &[]),
-        )
-        .unwrap_or_else(|e| panic!("{label}: {e}"));
-        assert_eq!(fetched.status_line, "HTTP/1.1 200 OK", "{label}");
-        assert_eq!(fetched.leaf, leaf, "{label}");
+        for suite in [TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384] {
+            let fetched = fetch(
+                server.https_addr(),
+                "tls-site.localhost",
+                true,
+                client::config_for_suite(Trust::Ca(&ca), suite),
+            )
+            .unwrap_or_else(|e| panic!("{label}, {:?}: {e}", suite.suite()));
+            assert_eq!(fetched.status_line, "HTTP/1.1 200 OK", "{label}");
+            assert_eq!(fetched.leaf, leaf, "{label}");
+        }
         stop(runtime, server);
     }
 }

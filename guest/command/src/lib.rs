@@ -47,12 +47,15 @@ pub struct Options {
     /// `--max-connections N` [default: 1024]: connections open at once; at the cap the listener is
     /// not waited on, and further clients wait in the kernel's backlog.
     pub max_connections: usize,
+    /// `--allow-expired`: serve an expired certificate (with a warning) instead of refusing to start.
+    pub allow_expired: bool,
 }
 
-pub const USAGE: &str = "usage: tls_site_command.wasm [ADDR] [--certs DIR] [--max-connections N]
+pub const USAGE: &str = "usage: tls_site_command.wasm [ADDR] [--certs DIR] [--max-connections N] [--allow-expired]
   ADDR     where to listen (or TLS_SITE_ADDR) [default: 127.0.0.1:8443]
   --certs  the directory of NAME.chain.pem + NAME.key.pem pairs (or TLS_SITE_CERTS) [default: certs];
-           the runtime must grant it: wasmtime run -S inherit-network --dir certs tls_site_command.wasm";
+           the runtime must grant it: wasmtime run -S inherit-network --dir certs tls_site_command.wasm
+  --allow-expired  serve an expired certificate (with a warning) instead of refusing to start";
 
 impl Options {
     /// From the arguments (without the program's name) and the environment variable `env`.
@@ -63,6 +66,7 @@ impl Options {
         let mut addr = env("TLS_SITE_ADDR");
         let mut certs = env("TLS_SITE_CERTS");
         let mut max_connections = None;
+        let mut allow_expired = false;
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             match arg.as_str() {
@@ -70,6 +74,7 @@ impl Options {
                 "--max-connections" => {
                     max_connections = Some(args.next().ok_or("--max-connections needs a number")?)
                 }
+                "--allow-expired" => allow_expired = true,
                 "-h" | "--help" => return Err(USAGE.into()),
                 flag if flag.starts_with('-') => {
                     return Err(format!("unknown option {flag}\n{USAGE}"));
@@ -93,6 +98,7 @@ impl Options {
             addr,
             certs: certs.unwrap_or_else(|| "certs".into()).into(),
             max_connections,
+            allow_expired,
         })
     }
 }
@@ -124,7 +130,8 @@ mod tests {
             Options {
                 addr: "127.0.0.1:8443".parse().unwrap(),
                 certs: "certs".into(),
-                max_connections: 1024
+                max_connections: 1024,
+                allow_expired: false,
             }
         );
         let env = [
@@ -137,7 +144,14 @@ mod tests {
             ("0.0.0.0:443".parse().unwrap(), "/etc/certs".into())
         );
         let from_args = parse(
-            &["[::1]:9443", "--certs", "c", "--max-connections", "8"],
+            &[
+                "[::1]:9443",
+                "--certs",
+                "c",
+                "--max-connections",
+                "8",
+                "--allow-expired",
+            ],
             &env,
         )
         .unwrap();
@@ -146,7 +160,8 @@ mod tests {
             Options {
                 addr: "[::1]:9443".parse().unwrap(),
                 certs: "c".into(),
-                max_connections: 8
+                max_connections: 8,
+                allow_expired: true,
             }
         );
     }

@@ -53,7 +53,11 @@ enum Never {}
 
 fn start() -> Result<Never, String> {
     let options = Options::parse(std::env::args().skip(1), |name| std::env::var(name).ok())?;
-    let identities = certs::load_dir(&options.certs).map_err(|error| error.to_string())?;
+    let (identities, warnings) = certs::load_dir(&options.certs, options.allow_expired)
+        .map_err(|error| error.to_string())?;
+    for warning in warnings {
+        eprintln!("tls-site command: WARNING {warning}");
+    }
     let certificates = identities.len();
     let table = SniTable::new(&SITE, identities, Arc::new(portable::provider()), None)
         .map_err(|error| format!("{}: {error}", options.certs.display()))?;

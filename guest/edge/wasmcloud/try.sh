@@ -1,6 +1,6 @@
 #!/bin/sh
 # Serves the edge twin on wasmCloud's runtime library (crates.io wash-runtime 0.1.0, through this
-# folder's small program) and fetches every page with a deadline (README, "wasmCloud").
+# folder's small program) and fetches every page with a deadline (docs/edge.md, "wasmCloud").
 # On 2026-11-29: the 2854-byte page came back right; each 30 KB PDF hung until the deadline:
 # wash-runtime awaits the component's `handle` before it sends the response, while the component
 # streams the body after setting the response, as wasi:http intends, so a body larger than the

@@ -48,9 +48,11 @@ fn home(papers: &[Paper]) -> Markup {
                         "This page reached you over TLS 1.3 from inside a WebAssembly component. "
                         "The component holds the whole site: this page, the papers below, and the "
                         "rustls state machine that spoke to your browser. The program around it, a "
-                        "small wasmtime host, accepts the TCP connection and hands the component "
-                        "the connection's two byte streams. The component can read and write those, "
-                        "and nothing else: it sees no files, no environment, and cannot open a socket."
+                        "small wasmtime host, accepts the TCP connection, does its reading and "
+                        "writing, and hands the component what happens on it: your bytes, that ours "
+                        "have left, that you closed. The component answers with the bytes to send "
+                        "and what to wait for next, and can do nothing else: it sees no socket, no "
+                        "files and no environment."
                     }
                     p {
                         "Nothing is computed while you wait. The page was rendered from a typed "

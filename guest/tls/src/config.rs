@@ -21,7 +21,7 @@ pub struct Identity {
 /// Why the site cannot be served with the certificates given.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("the private key of the certificate for {} cannot be used: {why}; give a PKCS#8, SEC1 or PKCS#1 key that matches the chain", names.join(", "))]
+    #[error("the private key of the certificate for {} cannot be used: {why}; give a key that matches the chain (the portable and command components sign with ECDSA P-256 or P-384 keys only)", names.join(", "))]
     BadKey { names: Vec<String>, why: String },
     #[error(
         "no certificate names the site's default host {0}, which also answers clients without SNI; add one that does (for development: `tls-site dev-certs`)"
@@ -138,6 +138,31 @@ const OUR_SUITES: [CipherSuite; 3] = [
     CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
 ];
 
+/// A TLS 1.3 suite (RFC 8446, B.4) of a provider's hash, HKDF and AEAD, for both of this crate's
+/// providers. Confidentiality limits as rustls's own providers set them (RFC 8446, 5.5; AES-GCM
+/// after RFC 9001's analysis; none for ChaCha20-Poly1305).
+pub(crate) const fn tls13_suite(
+    suite: CipherSuite,
+    hash_provider: &'static dyn rustls::crypto::hash::Hash,
+    hkdf_provider: &'static dyn rustls::crypto::tls13::Hkdf,
+    aead_alg: &'static dyn rustls::crypto::cipher::Tls13AeadAlgorithm,
+) -> rustls::Tls13CipherSuite {
+    let confidentiality_limit = match suite {
+        CipherSuite::TLS13_CHACHA20_POLY1305_SHA256 => u64::MAX,
+        _ => 1 << 24,
+    };
+    rustls::Tls13CipherSuite {
+        common: rustls::CipherSuiteCommon {
+            suite,
+            hash_provider,
+            confidentiality_limit,
+        },
+        hkdf_provider,
+        aead_alg,
+        quic: None,
+    }
+}
+
 /// Whether the first TLS 1.3 suite a client offers is ChaCha20-Poly1305: clients list it first
 /// when they lack AES instructions, and software AES is slow and hard to make constant-time, so
 /// they get it (as from Go's crypto/tls, and OpenSSL's `PrioritizeChaCha`).
@@ -190,6 +215,8 @@ impl SniTable {
             return Err(ConfigError::UncoveredHosts(uncovered));
         }
 
+        // Record protection that can send the alerts rustls 0.23 leaves unsent (alerts.rs).
+        let provider = crate::alerts::sends_unsent_alerts(Arc::unwrap_or_clone(provider));
         let served: Vec<(Arc<CertifiedKey>, Configs, Configs)> = identities
             .into_iter()
             .map(|identity| {
@@ -457,8 +484,9 @@ pub(crate) mod tests {
         };
         let ours = groups(&entry.ours.every_group);
         assert_eq!(
-            ours[..3],
+            ours,
             [
+                NamedGroup::X25519MLKEM768,
                 NamedGroup::X25519,
                 NamedGroup::secp256r1,
                 NamedGroup::secp384r1

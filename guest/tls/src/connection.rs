@@ -422,11 +422,18 @@ impl<'t> Connection<'t> {
         Next::Done
     }
 
-    /// Ends the connection with `failure` after the alert rustls queued for it, and nothing else
+    /// Ends the connection with `failure` after the alert rustls queued for it (or left unsent
+    /// and `alerts.rs` sends), and nothing else
     /// (no close_notify): then its end of stream and a drain, so that the close does not reset the
     /// connection under the alert.
     fn fail_with_alert(&mut self, failure: Failure) -> Next {
         if let State::Serving { tls, .. } = &mut self.state {
+            // The few errors rustls 0.23 returns without queueing their alert (alerts.rs).
+            if let Failure::Tls(error) = &failure
+                && let Some(alert) = crate::alerts::unsent_alert(error)
+            {
+                crate::alerts::send_fatal(tls, alert);
+            }
             while tls.wants_write() {
                 if tls.write_tls(&mut self.outgoing).is_err() {
                     break;
@@ -724,13 +731,13 @@ mod tests {
         /// A client that sends `sni` (none if `None`) and accepts only a certificate for
         /// `certificate_for`, from the development CA (certs/dev-ca.pem).
         fn new(sni: Option<&str>, certificate_for: &str, alpn: &[&[u8]]) -> Client {
-            Client::with_provider(sni, certificate_for, alpn, crate::portable::provider())
+            Client::with_provider(sni, certificate_for, alpn, client_provider())
         }
 
         /// As `new`, with the first key share for a group the server does not have, so that it
         /// asks for another (a HelloRetryRequest).
         fn retried(sni: Option<&str>, certificate_for: &str) -> Client {
-            let mut provider = crate::portable::provider();
+            let mut provider = client_provider();
             provider.kx_groups.insert(0, &UnknownGroup);
             Client::with_provider(sni, certificate_for, HTTP_1_1, provider)
         }
@@ -780,6 +787,11 @@ mod tests {
                 write_closed: false,
             }
         }
+    }
+
+    /// The clients' crypto: rustls's ring provider, not the server's own (`portable`).
+    fn client_provider() -> rustls::crypto::CryptoProvider {
+        rustls::crypto::ring::default_provider()
     }
 
     /// A key-exchange group no server knows (a code point from the private-use range).
@@ -974,7 +986,7 @@ mod tests {
                 TLS13_CHACHA20_POLY1305_SHA256,
             ),
         ] {
-            let mut provider = crate::portable::provider();
+            let mut provider = client_provider();
             provider
                 .cipher_suites
                 .sort_by_key(|suite| suite.suite() != first);

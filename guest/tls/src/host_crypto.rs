@@ -10,6 +10,7 @@ use crate::component::bindings::tls_site::site::crypto::{
 use crate::component::bindings::tls_site::site::identity::KeyId;
 use crate::component::bindings::tls_site::site::tickets;
 use crate::component::bindings::wasi::random::random;
+use crate::config::tls13_suite;
 use rustls::crypto::cipher::{
     AeadKey, InboundOpaqueMessage, InboundPlainMessage, Iv, MessageDecrypter, MessageEncrypter,
     Nonce, OutboundOpaqueMessage, OutboundPlainMessage, PrefixedPayload, Tls13AeadAlgorithm,
@@ -26,8 +27,8 @@ use rustls::pki_types::PrivateKeyDer;
 use rustls::server::ProducesTickets;
 use rustls::sign::{Signer, SigningKey};
 use rustls::{
-    CipherSuite, CipherSuiteCommon, ConnectionTrafficSecrets, ContentType, Error, NamedGroup,
-    ProtocolVersion, SignatureAlgorithm, SignatureScheme, SupportedCipherSuite, Tls13CipherSuite,
+    CipherSuite, ConnectionTrafficSecrets, ContentType, Error, NamedGroup, ProtocolVersion,
+    SignatureAlgorithm, SignatureScheme, SupportedCipherSuite, Tls13CipherSuite,
 };
 use std::sync::{Arc, Mutex};
 
@@ -62,40 +63,25 @@ pub fn provider() -> CryptoProvider {
     }
 }
 
-/// The three TLS 1.3 suites (RFC 8446, B.4). Confidentiality limits as rustls's own providers
-/// set them (RFC 8446, 5.5; AES-GCM after RFC 9001's analysis).
-static TLS13_AES_128_GCM_SHA256: Tls13CipherSuite = Tls13CipherSuite {
-    common: CipherSuiteCommon {
-        suite: CipherSuite::TLS13_AES_128_GCM_SHA256,
-        hash_provider: &SHA256,
-        confidentiality_limit: 1 << 24,
-    },
-    hkdf_provider: &HkdfUsingHmac(&HMAC_SHA256),
-    aead_alg: &AES_128_GCM,
-    quic: None,
-};
-
-static TLS13_AES_256_GCM_SHA384: Tls13CipherSuite = Tls13CipherSuite {
-    common: CipherSuiteCommon {
-        suite: CipherSuite::TLS13_AES_256_GCM_SHA384,
-        hash_provider: &SHA384,
-        confidentiality_limit: 1 << 24,
-    },
-    hkdf_provider: &HkdfUsingHmac(&HMAC_SHA384),
-    aead_alg: &AES_256_GCM,
-    quic: None,
-};
-
-static TLS13_CHACHA20_POLY1305_SHA256: Tls13CipherSuite = Tls13CipherSuite {
-    common: CipherSuiteCommon {
-        suite: CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
-        hash_provider: &SHA256,
-        confidentiality_limit: u64::MAX,
-    },
-    hkdf_provider: &HkdfUsingHmac(&HMAC_SHA256),
-    aead_alg: &CHACHA20_POLY1305,
-    quic: None,
-};
+/// The three TLS 1.3 suites (RFC 8446, B.4).
+static TLS13_AES_128_GCM_SHA256: Tls13CipherSuite = tls13_suite(
+    CipherSuite::TLS13_AES_128_GCM_SHA256,
+    &SHA256,
+    &HkdfUsingHmac(&HMAC_SHA256),
+    &AES_128_GCM,
+);
+static TLS13_AES_256_GCM_SHA384: Tls13CipherSuite = tls13_suite(
+    CipherSuite::TLS13_AES_256_GCM_SHA384,
+    &SHA384,
+    &HkdfUsingHmac(&HMAC_SHA384),
+    &AES_256_GCM,
+);
+static TLS13_CHACHA20_POLY1305_SHA256: Tls13CipherSuite = tls13_suite(
+    CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
+    &SHA256,
+    &HkdfUsingHmac(&HMAC_SHA256),
+    &CHACHA20_POLY1305,
+);
 
 /// The key the host holds under `key`, as rustls signs with it.
 pub fn signing_key(key: KeyId) -> Result<Arc<dyn SigningKey>, String> {
@@ -146,7 +132,7 @@ struct KeysStayWithTheHost;
 impl KeyProvider for KeysStayWithTheHost {
     fn load_private_key(&self, _: PrivateKeyDer<'static>) -> Result<Arc<dyn SigningKey>, Error> {
         Err(Error::General(
-            "this component holds no private keys; the host signs (`crypto.sign`)".into(),
+            "this component holds no private keys; the host signs (`crypto.sign-certificate-verify`)".into(),
         ))
     }
 }
@@ -182,9 +168,26 @@ struct HostSigner {
     scheme: SignatureScheme,
 }
 
+/// A TLS 1.3 server CertificateVerify signs 64 spaces, this context string and zero byte, then the
+/// transcript hash (RFC 8446, 4.4.3).
+const SERVER_CONTEXT: &[u8; 34] = b"TLS 1.3, server CertificateVerify\0";
+
+/// The transcript hash in what rustls asks to sign, if it is a server CertificateVerify.
+fn transcript_hash(message: &[u8]) -> Option<&[u8]> {
+    let (spaces, rest) = message.split_at_checked(64)?;
+    let hash = rest.strip_prefix(SERVER_CONTEXT)?;
+    spaces.iter().all(|&byte| byte == b' ').then_some(hash)
+}
+
 impl Signer for HostSigner {
+    /// rustls gives the whole content to sign; the host takes only its transcript hash, and adds
+    /// the rest itself (`sign-certificate-verify`): it signs nothing but a CertificateVerify.
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, Error> {
-        host::sign(self.key, u16::from(self.scheme), message).map_err(|error| refused(&error))
+        let hash = transcript_hash(message).ok_or_else(|| {
+            Error::General("the host signs only a TLS 1.3 server CertificateVerify".into())
+        })?;
+        host::sign_certificate_verify(self.key, u16::from(self.scheme), hash)
+            .map_err(|error| refused(&error))
     }
 
     fn scheme(&self) -> SignatureScheme {

@@ -15,6 +15,7 @@
 //! the pure-Rust one. The keyless component has no `portable` module and links no crypto of its
 //! own. The tests run natively: `cargo test -p tls-site-guest`.
 
+mod alerts;
 pub mod config;
 pub mod connection;
 /// Natively always; in wasm only in the `portable` component (the keyless one links no crypto).

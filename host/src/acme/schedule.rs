@@ -32,14 +32,11 @@ impl Validity {
             .chain
             .first()
             .ok_or_else(|| bad("no certificate".into()))?;
-        let (_, parsed) = x509_parser::parse_x509_certificate(leaf)
+        let validity = cert_dir::validity(&leaf.as_slice().into())
             .map_err(|error| bad(format!("unreadable leaf: {error}")))?;
-        let time = |t: x509_parser::time::ASN1Time| {
-            SystemTime::UNIX_EPOCH + Duration::from_secs(t.timestamp().max(0) as u64)
-        };
         Ok(Validity {
-            not_before: time(parsed.validity().not_before),
-            not_after: time(parsed.validity().not_after),
+            not_before: validity.not_before,
+            not_after: validity.not_after,
         })
     }
 

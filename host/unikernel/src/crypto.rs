@@ -76,8 +76,16 @@ impl Keys {
         }
     }
 
-    /// `message` hashed with SHA-256 and signed (ECDSA, RFC 6979 nonces), DER-encoded.
-    pub fn sign(&self, key: u32, scheme: u16, message: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    /// The signature of a TLS 1.3 server's CertificateVerify (RFC 8446, 4.4.3) over
+    /// `transcript_hash`, and nothing else: the signed content is built here (64 spaces, the
+    /// context string, a zero byte, the hash), hashed with SHA-256 and signed (ECDSA, RFC 6979
+    /// nonces), DER-encoded.
+    pub fn sign_certificate_verify(
+        &self,
+        key: u32,
+        scheme: u16,
+        transcript_hash: &[u8],
+    ) -> Result<Vec<u8>, CryptoError> {
         let held = self
             .held
             .get(key as usize)
@@ -87,7 +95,19 @@ impl Keys {
                 "key {key} does not sign with scheme {scheme:#06x}"
             )));
         }
-        let signature: p256::ecdsa::Signature = held.sign(message);
+        if !matches!(transcript_hash.len(), 32 | 48) {
+            return Err(CryptoError::Rejected(format!(
+                "a transcript hash of {} bytes",
+                transcript_hash.len()
+            )));
+        }
+        let content = [
+            &[0x20; 64][..],
+            b"TLS 1.3, server CertificateVerify\0",
+            transcript_hash,
+        ]
+        .concat();
+        let signature: p256::ecdsa::Signature = held.sign(&content);
         Ok(signature.to_der().as_bytes().to_vec())
     }
 }

@@ -89,6 +89,8 @@ pub struct GuestState {
     memory: MemoryCap,
     keys: Arc<Keys>,
     tickets: Arc<spinning_top::Spinlock<TicketKeys>>,
+    /// Whether this instance has had its one signature.
+    signed: bool,
 }
 
 /// The engine and the component, ready to serve.
@@ -220,6 +222,7 @@ impl Sandbox {
                 memory: MemoryCap::new(self.memory_bytes),
                 keys: self.keys.clone(),
                 tickets: self.tickets.clone(),
+                signed: false,
             },
         );
         store.limiter(|state| &mut state.memory);
@@ -530,13 +533,21 @@ impl wit::Host for GuestState {
         Ok(self.keys.signature_schemes(key))
     }
 
-    fn sign(
+    /// One signature per connection, as a handshake signs once: a second traps the instance.
+    fn sign_certificate_verify(
         &mut self,
         key: KeyId,
         scheme: u16,
-        message: Vec<u8>,
+        transcript_hash: Vec<u8>,
     ) -> wasmtime::Result<Result<Vec<u8>, wit::CryptoError>> {
-        Ok(self.keys.sign(key, scheme, &message).map_err(Into::into))
+        if self.signed {
+            wasmtime::bail!("crypto bound: a second sign-certificate-verify on one connection");
+        }
+        self.signed = true;
+        Ok(self
+            .keys
+            .sign_certificate_verify(key, scheme, &transcript_hash)
+            .map_err(Into::into))
     }
 
     fn named_groups(&mut self) -> wasmtime::Result<Vec<NamedGroup>> {

@@ -228,8 +228,9 @@ pub mod tls_site {
                 pub chain: _rt::Vec<_rt::Vec<u8>>,
                 /// DNS names from the leaf's subjectAltName; SNI names are matched against these.
                 pub names: _rt::Vec<_rt::String>,
-                /// The leaf's private key: `crypto.sign` with it (world `tls-site`), or fetch it with
-                /// `private-keys.private-key` (world `tls-site-portable`).
+                /// The leaf's private key: the host signs the handshake with it
+                /// (`crypto.sign-certificate-verify`, world `tls-site`), or the component fetches it
+                /// (`private-keys.private-key`, world `tls-site-portable`).
                 pub key: KeyId,
             }
             impl ::core::fmt::Debug for Certificate {
@@ -365,6 +366,12 @@ pub mod tls_site {
         /// Crypto as a host capability, like a virtio crypto device: the component keeps the TLS state
         /// machine, the host does the arithmetic natively and keeps the keys, long-term and ephemeral.
         /// Keyless TLS: the component never holds a private key, only a `key-id` to sign with.
+        ///
+        /// What a component holds in the host through this interface is bounded per connection, and the
+        /// host objects count against the instance's memory cap with its linear memory: at most 16 live
+        /// `hash-context`s, 8 live `record-key`s, one `sign-certificate-verify`, 65,536 calls in all
+        /// (a connection makes about a hundred, plus one per record). Past a bound the instance traps,
+        /// and the access log says which bound.
         #[allow(dead_code, async_fn_in_trait, unused_imports, clippy::all)]
         pub mod crypto {
             #[used]
@@ -633,7 +640,8 @@ pub mod tls_site {
                 }
             }
             #[allow(unused_unsafe, clippy::all)]
-            /// The schemes `key` signs with, the host's preferred first.
+            /// The schemes `key` signs a CertificateVerify with, the host's preferred first: TLS 1.3's
+            /// only (ECDSA P-256/SHA-256 and P-384/SHA-384, Ed25519, RSA-PSS), never RSA PKCS#1.
             #[allow(async_fn_in_trait)]
             pub fn signature_schemes(key: KeyId) -> _rt::Vec<SignatureScheme> {
                 unsafe {
@@ -672,12 +680,27 @@ pub mod tls_site {
                 }
             }
             #[allow(unused_unsafe, clippy::all)]
-            /// Signs `message` (hashed by the host as `scheme` says) with the private key `key`.
+            /// The signature of a TLS 1.3 server's CertificateVerify (RFC 8446, 4.4.3) with the private key
+            /// `key`, and nothing else: the host itself builds what it signs, 64 bytes 0x20, the context
+            /// string "TLS 1.3, server CertificateVerify", a zero byte, then `transcript-hash`, and signs
+            /// that as `scheme` says. `transcript-hash` is the hash of the handshake so far with the suite's
+            /// hash: 32 bytes (SHA-256 suites) or 48 (SHA-384); another length is `rejected`, a scheme not in
+            /// `signature-schemes` `unsupported`. One call per connection, as a handshake signs once: a
+            /// second traps the instance.
+            ///
+            /// So the worst a compromised component can get is, once per connection, a server
+            /// CertificateVerify over a hash of its choice: what a TLS 1.3 handshake as this server needs,
+            /// and no signature over bytes of its choosing (another protocol's message, a TLS 1.2
+            /// ServerKeyExchange, a client's CertificateVerify). The hash comes as bytes, not from a
+            /// `hash-context` by handle: the component chooses every byte a context hashes, so a handle
+            /// would prove only that the host saw some preimage, not that it is this connection's
+            /// transcript, and it would tie rustls's signer (which is given the signed content, not the
+            /// transcript) to its transcript hash. The fixed prefix is what confines the signature.
             #[allow(async_fn_in_trait)]
-            pub fn sign(
+            pub fn sign_certificate_verify(
                 key: KeyId,
                 scheme: SignatureScheme,
-                message: &[u8],
+                transcript_hash: &[u8],
             ) -> ::core::result::Result<_rt::Vec<u8>, CryptoError> {
                 unsafe {
                     #[cfg_attr(target_pointer_width = "64", repr(align(8)))]
@@ -691,14 +714,14 @@ pub mod tls_site {
                         [::core::mem::MaybeUninit::uninit(); 4
                             * ::core::mem::size_of::<*const u8>()],
                     );
-                    let vec0 = message;
+                    let vec0 = transcript_hash;
                     let ptr0 = vec0.as_ptr().cast::<u8>();
                     let len0 = vec0.len();
                     let ptr1 = ret_area.0.as_mut_ptr().cast::<u8>();
                     #[cfg(target_arch = "wasm32")]
                     #[link(wasm_import_module = "tls-site:site/crypto@0.1.0")]
                     unsafe extern "C" {
-                        #[link_name = "sign"]
+                        #[link_name = "sign-certificate-verify"]
                         fn wit_import2(_: i32, _: i32, _: *mut u8, _: usize, _: *mut u8);
                     }
                     #[cfg(not(target_arch = "wasm32"))]
@@ -3283,8 +3306,8 @@ pub(crate) use __export_tls_site_impl as export;
 )]
 #[doc(hidden)]
 #[allow(clippy::octal_escapes)]
-pub static __WIT_BINDGEN_COMPONENT_TYPE: [u8; 2240] = *b"\
-\0asm\x0d\0\x01\0\0\x19\x16wit-component-encoding\x04\0\x07\xc1\x10\x01A\x02\x01\
+pub static __WIT_BINDGEN_COMPONENT_TYPE: [u8; 2267] = *b"\
+\0asm\x0d\0\x01\0\0\x19\x16wit-component-encoding\x04\0\x07\xdc\x10\x01A\x02\x01\
 A\x13\x01B\x0a\x01y\x04\0\x06key-id\x03\0\0\x01p}\x01p\x02\x01ps\x01r\x03\x05cha\
 in\x03\x05names\x04\x03key\x01\x04\0\x0bcertificate\x03\0\x05\x01p\x06\x01@\0\0\x07\
 \x04\0\x0ccertificates\x01\x08\x03\0\x1ctls-site:site/identity@0.1.0\x05\0\x02\x03\
@@ -3305,35 +3328,35 @@ self\x1a\x04data\x08\0\x08\x04\0\x1b[method]hash-context.digest\x01\x1b\x01@\x02
 \x04self\x1a\x04data\x08\0\x18\x04\0\x19[method]hash-context.fork\x01\x1c\x01@\x02\
 \x07context\x18\x04data\x08\0\x08\x04\0\x1b[static]hash-context.finish\x01\x1d\x01\
 p\x03\x01@\x01\x03key\x01\0\x1e\x04\0\x11signature-schemes\x01\x1f\x01@\x03\x03k\
-ey\x01\x06scheme\x03\x07message\x08\0\x15\x04\0\x04sign\x01\x20\x01p\x07\x01@\0\0\
-!\x04\0\x0cnamed-groups\x01\"\x01j\x01\x0a\x01\x05\x01@\x02\x05group\x07\x0cclie\
-nt-share\x08\0#\x04\0\x0bencapsulate\x01$\x01@\x02\x09algorithm\x0f\x04data\x08\0\
-\x08\x04\0\x04hash\x01%\x01@\x03\x09algorithm\x0f\x03key\x08\x07message\x08\0\x08\
-\x04\0\x04hmac\x01&\x03\0\x1atls-site:site/crypto@0.1.0\x05\x02\x01B\x08\x01p}\x01\
-k\0\x01@\x01\x05state\0\0\x01\x04\0\x04seal\x01\x02\x01@\x01\x06ticket\0\0\x01\x04\
-\0\x04open\x01\x03\x01@\0\0y\x04\0\x10lifetime-seconds\x01\x04\x03\0\x1btls-site\
-:site/tickets@0.1.0\x05\x03\x01B\x05\x01p}\x01@\x01\x03lenw\0\0\x04\0\x10get-ran\
-dom-bytes\x01\x01\x01@\0\0w\x04\0\x0eget-random-u64\x01\x02\x03\0\x19wasi:random\
-/random@0.2.12\x05\x04\x01ps\x01q\x03\x07bad-key\x01s\0\x16no-default-certificat\
-e\x01s\0\x0funcovered-hosts\x01\x05\0\x03\0\x0ainit-error\x03\0\x06\x01j\0\x01\x07\
-\x01@\0\0\x08\x04\0\x0ainitialise\x01\x09\x01B\x06\x01ps\x01r\x05\x05hosts\0\x0c\
-content-types\x05bytesw\x06sha256s\x0ais-default\x7f\x04\0\x08resource\x03\0\x01\
-\x01p\x02\x01@\0\0\x03\x04\0\x09resources\x01\x04\x04\0\x18tls-site:site/site@0.\
-1.0\x05\x0a\x01B\x19\x01m\x05\x04read\x05write\x05drain\x05close\x04done\x04\0\x04\
-next\x03\0\0\x01p}\x01r\x02\x04send\x02\x04next\x01\x04\0\x04step\x03\0\x03\x01q\
-\x06\x08received\x01\x02\0\x0dend-of-stream\0\0\x04sent\0\0\x09timed-out\0\0\x07\
-stalled\0\0\x06broken\x01s\0\x04\0\x05event\x03\0\x05\x01m\x03\x05clean\x09timed\
--out\x07cut-off\x04\0\x06ending\x03\0\x07\x01ks\x01r\x06\x0bserver-name\x09\x08r\
-esources\x05bytesw\x0fclient-finished\x7f\x0ckey-exchange\x09\x06ending\x08\x04\0\
-\x06served\x03\0\x0a\x01q\x05\x03tls\x01s\0\x02io\x01s\0\x0fnot-initialised\0\0\x11\
-handshake-timeout\0\0\x07stalled\0\0\x04\0\x07failure\x03\0\x0c\x04\0\x0aconnect\
-ion\x03\x01\x01i\x0e\x01j\x01\x0f\x01\x0d\x01@\0\0\x10\x04\0\x17[static]connecti\
-on.open\x01\x11\x01h\x0e\x01@\x02\x04self\x12\x05event\x06\0\x04\x04\0\x17[metho\
-d]connection.step\x01\x13\x01j\x01\x0b\x01\x0d\x01@\x01\x04self\x12\0\x14\x04\0\x1a\
-[method]connection.outcome\x01\x15\x04\0\x1btls-site:site/handler@0.1.0\x05\x0b\x04\
-\0\x1ctls-site:site/tls-site@0.1.0\x04\0\x0b\x0e\x01\0\x08tls-site\x03\0\0\0G\x09\
-producers\x01\x0cprocessed-by\x02\x0dwit-component\x070.258.3\x10wit-bindgen-rus\
-t\x060.61.1";
+ey\x01\x06scheme\x03\x0ftranscript-hash\x08\0\x15\x04\0\x17sign-certificate-veri\
+fy\x01\x20\x01p\x07\x01@\0\0!\x04\0\x0cnamed-groups\x01\"\x01j\x01\x0a\x01\x05\x01\
+@\x02\x05group\x07\x0cclient-share\x08\0#\x04\0\x0bencapsulate\x01$\x01@\x02\x09\
+algorithm\x0f\x04data\x08\0\x08\x04\0\x04hash\x01%\x01@\x03\x09algorithm\x0f\x03\
+key\x08\x07message\x08\0\x08\x04\0\x04hmac\x01&\x03\0\x1atls-site:site/crypto@0.\
+1.0\x05\x02\x01B\x08\x01p}\x01k\0\x01@\x01\x05state\0\0\x01\x04\0\x04seal\x01\x02\
+\x01@\x01\x06ticket\0\0\x01\x04\0\x04open\x01\x03\x01@\0\0y\x04\0\x10lifetime-se\
+conds\x01\x04\x03\0\x1btls-site:site/tickets@0.1.0\x05\x03\x01B\x05\x01p}\x01@\x01\
+\x03lenw\0\0\x04\0\x10get-random-bytes\x01\x01\x01@\0\0w\x04\0\x0eget-random-u64\
+\x01\x02\x03\0\x19wasi:random/random@0.2.12\x05\x04\x01ps\x01q\x03\x07bad-key\x01\
+s\0\x16no-default-certificate\x01s\0\x0funcovered-hosts\x01\x05\0\x03\0\x0ainit-\
+error\x03\0\x06\x01j\0\x01\x07\x01@\0\0\x08\x04\0\x0ainitialise\x01\x09\x01B\x06\
+\x01ps\x01r\x05\x05hosts\0\x0ccontent-types\x05bytesw\x06sha256s\x0ais-default\x7f\
+\x04\0\x08resource\x03\0\x01\x01p\x02\x01@\0\0\x03\x04\0\x09resources\x01\x04\x04\
+\0\x18tls-site:site/site@0.1.0\x05\x0a\x01B\x19\x01m\x05\x04read\x05write\x05dra\
+in\x05close\x04done\x04\0\x04next\x03\0\0\x01p}\x01r\x02\x04send\x02\x04next\x01\
+\x04\0\x04step\x03\0\x03\x01q\x06\x08received\x01\x02\0\x0dend-of-stream\0\0\x04\
+sent\0\0\x09timed-out\0\0\x07stalled\0\0\x06broken\x01s\0\x04\0\x05event\x03\0\x05\
+\x01m\x03\x05clean\x09timed-out\x07cut-off\x04\0\x06ending\x03\0\x07\x01ks\x01r\x06\
+\x0bserver-name\x09\x08resources\x05bytesw\x0fclient-finished\x7f\x0ckey-exchang\
+e\x09\x06ending\x08\x04\0\x06served\x03\0\x0a\x01q\x05\x03tls\x01s\0\x02io\x01s\0\
+\x0fnot-initialised\0\0\x11handshake-timeout\0\0\x07stalled\0\0\x04\0\x07failure\
+\x03\0\x0c\x04\0\x0aconnection\x03\x01\x01i\x0e\x01j\x01\x0f\x01\x0d\x01@\0\0\x10\
+\x04\0\x17[static]connection.open\x01\x11\x01h\x0e\x01@\x02\x04self\x12\x05event\
+\x06\0\x04\x04\0\x17[method]connection.step\x01\x13\x01j\x01\x0b\x01\x0d\x01@\x01\
+\x04self\x12\0\x14\x04\0\x1a[method]connection.outcome\x01\x15\x04\0\x1btls-site\
+:site/handler@0.1.0\x05\x0b\x04\0\x1ctls-site:site/tls-site@0.1.0\x04\0\x0b\x0e\x01\
+\0\x08tls-site\x03\0\0\0G\x09producers\x01\x0cprocessed-by\x02\x0dwit-component\x07\
+0.258.3\x10wit-bindgen-rust\x060.61.1";
 #[inline(never)]
 #[doc(hidden)]
 pub fn __link_custom_section_describing_imports() {

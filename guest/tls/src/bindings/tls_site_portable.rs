@@ -228,8 +228,9 @@ pub mod tls_site {
                 pub chain: _rt::Vec<_rt::Vec<u8>>,
                 /// DNS names from the leaf's subjectAltName; SNI names are matched against these.
                 pub names: _rt::Vec<_rt::String>,
-                /// The leaf's private key: `crypto.sign` with it (world `tls-site`), or fetch it with
-                /// `private-keys.private-key` (world `tls-site-portable`).
+                /// The leaf's private key: the host signs the handshake with it
+                /// (`crypto.sign-certificate-verify`, world `tls-site`), or the component fetches it
+                /// (`private-keys.private-key`, world `tls-site-portable`).
                 pub key: KeyId,
             }
             impl ::core::fmt::Debug for Certificate {
