@@ -11,10 +11,11 @@ use std::process::Command;
 const TARGET: &str = "wasm32-wasip2";
 
 fn main() {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned();
+    // Read when the script runs, not baked in when it was compiled: one target directory serves
+    // checkouts at different paths (CI's clones), and cargo reuses the compiled script across them.
+    let manifest_dir =
+        std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let workspace = Path::new(&manifest_dir).parent().unwrap().to_owned();
     // The guest packages, not all of guest/: guest/edge/cloudflare holds npm's install and
     // wrangler's output, which each Cloudflare test rewrites (a rebuild of the host each time).
     let guests = [

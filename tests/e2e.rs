@@ -388,6 +388,56 @@ fn serve_refuses_an_expired_certificate_unless_allowed_and_says_so() {
     );
 }
 
+/// SIGHUP reloads: a new certificate in the directory is served without a restart, the log says
+/// so, and a SIGHUP that finds a broken directory keeps the certificate served.
+#[test]
+fn sighup_reloads_the_certificates_and_a_bad_directory_keeps_the_old() {
+    let server = Running::start_with("sighup", &["--watch", "0"]);
+    let leaf_for = |ca: &Path| {
+        client::fetch(
+            server.https,
+            "tls-site.localhost",
+            true,
+            client::config(client::Trust::Ca(ca), &[]),
+        )
+        .unwrap()
+        .leaf
+    };
+    let old = leaf_for(&server.ca());
+    let hangup = || {
+        let sent = Command::new("kill")
+            .args(["-HUP", &server.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    };
+
+    let chain = server.certs.join("dev.chain.pem");
+    let old_chain = std::fs::read(&chain).unwrap();
+    std::fs::write(&chain, "not a certificate").unwrap();
+    hangup();
+    let failed = wait_for(&server.log, "RELOAD FAILED (SIGHUP)");
+    assert!(failed.contains("dev.chain.pem"), "{failed}");
+    assert_eq!(leaf_for(&server.ca()), old);
+    std::fs::write(&chain, old_chain).unwrap();
+
+    let other = temp_dir("sighup-other");
+    let made = Command::new(BINARY)
+        .arg("dev-certs")
+        .arg("--out")
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    for file in ["dev.chain.pem", "dev.key.pem"] {
+        std::fs::copy(other.join(file), server.certs.join(file)).unwrap();
+    }
+    hangup();
+    wait_for(&server.log, "reload (SIGHUP)");
+    let new = leaf_for(&other.join("dev-ca.pem"));
+    assert_ne!(new, old);
+}
+
 #[test]
 fn inspect_lists_every_resource_with_one_default() {
     let listing = inspect();

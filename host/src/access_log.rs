@@ -36,10 +36,14 @@ pub enum Event {
     /// A certificate from the ACME CA is now served.
     AcmeInstalled,
     AcmeFailed,
+    /// A reload (SIGHUP, or a change seen in `--certs` or `--ticket-keys`) swapped in a new site.
+    ReloadInstalled,
+    /// A reload failed; the site it would have replaced is still served.
+    ReloadFailed,
 }
 
 impl Event {
-    const ALL: [Event; 18] = [
+    const ALL: [Event; 20] = [
         Event::Served,
         Event::TlsFailed,
         Event::IoFailed,
@@ -58,6 +62,8 @@ impl Event {
         Event::HttpClosed,
         Event::AcmeInstalled,
         Event::AcmeFailed,
+        Event::ReloadInstalled,
+        Event::ReloadFailed,
     ];
 
     /// Its name in the stats line.
@@ -81,6 +87,8 @@ impl Event {
             Event::HttpClosed => "http-closed",
             Event::AcmeInstalled => "acme-installed",
             Event::AcmeFailed => "acme-failed",
+            Event::ReloadInstalled => "reloaded",
+            Event::ReloadFailed => "reload-failed",
         }
     }
 }

@@ -24,7 +24,8 @@ use crate::inspect::{hosts_default_first, site_resources};
 use crate::log;
 use crate::options::AcmeOptions;
 use crate::redirect::Challenges;
-use crate::sandbox::{Sandbox, SandboxError};
+use crate::reload::{ReloadError, SiteSwap};
+use crate::sandbox::SandboxError;
 use instant_acme::{Account, AuthorizationStatus, OrderStatus};
 use schedule::jitter;
 use state::StateDir;
@@ -77,6 +78,8 @@ pub enum AcmeError {
     Key(#[from] rcgen::Error),
     #[error("the new certificate cannot be served")]
     Sandbox(#[from] SandboxError),
+    #[error(transparent)]
+    Install(#[from] ReloadError),
 }
 
 /// Served until the first ACME certificate arrives: a self-signed certificate that says so.
@@ -105,8 +108,6 @@ pub(crate) struct Renewal {
     /// Every host name of the site, the default first: one order covers them all.
     hosts: Vec<String>,
     challenges: Challenges,
-    component: PathBuf,
-    limits: Limits,
     /// The certificate being served, if it is one from the CA.
     serving: Option<Validity>,
 }
@@ -170,8 +171,6 @@ pub(crate) async fn prepare(
         state,
         hosts,
         challenges: Challenges::default(),
-        component: component.to_owned(),
-        limits: limits.clone(),
         serving,
     };
     Ok((vec![certificate], renewal))
@@ -188,7 +187,7 @@ impl Renewal {
     /// after a doubling wait.
     pub(crate) async fn run(
         mut self,
-        install: watch::Sender<Arc<Sandbox>>,
+        site: Arc<SiteSwap>,
         stats: Arc<Stats>,
         renew_now: Arc<Notify>,
         mut stopped: watch::Receiver<bool>,
@@ -214,7 +213,7 @@ impl Renewal {
                 _ = stopped.changed() => return,
             }
             let renewed = tokio::select! {
-                renewed = self.renew(&mut account, &install) => renewed,
+                renewed = self.renew(&mut account, &site) => renewed,
                 _ = stopped.changed() => return,
             };
             match renewed {
@@ -251,7 +250,7 @@ impl Renewal {
     async fn renew(
         &self,
         account: &mut Option<Account>,
-        install: &watch::Sender<Arc<Sandbox>>,
+        site: &SiteSwap,
     ) -> Result<Validity, AcmeError> {
         let started = std::time::Instant::now();
         let account = match account {
@@ -268,24 +267,9 @@ impl Renewal {
                 message: "just written, now missing".into(),
             })?;
         let validity = Validity::of(&certificate)?;
-        // Initialising and snapshotting the component is seconds of CPU: keep it off the threads
-        // that accept and serve connections.
-        let (component, limits, runtime) = (
-            self.component.clone(),
-            self.limits.clone(),
-            tokio::runtime::Handle::current(),
-        );
-        let sandbox = tokio::task::spawn_blocking(move || {
-            runtime.block_on(Sandbox::new(&component, &[certificate], limits))
-        })
-        .await
-        .map_err(|join| AcmeError::BadState {
-            path: self.component.clone(),
-            message: format!("snapshotting panicked: {join}"),
-        })??;
-        // The session-ticket keys carry over, so returning clients still resume after the swap.
-        let tickets = install.borrow().ticket_keys().clone();
-        install.send_replace(Arc::new(sandbox.with_ticket_keys(tickets)));
+        // Built away from the serving threads and swapped in as a reload is (reload.rs); the
+        // session-ticket keys carry over, so returning clients still resume.
+        site.install_certificates(vec![certificate]).await?;
         log(format_args!(
             "acme: new certificate for {} valid until {} now serving new connections ({} ms from order to swap)",
             self.hosts.join(","),

@@ -14,7 +14,8 @@ use tokio::sync::{Semaphore, watch};
 
 /// What every HTTPS connection is admitted by.
 pub struct Admission {
-    /// The sandbox new connections are served from; an ACME renewal swaps in a new one.
+    /// The sandbox new connections are served from; a reload or an ACME renewal swaps in a new
+    /// one.
     pub sandbox: watch::Receiver<Arc<Sandbox>>,
     pub instances: Arc<Semaphore>,
     pub max_instances: u32,
@@ -27,6 +28,9 @@ pub struct Admission {
 impl Admission {
     /// Serves one connection, `accepted` when, once admitted; logs it.
     pub async fn serve(&self, stream: TcpStream, peer: SocketAddr, accepted: Instant) {
+        // The site current when the connection is accepted serves it to its end, even if a
+        // reload or a renewal swaps in another meanwhile (reload.rs).
+        let sandbox = self.sandbox.borrow().clone();
         if let Some(bytes) = self.send_buffer {
             let _ = socket2::SockRef::from(&stream).set_send_buffer_size(bytes);
         }
@@ -48,9 +52,6 @@ impl Admission {
                     .expect("the semaphore is never closed")
             }
         };
-        // The sandbox current now serves this connection to its end, even if a renewal swaps in
-        // another meanwhile.
-        let sandbox = self.sandbox.borrow().clone();
         let report = sandbox.serve_connection(stream, self.timeouts).await;
         access_log::https(&self.stats, peer, &self.timeouts, report, accepted);
     }

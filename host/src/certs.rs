@@ -6,7 +6,8 @@
 //! default host also answers clients with no SNI or an unknown name. Other files are ignored.
 
 use crate::logging::log;
-use cert_dir::{CHAIN_SUFFIX, Checks, KEY_SUFFIX, LoadError, Pair};
+pub(crate) use cert_dir::{CHAIN_SUFFIX, KEY_SUFFIX};
+use cert_dir::{Checks, LoadError, Pair};
 use rustls_pki_types::PrivateKeyDer;
 use std::path::{Path, PathBuf};
 

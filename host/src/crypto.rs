@@ -11,10 +11,12 @@ use aws_lc_rs::kem::{EncapsulationKey, ML_KEM_768};
 use ring::aead::{
     AES_128_GCM, AES_256_GCM, Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey,
 };
-use rustls::SignatureScheme;
 use rustls::crypto::ring::sign::any_supported_type;
+use rustls::pki_types::CertificateDer;
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer};
+use rustls::sign::CertifiedKey;
 use rustls::sign::SigningKey;
+use rustls::{InconsistentKeys, SignatureScheme};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -148,6 +150,18 @@ impl HeldKey {
             why,
         };
         let signing = any_supported_type(&parsed).map_err(|error| unusable(error.to_string()))?;
+        // A key beside the wrong chain (a half-done copy, a mix-up) would fail every handshake:
+        // refuse it now, at start or reload, while the site served stays up.
+        let chain = certificate.chain.iter().cloned().map(CertificateDer::from);
+        match CertifiedKey::new(chain.collect(), signing.clone()).keys_match() {
+            // A kind of key whose public half rustls cannot tell: the handshake will say.
+            Ok(()) | Err(rustls::Error::InconsistentKeys(InconsistentKeys::Unknown)) => {}
+            Err(error) => {
+                return Err(unusable(format!(
+                    "it is not the key of the certificate beside it ({error}); the chain and the key must be replaced together"
+                )));
+            }
+        }
         let mut offered = SCHEMES.to_vec();
         let mut schemes = Vec::new();
         while let Some(signer) = signing.choose_scheme(&offered) {
@@ -383,6 +397,27 @@ mod tests {
     use super::*;
     // The client's side from ring, so each group is checked against another implementation.
     use rustls::crypto::ring::kx_group;
+
+    /// A key beside another certificate's chain fails at load, naming the file, not at every
+    /// handshake.
+    #[test]
+    fn a_key_beside_another_certificate_is_refused() {
+        let dir = std::env::temp_dir().join(format!("tls-site-crypto-{}", std::process::id()));
+        let (one, other) = (dir.join("one"), dir.join("other"));
+        for dir in [&one, &other] {
+            crate::certs::dev_certs(dir, &["a.test".to_owned()]).unwrap();
+        }
+        let mut mixed = crate::certs::load_dir(&one).unwrap();
+        assert!(Keys::load(&mixed).is_ok());
+        mixed[0].private_key = crate::certs::load_dir(&other).unwrap()[0]
+            .private_key
+            .clone();
+        let error = Keys::load(&mixed).err().expect("refused").to_string();
+        assert!(
+            error.contains("dev.chain.pem") && error.contains("not the key of the certificate"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn a_record_sealed_opens_once_and_not_with_another_nonce() {

@@ -27,11 +27,13 @@ pub mod logging;
 pub mod options;
 pub mod precompiled;
 pub mod redirect;
+pub mod reload;
 pub mod sandbox;
 pub mod server;
 #[cfg(feature = "compiler")]
 pub mod snapshot;
 pub mod tickets;
+pub mod watcher;
 
 pub use access_log::{Event, Stats};
 pub use logging::log;

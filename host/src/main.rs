@@ -104,7 +104,9 @@ async fn main() -> anyhow::Result<()> {
             // Installed before the slow start: PID 1 ignores a signal it has no handler for, so a
             // SIGTERM during start-up would otherwise be lost (`podman stop` would wait and kill).
             let stop = shutdown_signal()?;
-            serve(options, stop).await
+            // SIGHUP's default is to end the process: caught from the start, it reloads once up.
+            let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+            serve(options, stop, Some(hangup)).await
         }
         #[cfg(feature = "edge")]
         Command::ServeHttp {
@@ -173,10 +175,12 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// Serves until `stop` resolves (it names what asked to stop), then finishes what is in flight.
+/// Serves until `stop` resolves (it names what asked to stop), then finishes what is in flight;
+/// reloads the site at each `hangup` (reload.rs).
 async fn serve(
     options: ServeOptions,
     stop: impl Future<Output = &'static str>,
+    hangup: Option<tokio::signal::unix::Signal>,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let server = Server::start(&options).await?;
@@ -209,7 +213,19 @@ async fn serve(
             .unwrap_or_default(),
         started.elapsed().as_millis(),
     ));
+    let reloads = hangup.map(|mut hangup| {
+        let site = server.site();
+        tokio::spawn(async move {
+            // A SIGHUP during a reload is kept (tokio coalesces them): one more reload after it.
+            while hangup.recv().await.is_some() {
+                let _ = site.reload("SIGHUP").await;
+            }
+        })
+    });
     let why = stop.await;
+    if let Some(reloads) = reloads {
+        reloads.abort();
+    }
     log(format_args!(
         "shutting down ({why}): no new connections; finishing those in flight"
     ));
@@ -231,7 +247,7 @@ async fn run_init() -> ! {
     }
     let served = match tls_site::init::prepare().await {
         Ok(options) => match tls_site::init::stop_requested() {
-            Ok(stop) => serve(options, stop).await,
+            Ok(stop) => serve(options, stop, None).await,
             Err(error) => Err(error.into()),
         },
         Err(error) => Err(error.into()),

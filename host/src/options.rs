@@ -61,6 +61,15 @@ pub struct ServeOptions {
     /// Cap the kernel's send buffer per connection (SO_SNDBUF) [default: the kernel's autotuning]
     #[arg(long, value_name = "BYTES")]
     pub send_buffer: Option<usize>,
+    /// Session-ticket keys from FILE (80-byte keys back to back, the first seals; see
+    /// docs/operations.md), shared by replicas and rotated from outside; read again on reload
+    /// [default: the host's own keys, rotated every 6 hours]
+    #[arg(long, value_name = "FILE")]
+    pub ticket_keys: Option<PathBuf>,
+    /// Seconds between looks at --certs and --ticket-keys for changes, which reload the site as
+    /// SIGHUP does (a Kubernetes Secret volume's update); 0: only on SIGHUP
+    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = seconds)]
+    pub watch: Duration,
     /// Seconds between session-ticket key rotations; a ticket opens for two of them
     #[arg(long, value_name = "SECONDS", default_value = "21600", value_parser = seconds, hide = true)]
     pub ticket_key_rotation: Duration,
@@ -280,6 +289,11 @@ mod tests {
         );
         assert!(options.stats_interval.is_none());
         assert_eq!(options.threads, None, "one per CPU");
+        assert_eq!(
+            (options.ticket_keys, options.watch),
+            (None, Duration::from_secs(5)),
+            "the host's own ticket keys; certificates looked at every 5 s"
+        );
     }
 
     #[test]

@@ -90,6 +90,7 @@ pub struct Sandbox {
     limits: Limits,
     keys: Arc<Keys>,
     tickets: Arc<TicketKeys>,
+    component_digest: [u8; 32],
 }
 
 impl Sandbox {
@@ -101,11 +102,44 @@ impl Sandbox {
         certificates: &[Certificate],
         limits: Limits,
     ) -> Result<Sandbox, SandboxError> {
-        let file = read_component(component_path)?;
         let engine = engine::engine(&limits)?;
+        let tickets = Arc::new(TicketKeys::new(TICKET_KEY_ROTATION));
+        Sandbox::on_engine(engine, limits, tickets, component_path, certificates).await
+    }
+
+    /// A sandbox for another component or other certificates (a reload, a renewal), on this one's
+    /// engine: its pool of instances, its epoch clock and its limits are shared, so the
+    /// connections still on this sandbox and those on the next count against one cap. The
+    /// session-ticket keys carry over, so returning clients still resume.
+    pub async fn successor(
+        &self,
+        component_path: &Path,
+        certificates: &[Certificate],
+    ) -> Result<Sandbox, SandboxError> {
+        Sandbox::on_engine(
+            self.engine.clone(),
+            self.limits.clone(),
+            self.tickets.clone(),
+            component_path,
+            certificates,
+        )
+        .await
+    }
+
+    async fn on_engine(
+        engine: Engine,
+        limits: Limits,
+        tickets: Arc<TicketKeys>,
+        component_path: &Path,
+        certificates: &[Certificate],
+    ) -> Result<Sandbox, SandboxError> {
+        let file = read_component(component_path)?;
+        let component_digest = ring::digest::digest(&ring::digest::SHA256, &file)
+            .as_ref()
+            .try_into()
+            .expect("SHA-256 is 32 bytes");
         let linker = linker(&engine)?;
         let keys = Arc::new(Keys::load(certificates)?);
-        let tickets = Arc::new(TicketKeys::new(TICKET_KEY_ROTATION));
 
         let component = match precompiled::body(&file) {
             Some(body) => {
@@ -152,6 +186,7 @@ impl Sandbox {
             limits,
             keys,
             tickets,
+            component_digest,
         })
     }
 
@@ -202,6 +237,12 @@ impl Sandbox {
     pub fn with_ticket_keys(mut self, tickets: Arc<TicketKeys>) -> Sandbox {
         self.tickets = tickets;
         self
+    }
+
+    /// SHA-256 of the component file this sandbox was made from (`.wasm` or `.cwasm`, as given):
+    /// which version of the site it serves.
+    pub fn component_digest(&self) -> [u8; 32] {
+        self.component_digest
     }
 
     /// The session-ticket keys every instance seals and opens tickets with.

@@ -11,8 +11,10 @@ use crate::engine::Limits;
 use crate::listener::{self, ListenError, accept_loop, bind, serve_on_threads};
 use crate::log;
 use crate::redirect::{self, RedirectTable};
+use crate::reload::{CertificateSource, ReloadError, Reloaded, SiteSwap};
 use crate::sandbox::{Sandbox, SandboxError};
-use crate::tickets::TicketKeys;
+use crate::tickets::{TicketKeyError, TicketKeys};
+use crate::watcher::{Watched, watch_for_changes};
 use crate::{ServeOptions, certs};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,6 +34,8 @@ pub enum StartError {
     Acme(#[from] acme::AcmeError),
     #[error(transparent)]
     Listen(#[from] ListenError),
+    #[error(transparent)]
+    TicketKeys(#[from] TicketKeyError),
     #[error(
         "{0}: a precompiled component holds the certificates it was made with, so ACME cannot renew them; serve the .wasm"
     )]
@@ -43,7 +47,7 @@ pub struct Server {
     https_addr: SocketAddr,
     http_addr: Option<SocketAddr>,
     resources: Vec<Resource>,
-    sandbox: watch::Receiver<Arc<Sandbox>>,
+    site: Arc<SiteSwap>,
     stats: Arc<Stats>,
     stop: watch::Sender<bool>,
     /// With ACME: wakes the renewal before its certificate is due (`renew_certificate_now`).
@@ -69,6 +73,16 @@ impl Server {
             memory_bytes: options.instance_memory,
         };
         #[cfg(not(feature = "acme"))]
+        let acme_options = None::<()>;
+        #[cfg(feature = "acme")]
+        let acme_options = options.acme.as_ref();
+        let watched = Watched {
+            certs: acme_options.is_none().then(|| options.certs.clone()),
+            ticket_keys: options.ticket_keys.clone(),
+        };
+        // Before the files are read: a change while the server starts is seen at the first look.
+        let seen_at_start = watched.look();
+        #[cfg(not(feature = "acme"))]
         let (certificates, renewal) = (
             certs::load_dir_with(&options.certs, options.expired())?,
             None::<Renewal>,
@@ -93,19 +107,39 @@ impl Server {
                 (certificates, Some(renewal))
             }
         };
-        let sandbox = Sandbox::new(&options.component, &certificates, limits).await?;
-        let sandbox = Arc::new(
-            sandbox.with_ticket_keys(Arc::new(TicketKeys::new(options.ticket_key_rotation))),
-        );
+        let tickets = match &options.ticket_keys {
+            Some(file) => TicketKeys::from_file(file, options.ticket_key_rotation * 2)?,
+            None => TicketKeys::new(options.ticket_key_rotation),
+        };
+        let sandbox = Sandbox::new(&options.component, &certificates, limits)
+            .await?
+            .with_ticket_keys(Arc::new(tickets));
         let resources = sandbox.resources().await?;
 
         let (stop, stopped) = watch::channel(false);
         let mut listeners = JoinSet::new();
         let stats = Arc::new(Stats::default());
         let permits = Arc::new(Semaphore::new(options.max_connections as usize));
-        let (install, sandbox) = watch::channel(sandbox);
+        let source = match acme_options {
+            None => CertificateSource::Directory(options.certs.clone(), options.expired()),
+            Some(_) => CertificateSource::Acme,
+        };
+        let site = Arc::new(SiteSwap::new(
+            sandbox,
+            options.component.clone(),
+            source,
+            certificates,
+            stats.clone(),
+        ));
+        listeners.spawn(watch_for_changes(
+            site.clone(),
+            watched,
+            seen_at_start,
+            options.watch,
+            stopped.clone(),
+        ));
         let admission = Arc::new(Admission {
-            sandbox: sandbox.clone(),
+            sandbox: site.subscribe(),
             instances: Arc::new(Semaphore::new(max_instances as usize)),
             max_instances,
             hello_timeout: options.hello_timeout,
@@ -173,14 +207,14 @@ impl Server {
         }
         let renew_now = renewal.map(|renewal| {
             let renew_now = Arc::new(Notify::new());
-            listeners.spawn(renewal.run(install, stats.clone(), renew_now.clone(), stopped));
+            listeners.spawn(renewal.run(site.clone(), stats.clone(), renew_now.clone(), stopped));
             renew_now
         });
         Ok(Server {
             https_addr,
             http_addr,
             resources,
-            sandbox,
+            site,
             stats,
             stop,
             renew_now,
@@ -202,7 +236,18 @@ impl Server {
 
     /// The sandbox new connections are served from now.
     pub fn sandbox(&self) -> Arc<Sandbox> {
-        self.sandbox.borrow().clone()
+        self.site.current()
+    }
+
+    /// The site served, and the way to replace it (`reload`); SIGHUP's handler holds it.
+    pub fn site(&self) -> Arc<SiteSwap> {
+        self.site.clone()
+    }
+
+    /// Reads the certificates and the component again and swaps the site they make in for new
+    /// connections, as SIGHUP does; a failure keeps the site served (reload.rs).
+    pub async fn reload(&self, why: &str) -> Result<Reloaded, ReloadError> {
+        self.site.reload(why).await
     }
 
     pub fn stats(&self) -> &Stats {
@@ -238,13 +283,7 @@ impl Renewal {
         match *self {}
     }
 
-    async fn run(
-        self,
-        _: watch::Sender<Arc<Sandbox>>,
-        _: Arc<Stats>,
-        _: Arc<Notify>,
-        _: watch::Receiver<bool>,
-    ) {
+    async fn run(self, _: Arc<SiteSwap>, _: Arc<Stats>, _: Arc<Notify>, _: watch::Receiver<bool>) {
         match self {}
     }
 }
