@@ -43,6 +43,8 @@ struct Running {
     log: mpsc::Receiver<String>,
     /// What it logged before it was ready.
     startup: Vec<String>,
+    /// Where /metrics answers, with `--metrics`.
+    metrics: Option<SocketAddr>,
 }
 
 impl Running {
@@ -96,16 +98,19 @@ impl Running {
             }
             startup.push(line);
         };
-        let address = |marker: &str| -> SocketAddr {
-            let start = ready.find(marker).unwrap() + marker.len();
+        let address = |marker: &str| -> Option<SocketAddr> {
+            let start = ready.find(marker)? + marker.len();
             ready[start..]
-                .split([' ', ')'])
-                .next()
-                .unwrap()
+                .split([' ', ')', '/', ','])
+                .next()?
                 .parse()
-                .unwrap()
+                .ok()
         };
-        let (https, http) = (address("listening on https://"), address(" and http://"));
+        let (https, http) = (
+            address("listening on https://").unwrap(),
+            address(" and http://").unwrap(),
+        );
+        let metrics = address("metrics on http://");
         Running {
             child,
             https,
@@ -113,6 +118,7 @@ impl Running {
             certs,
             log,
             startup,
+            metrics,
         }
     }
 
@@ -174,7 +180,12 @@ fn curl_fetches_every_resource_whole_and_follows_the_redirect() {
             std::fs::metadata(&file).unwrap().len(),
             resource["bytes"].as_u64().unwrap()
         );
-        wait_for(&server.log, &format!("sni={host} resource={host}"));
+        let line = wait_for(&server.log, &format!("sni={host} resource={host}"));
+        // What curl asked for, as it said it, beside what SNI chose.
+        assert!(
+            line.contains(" request=\"GET / HTTP/1.1\" ua=\"curl/"),
+            "{line}"
+        );
     }
     // Port 80's answer, as curl sees it.
     let head = Command::new("curl")
@@ -584,4 +595,219 @@ fn hitting_a_limit_says_which_and_clients_wait_rather_than_fail() {
     );
     assert!(page.is_ok(), "{:?}", page.err());
     drop(idle);
+}
+
+/// A plain HTTP GET with curl: the status and the body.
+fn http_get(url: &str) -> (u16, String) {
+    let output = Command::new("curl")
+        .args(["--silent", "--show-error", "--write-out", "\n%{http_code}"])
+        .arg(url)
+        .output()
+        .expect("curl is installed (.ci/run installs it)");
+    let text = String::from_utf8(output.stdout).unwrap();
+    let (body, status) = text.rsplit_once('\n').unwrap();
+    (status.parse().unwrap(), body.to_owned())
+}
+
+/// A certificate file's notAfter, in seconds since the Unix epoch, as openssl and date read it.
+fn not_after_of(chain: &Path) -> i64 {
+    let output = Command::new("openssl")
+        .args(["x509", "-noout", "-enddate", "-in"])
+        .arg(chain)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(output.stdout).unwrap();
+    let date = text.trim().strip_prefix("notAfter=").unwrap().to_owned();
+    let output = Command::new("date")
+        .args(["-u", "+%s", "-d", &date])
+        .output()
+        .unwrap();
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// The operator's view, with `--metrics` and `--log-format json`: /healthz and /readyz answer;
+/// every log line is a JSON object, and each connection's has what curl asked for (method, path,
+/// User-Agent) beside what was served; a scrape parses as Prometheus exposition, and its counters
+/// are the connections made and the bytes their lines say, its certificate gauges the files'
+/// notAfter, its build info the component's digest.
+#[test]
+fn metrics_and_json_logs_count_and_describe_the_connections_made() {
+    let server = Running::start_with(
+        "metrics",
+        &["--metrics", "127.0.0.1:0", "--log-format", "json"],
+    );
+    for line in &server.startup {
+        let object: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+        assert!(
+            object["time"].is_string() && object["message"].is_string(),
+            "{line}"
+        );
+    }
+    let metrics = server
+        .metrics
+        .expect("the ready line says where the metrics are");
+    assert_eq!(
+        http_get(&format!("http://{metrics}/healthz")),
+        (200, "ok\n".into())
+    );
+    assert_eq!(http_get(&format!("http://{metrics}/readyz")).0, 200);
+    assert_eq!(http_get(&format!("http://{metrics}/elsewhere")).0, 404);
+
+    // Three connections for the page, two for a paper, each with a path and an agent of its own.
+    let resources = inspect();
+    let host_of = |default: bool| {
+        let resource = resources
+            .iter()
+            .find(|resource| resource["default"].as_bool() == Some(default))
+            .unwrap();
+        resource["hosts"][0].as_str().unwrap().to_owned()
+    };
+    let made = [(host_of(true), 3), (host_of(false), 2)];
+    let mut agents = std::collections::BTreeSet::new();
+    for (host, times) in &made {
+        for n in 0..*times {
+            let agent = format!("ops-test/{host}/{n}");
+            let status = Command::new("curl")
+                .args([
+                    "--silent",
+                    "--show-error",
+                    "--fail",
+                    "--output",
+                    "/dev/null",
+                ])
+                .args(["--user-agent", &agent, "--cacert"])
+                .arg(server.ca())
+                .arg("--resolve")
+                .arg(format!("{host}:{}:127.0.0.1", server.https.port()))
+                .arg(format!(
+                    "https://{host}:{}/some/path?n={n}",
+                    server.https.port()
+                ))
+                .status()
+                .unwrap();
+            assert!(status.success(), "curl {host}");
+            agents.insert(agent);
+        }
+    }
+
+    // Their lines, each one JSON object with the same facts as the text line.
+    let mut lines = Vec::new();
+    while lines.len() < agents.len() {
+        let line = server
+            .log
+            .recv_timeout(Duration::from_secs(120))
+            .expect("a line per connection");
+        let object: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|error| panic!("{error}: {line}"));
+        if object["scheme"] == "https" {
+            lines.push(object);
+        }
+    }
+    let mut agents_logged = std::collections::BTreeSet::new();
+    for line in &lines {
+        let text = line.to_string();
+        assert_eq!(line["outcome"], "served", "{text}");
+        assert_eq!(line["level"], "info", "{text}");
+        assert_eq!(line["method"], "GET", "{text}");
+        assert_eq!(line["version"], "HTTP/1.1", "{text}");
+        assert!(
+            line["uri"].as_str().unwrap().starts_with("/some/path?n="),
+            "{text}"
+        );
+        assert_eq!(line["sni"], line["resource"], "{text}");
+        assert!(line["bytes"].as_u64().unwrap() > 0, "{text}");
+        assert!(line["guest_memory"].as_u64().unwrap() > 0, "{text}");
+        assert!(line["duration_ms"].as_f64().is_some(), "{text}");
+        assert!(
+            line["peer"].as_str().unwrap().starts_with("127.0.0.1:"),
+            "{text}"
+        );
+        assert!(line["kx"].as_str().unwrap() != "-", "{text}");
+        assert!(line["message"].as_str().unwrap().contains(" ok "), "{text}");
+        agents_logged.insert(line["user_agent"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(agents_logged, agents);
+
+    // The scrape, parsed as a scraper would.
+    let (status, text) = http_get(&format!("http://{metrics}/metrics"));
+    assert_eq!(status, 200);
+    let scrape =
+        prometheus_parse::Scrape::parse(text.lines().map(|line| Ok(line.to_owned()))).unwrap();
+    let samples = |name: &str| -> Vec<&prometheus_parse::Sample> {
+        scrape.samples.iter().filter(|s| s.metric == name).collect()
+    };
+    let number = |sample: &prometheus_parse::Sample| match sample.value {
+        prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Untyped(v) => v,
+        ref other => panic!("{} is {other:?}", sample.metric),
+    };
+    for (host, times) in &made {
+        let served: f64 = samples("tls_site_connections_total")
+            .into_iter()
+            .filter(|s| s.labels.get("outcome") == Some("served"))
+            .filter(|s| s.labels.get("resource") == Some(host.as_str()))
+            .inspect(|s| {
+                let kx = s.labels.get("kx").unwrap();
+                assert!(lines.iter().any(|line| line["kx"] == kx), "{kx}")
+            })
+            .map(number)
+            .sum();
+        assert_eq!(served, f64::from(*times), "{host}\n{text}");
+    }
+    let others: f64 = samples("tls_site_connections_total")
+        .into_iter()
+        .filter(|s| s.labels.get("outcome") != Some("served"))
+        .map(number)
+        .sum();
+    assert_eq!(others, 0.0, "{text}");
+    let bytes: u64 = lines
+        .iter()
+        .map(|line| line["bytes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        number(samples("tls_site_sent_bytes_total")[0]),
+        bytes as f64
+    );
+    let observations = |name: &str| match &samples(name)[0].value {
+        prometheus_parse::Value::Histogram(buckets) => {
+            let all = buckets.last().unwrap();
+            assert_eq!(all.less_than, f64::INFINITY, "{name}");
+            all.count
+        }
+        other => panic!("{name} is {other:?}"),
+    };
+    assert_eq!(observations("tls_site_connection_seconds"), 5.0);
+    assert_eq!(observations("tls_site_first_byte_seconds"), 5.0);
+    let handshakes = observations("tls_site_handshake_seconds");
+    assert!((1.0..=5.0).contains(&handshakes), "{handshakes}");
+    assert!(number(samples("tls_site_resident_memory_bytes")[0]) > 1e6);
+    assert!(number(samples("tls_site_guest_memory_peak_bytes")[0]) > 0.0);
+
+    // One gauge per certificate file, at its notAfter.
+    let mut expected: Vec<i64> = std::fs::read_dir(&server.certs)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.to_string_lossy().ends_with(".chain.pem"))
+        .map(|chain| not_after_of(&chain))
+        .collect();
+    let mut gauges: Vec<i64> = samples("tls_site_certificate_not_after_seconds")
+        .into_iter()
+        .map(|s| number(s) as i64)
+        .collect();
+    expected.sort();
+    gauges.sort();
+    assert!(!expected.is_empty());
+    assert_eq!(gauges, expected);
+
+    let info = samples("tls_site_build_info");
+    assert_eq!(
+        info[0].labels.get("component_sha256"),
+        Some(sha256_of_file(Path::new(env!("TLS_SITE_COMPONENT"))).as_str())
+    );
+    assert_eq!(number(info[0]), 1.0);
 }

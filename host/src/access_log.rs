@@ -1,10 +1,12 @@
-//! The access log: one line per connection to stderr (time, peer, what was served or why not,
-//! the guest memory it used, how long it took since it was accepted), made and written here, and
-//! the counts of how connections ended, printed every `--stats` seconds and at shutdown, and read
-//! by the tests.
+//! The access log: one event per connection (time, peer, what was served or why not, the
+//! client's request, the guest memory it used, how long it took since it was accepted), made and
+//! written here through `logging.rs` (a text line, or a JSON object with the same facts as
+//! fields), and the counts of how connections ended: the stats, printed every `--stats` seconds
+//! and at shutdown and read by the tests, and the metrics (`metrics.rs`), counted here too.
 
-use crate::bindings::{Ending, Failure};
-use crate::log;
+use crate::bindings::{Ending, Failure, Request, Served};
+use crate::logging::ACCESS;
+use crate::metrics::Metrics;
 use crate::options::Timeouts;
 use crate::redirect::RedirectOutcome;
 use crate::sandbox::{Outcome, Report};
@@ -144,60 +146,153 @@ impl std::fmt::Display for Stats {
     }
 }
 
-/// Writes `line` with how long its connection took since it was `accepted`, which ends it.
-fn write(line: std::fmt::Arguments<'_>, accepted: Instant) {
-    let ms = accepted.elapsed().as_secs_f64() * 1e3;
-    log(format_args!("{line} ms={ms:.1}"));
+/// What an access-log event says besides its line: the fields of its JSON object.
+struct Fields<'a> {
+    scheme: &'static str,
+    peer: SocketAddr,
+    outcome: Option<Event>,
+    served: Option<&'a Served>,
+    guest_memory: usize,
+}
+
+impl Fields<'_> {
+    fn of(scheme: &'static str, peer: SocketAddr, outcome: Option<Event>) -> Fields<'static> {
+        Fields {
+            scheme,
+            peer,
+            outcome,
+            served: None,
+            guest_memory: 0,
+        }
+    }
+}
+
+/// Writes a connection's access-log event: `line` with how long the connection took, and its
+/// `fields` (wit/tls-site.wit's `served` and `request`, `-` where there is none).
+fn write(line: std::fmt::Arguments<'_>, fields: Fields<'_>, took: Duration) {
+    let ms = took.as_secs_f64() * 1e3;
+    let served = fields.served;
+    let request = served.and_then(|served| served.request.as_ref());
+    tracing::info!(
+        target: ACCESS,
+        scheme = fields.scheme,
+        peer = %fields.peer,
+        outcome = fields.outcome.map_or("-", Event::name),
+        sni = served.and_then(|served| served.server_name.as_deref()).unwrap_or("-"),
+        resource = served.map_or("-", |served| served.resource.as_str()),
+        bytes = served.map_or(0, |served| served.bytes),
+        kx = served.and_then(|served| served.key_exchange.as_deref()).unwrap_or("-"),
+        method = request.map_or("-", |request| request.method.as_str()),
+        uri = request.map_or("-", |request| request.target.as_str()),
+        version = request.map_or("-", |request| request.version.as_str()),
+        user_agent = request.and_then(|request| request.user_agent.as_deref()).unwrap_or("-"),
+        guest_memory = fields.guest_memory as u64,
+        duration_ms = ms,
+        "{} ms={:.1}",
+        line,
+        ms
+    );
 }
 
 /// Logs an HTTPS connection that never reached an instance, and counts it.
-pub fn silent(stats: &Stats, peer: SocketAddr, why: &str, accepted: Instant) {
+pub fn silent(stats: &Stats, metrics: &Metrics, peer: SocketAddr, why: &str, accepted: Instant) {
     stats.count(Event::Silent);
-    write(format_args!("https {peer} {why}"), accepted);
+    metrics.connection_ended(Event::Silent.name(), None);
+    let took = accepted.elapsed();
+    metrics.observe_times(took, None, None);
+    let fields = Fields::of("https", peer, Some(Event::Silent));
+    write(format_args!("https {peer} {why}"), fields, took);
 }
 
-/// Logs a served (or not) HTTPS connection, and counts it by how it ended.
+/// Logs a served (or not) HTTPS connection, and counts it by how it ended, in `stats` and the
+/// `metrics`, before its line is written (a test that has seen the line finds it counted).
 pub fn https(
     stats: &Stats,
+    metrics: &Metrics,
     peer: SocketAddr,
     timeouts: &Timeouts,
     report: Report,
     accepted: Instant,
 ) {
+    let Report {
+        outcome,
+        memory_peak,
+        milestones,
+    } = report;
+    let event = ending(&outcome);
+    stats.count(event);
+    stats.note_memory_peak(memory_peak);
+    metrics.guest_memory_used(memory_peak);
+    let took = accepted.elapsed();
+    let served = match &outcome {
+        Outcome::Served(served) => Some(served),
+        _ => None,
+    };
+    let since_accepted = |at: Option<Instant>| at.map(|at| at.saturating_duration_since(accepted));
+    let first_byte = served.and(since_accepted(milestones.response_sent));
+    let handshake = served
+        .filter(|served| served.client_finished)
+        .and(since_accepted(milestones.client_finished));
+    metrics.observe_times(took, first_byte, handshake);
+    if let Some(served) = served {
+        metrics.sent(served.bytes);
+    }
+    metrics.connection_ended(
+        event.name(),
+        served.map(|served| (served.resource.clone(), served.key_exchange.as_deref())),
+    );
+    let fields = Fields {
+        served,
+        guest_memory: memory_peak,
+        ..Fields::of("https", peer, Some(event))
+    };
     write(
-        format_args!("{}", https_line(stats, peer, timeouts, report)),
-        accepted,
+        format_args!(
+            "{} mem={}KiB",
+            https_line(peer, timeouts, &outcome),
+            memory_peak >> 10
+        ),
+        fields,
+        took,
     );
 }
 
 /// Logs a port-80 connection, and counts it.
-pub fn http(stats: &Stats, peer: SocketAddr, outcome: RedirectOutcome, accepted: Instant) {
+pub fn http(
+    stats: &Stats,
+    metrics: &Metrics,
+    peer: SocketAddr,
+    outcome: RedirectOutcome,
+    accepted: Instant,
+) {
+    let event = http_ending(&outcome);
+    stats.count(event);
+    metrics.connection_ended(event.name(), None);
+    let fields = Fields::of("http", peer, Some(event));
     write(
-        format_args!("{}", http_line(stats, peer, outcome)),
-        accepted,
+        format_args!("{}", http_line(peer, outcome)),
+        fields,
+        accepted.elapsed(),
     );
 }
 
 /// Logs a connection of the edge twin's `serve-http`: how many requests it carried, or why it
 /// failed (each request has a line of its own, from edge.rs).
 pub fn edge(peer: SocketAddr, served: Result<usize, String>, accepted: Instant) {
+    let (fields, took) = (Fields::of("http", peer, None), accepted.elapsed());
     match served {
         Ok(requests) => write(
             format_args!("http {peer} closed after {requests} requests"),
-            accepted,
+            fields,
+            took,
         ),
-        Err(why) => write(format_args!("http {peer} failed: {why}"), accepted),
+        Err(why) => write(format_args!("http {peer} failed: {why}"), fields, took),
     }
 }
 
-/// The line for a served (or not) HTTPS connection, all but its time, counted in `stats` by how
-/// it ended.
-fn https_line(stats: &Stats, peer: SocketAddr, timeouts: &Timeouts, report: Report) -> String {
-    let Report {
-        outcome,
-        memory_peak,
-    } = report;
-    stats.count(match &outcome {
+/// How an HTTPS connection ended, as the stats and the metrics count it.
+fn ending(outcome: &Outcome) -> Event {
+    match outcome {
         Outcome::Served(_) => Event::Served,
         Outcome::Failed(Failure::Tls(_)) => Event::TlsFailed,
         Outcome::Failed(Failure::Io(_)) => Event::IoFailed,
@@ -207,16 +302,41 @@ fn https_line(stats: &Stats, peer: SocketAddr, timeouts: &Timeouts, report: Repo
         Outcome::Trapped(_) => Event::Trapped,
         Outcome::TimedOut => Event::TimedOut,
         Outcome::NoInstance(_) => Event::NoInstance,
-    });
-    stats.note_memory_peak(memory_peak);
+    }
+}
+
+/// A request as the text line has it: `request="GET / HTTP/1.1" ua="curl/8.5.0"`, `-` for what
+/// the client did not send. The guest has escaped `"` in them.
+struct RequestFields<'a>(Option<&'a Request>);
+
+impl std::fmt::Display for RequestFields<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Some(request) = self.0 else {
+            return f.write_str("request=- ua=-");
+        };
+        write!(
+            f,
+            "request=\"{} {} {}\" ",
+            request.method, request.target, request.version
+        )?;
+        match &request.user_agent {
+            Some(agent) => write!(f, "ua=\"{agent}\""),
+            None => f.write_str("ua=-"),
+        }
+    }
+}
+
+/// The line for a served (or not) HTTPS connection, all but its time, memory and duration.
+fn https_line(peer: SocketAddr, timeouts: &Timeouts, outcome: &Outcome) -> String {
     let seconds = |duration: Duration| duration.as_secs_f64();
-    let line = match outcome {
+    match outcome {
         Outcome::Served(served) => format!(
-            "https {peer} sni={} resource={} bytes={} kx={} ok{}{}",
+            "https {peer} sni={} resource={} bytes={} kx={} {} ok{}{}",
             served.server_name.as_deref().unwrap_or("-"),
             served.resource,
             served.bytes,
             served.key_exchange.as_deref().unwrap_or("-"),
+            RequestFields(served.request.as_ref()),
             if served.client_finished {
                 ""
             } else {
@@ -252,19 +372,22 @@ fn https_line(stats: &Stats, peer: SocketAddr, timeouts: &Timeouts, report: Repo
             seconds(timeouts.connection)
         ),
         Outcome::NoInstance(why) => format!("https {peer} refused: no instance: {why}"),
-    };
-    format!("{line} mem={}KiB", memory_peak >> 10)
+    }
 }
 
-/// The line for a port-80 connection, all but its time, counted in `stats`.
-fn http_line(stats: &Stats, peer: SocketAddr, outcome: RedirectOutcome) -> String {
-    stats.count(match &outcome {
+/// How a port-80 connection ended.
+fn http_ending(outcome: &RedirectOutcome) -> Event {
+    match outcome {
         RedirectOutcome::Redirected(_) => Event::HttpRedirected,
         RedirectOutcome::AcmeChallenge(_) => Event::HttpAcmeChallenge,
         RedirectOutcome::BadRequest(_) => Event::HttpBadRequest,
         RedirectOutcome::TimedOut => Event::HttpTimedOut,
         RedirectOutcome::Closed => Event::HttpClosed,
-    });
+    }
+}
+
+/// The line for a port-80 connection, all but its time and duration.
+fn http_line(peer: SocketAddr, outcome: RedirectOutcome) -> String {
     match outcome {
         RedirectOutcome::Redirected(location) => format!("http {peer} 301 {location}"),
         RedirectOutcome::AcmeChallenge(token) => format!("http {peer} 200 acme-challenge {token}"),
@@ -274,17 +397,9 @@ fn http_line(stats: &Stats, peer: SocketAddr, outcome: RedirectOutcome) -> Strin
     }
 }
 
-/// The host process's resident memory, from /proc (Linux).
-pub fn resident_memory() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bindings::Served;
 
     #[test]
     fn a_served_line_names_the_key_exchange_and_a_client_that_was_cut_off() {
@@ -296,26 +411,34 @@ mod tests {
                 client_finished: true,
                 key_exchange: Some("X25519MLKEM768".into()),
                 ending,
+                request: Some(Request {
+                    method: "GET".into(),
+                    target: "/".into(),
+                    version: "HTTP/1.1".into(),
+                    user_agent: Some("curl/8.5.0".into()),
+                }),
             };
-            Report {
-                outcome: Outcome::Served(served),
-                memory_peak: 1 << 20,
-            }
+            Outcome::Served(served)
         };
-        let (stats, peer) = (Stats::default(), SocketAddr::from(([127, 0, 0, 1], 5000)));
+        let peer = SocketAddr::from(([127, 0, 0, 1], 5000));
         let timeouts = Timeouts {
             handshake: Duration::from_secs(3),
             stall: Duration::from_secs(5),
             connection: Duration::from_secs(10),
         };
-        let clean = https_line(&stats, peer, &timeouts, served(Ending::Clean));
+        let clean = https_line(peer, &timeouts, &served(Ending::Clean));
         assert_eq!(
             clean,
-            "https 127.0.0.1:5000 sni=tls-site.localhost resource=tls-site.localhost bytes=3119 kx=X25519MLKEM768 ok mem=1024KiB"
+            "https 127.0.0.1:5000 sni=tls-site.localhost resource=tls-site.localhost bytes=3119 kx=X25519MLKEM768 request=\"GET / HTTP/1.1\" ua=\"curl/8.5.0\" ok"
         );
-        let cut_off = https_line(&stats, peer, &timeouts, served(Ending::CutOff));
+        let cut_off = https_line(peer, &timeouts, &served(Ending::CutOff));
         assert!(cut_off.contains(" ok (client cut off: "), "{cut_off}");
-        assert_eq!(stats.get(Event::Served), 2);
+        let Outcome::Served(mut silent) = served(Ending::Clean) else {
+            unreachable!()
+        };
+        silent.request = None;
+        let line = https_line(peer, &timeouts, &Outcome::Served(silent));
+        assert!(line.contains(" request=- ua=- ok"), "{line}");
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::certs::{self, CertError, Certificate};
 use crate::engine::Limits;
 use crate::inspect::{hosts_default_first, site_resources};
 use crate::log;
+use crate::metrics::Metrics;
 use crate::options::AcmeOptions;
 use crate::redirect::Challenges;
 use crate::reload::{ReloadError, SiteSwap};
@@ -189,6 +190,7 @@ impl Renewal {
         mut self,
         site: Arc<SiteSwap>,
         stats: Arc<Stats>,
+        metrics: Arc<Metrics>,
         renew_now: Arc<Notify>,
         mut stopped: watch::Receiver<bool>,
     ) {
@@ -219,11 +221,13 @@ impl Renewal {
             match renewed {
                 Ok(validity) => {
                     stats.count(Event::AcmeInstalled);
+                    metrics.acme_renewal(true);
                     failures = 0;
                     self.serving = Some(validity);
                 }
                 Err(error) => {
                     stats.count(Event::AcmeFailed);
+                    metrics.acme_renewal(false);
                     failures += 1;
                     let still = match self.serving {
                         Some(validity) => format!(

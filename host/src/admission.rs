@@ -3,7 +3,8 @@
 //! `--guest-memory` affords) are at work at once; the rest wait holding only their socket.
 
 use crate::access_log::{self, Event, Stats};
-use crate::log;
+use crate::logging::Throttled;
+use crate::metrics::Metrics;
 use crate::options::Timeouts;
 use crate::sandbox::Sandbox;
 use std::net::SocketAddr;
@@ -23,7 +24,13 @@ pub struct Admission {
     pub send_buffer: Option<usize>,
     pub timeouts: Timeouts,
     pub stats: Arc<Stats>,
+    pub metrics: Arc<Metrics>,
+    /// Connections that waited for an instance: counted each, logged once per interval.
+    pub waits: Throttled,
 }
+
+/// At most one line in this long says that connections wait for an instance.
+pub const WAIT_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Admission {
     /// Serves one connection, `accepted` when, once admitted; logs it.
@@ -31,20 +38,26 @@ impl Admission {
         // The site current when the connection is accepted serves it to its end, even if a
         // reload or a renewal swaps in another meanwhile (reload.rs).
         let sandbox = self.sandbox.borrow().clone();
+        let _open = self.metrics.connection_opened();
         if let Some(bytes) = self.send_buffer {
             let _ = socket2::SockRef::from(&stream).set_send_buffer_size(bytes);
         }
         if let Err(why) = first_bytes(&stream, self.hello_timeout).await {
-            return access_log::silent(&self.stats, peer, &why, accepted);
+            return access_log::silent(&self.stats, &self.metrics, peer, &why, accepted);
         }
         let _instance = match self.instances.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
                 self.stats.count(Event::WaitedForInstance);
-                log(format_args!(
-                    "limit: all {} instances busy (--max-instances, --guest-memory); {peer} waits",
-                    self.max_instances
-                ));
+                self.metrics.waited_for_instance();
+                if let Some(waited) = self.waits.happened() {
+                    tracing::warn!(
+                        waited,
+                        "limit: all {} instances busy (--max-instances, --guest-memory); {waited} connection(s) waited for one since the last such line (at most one per {} s; all counted in tls_site_instance_waits_total)",
+                        self.max_instances,
+                        self.waits.every().as_secs()
+                    );
+                }
                 self.instances
                     .clone()
                     .acquire_owned()
@@ -52,8 +65,16 @@ impl Admission {
                     .expect("the semaphore is never closed")
             }
         };
+        let _in_use = self.metrics.instance_taken();
         let report = sandbox.serve_connection(stream, self.timeouts).await;
-        access_log::https(&self.stats, peer, &self.timeouts, report, accepted);
+        access_log::https(
+            &self.stats,
+            &self.metrics,
+            peer,
+            &self.timeouts,
+            report,
+            accepted,
+        );
     }
 }
 

@@ -25,7 +25,7 @@ pub mod portable {
     });
 }
 
-pub use exports::tls_site::site::handler::{Ending, Event, Failure, Next, Served};
+pub use exports::tls_site::site::handler::{Ending, Event, Failure, Next, Request, Served};
 pub use exports::tls_site::site::site::Resource;
 
 /// Calls `site.resources` on a fresh instance of `component`: the one export every site component

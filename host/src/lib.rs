@@ -24,6 +24,8 @@ pub mod init;
 pub mod inspect;
 pub mod listener;
 pub mod logging;
+pub mod metrics;
+pub mod metrics_endpoint;
 pub mod options;
 pub mod precompiled;
 pub mod redirect;

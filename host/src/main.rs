@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 use tls_site::engine::Limits;
 use tls_site::inspect::{hosts_default_first, site_resources};
+use tls_site::logging::LogFormat;
 use tls_site::{BUILT_COMPONENT, ServeOptions, Server, certs, log};
 
 #[derive(Parser)]
@@ -92,7 +93,12 @@ async fn main() -> anyhow::Result<()> {
     {
         run_init().await;
     }
-    match Cli::parse().command {
+    let command = Cli::parse().command;
+    tls_site::logging::init(match &command {
+        Command::Serve(options) => options.log_format,
+        _ => LogFormat::Text,
+    })?;
+    match command {
         #[cfg(target_os = "linux")]
         Command::Init => run_init().await,
         Command::Serve(options) => {
@@ -205,11 +211,15 @@ async fn serve(
         .map(|r| r.hosts[0].as_str())
         .unwrap_or("localhost");
     log(format_args!(
-        "listening on https://{} (open https://{default_host}:{port}/){} - ready in {} ms",
+        "listening on https://{} (open https://{default_host}:{port}/){}{} - ready in {} ms",
         server.https_addr(),
         server
             .http_addr()
             .map(|addr| format!(" and http://{addr}"))
+            .unwrap_or_default(),
+        server
+            .metrics_addr()
+            .map(|addr| format!(", metrics on http://{addr}/metrics"))
             .unwrap_or_default(),
         started.elapsed().as_millis(),
     ));
@@ -238,6 +248,12 @@ async fn serve(
 /// exit (the kernel would panic).
 #[cfg(target_os = "linux")]
 async fn run_init() -> ! {
+    // Set up already if started as `tls-site init`; as /init, a bad TLS_SITE_LOG is only said.
+    if let Err(error @ tls_site::logging::LogError::BadFilter { .. }) =
+        tls_site::logging::init(LogFormat::Text)
+    {
+        eprintln!("log: {error}");
+    }
     if std::process::id() != 1 {
         // It mounts filesystems and powers the machine off: never on a machine it does not own.
         log(format_args!(

@@ -1,6 +1,7 @@
 //! How `tls-site serve` is set up: every option, its flag and its default, defined once (clap).
 //! Tests and the microVM's init start from the same defaults with `ServeOptions::new`.
 
+use crate::logging::LogFormat;
 use clap::Parser as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -58,6 +59,14 @@ pub struct ServeOptions {
     /// Print a line of connection counts every SECONDS (and always at shutdown)
     #[arg(long = "stats", value_name = "SECONDS", value_parser = seconds)]
     pub stats_interval: Option<Duration>,
+    /// Serve /metrics (Prometheus), /healthz and /readyz on ADDR [default: off]; keep it on
+    /// loopback or a private network (127.0.0.1:9090)
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+    /// The log's format: `text` (a line per event, as always) or `json` (an object per line);
+    /// what it shows: TLS_SITE_LOG or RUST_LOG (e.g. `warn,tls_site=info`, the default)
+    #[arg(long, value_enum, default_value_t)]
+    pub log_format: LogFormat,
     /// Cap the kernel's send buffer per connection (SO_SNDBUF) [default: the kernel's autotuning]
     #[arg(long, value_name = "BYTES")]
     pub send_buffer: Option<usize>,
@@ -294,6 +303,8 @@ mod tests {
             (None, Duration::from_secs(5)),
             "the host's own ticket keys; certificates looked at every 5 s"
         );
+        assert_eq!(options.metrics, None, "no metrics unless asked");
+        assert_eq!(options.log_format, LogFormat::Text);
     }
 
     #[test]

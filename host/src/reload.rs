@@ -6,6 +6,7 @@
 use crate::access_log::{Event, Stats};
 use crate::certs::{self, CertError, Certificate};
 use crate::log;
+use crate::metrics::Metrics;
 use crate::sandbox::{Sandbox, SandboxError};
 use crate::tickets::{Reread, TicketKeyError};
 use std::path::PathBuf;
@@ -57,6 +58,7 @@ pub struct SiteSwap {
     /// work (`Limits::instances`).
     serving: Mutex<Vec<Certificate>>,
     stats: Arc<Stats>,
+    metrics: Arc<Metrics>,
 }
 
 impl SiteSwap {
@@ -67,6 +69,7 @@ impl SiteSwap {
         source: CertificateSource,
         certificates: Vec<Certificate>,
         stats: Arc<Stats>,
+        metrics: Arc<Metrics>,
     ) -> SiteSwap {
         SiteSwap {
             install: watch::Sender::new(Arc::new(sandbox)),
@@ -74,6 +77,7 @@ impl SiteSwap {
             source,
             serving: Mutex::new(certificates),
             stats,
+            metrics,
         }
     }
 
@@ -195,6 +199,7 @@ impl SiteSwap {
 
     /// Every reload's result is counted here, and only here.
     fn count(&self, installed: bool) {
+        self.metrics.reload(installed);
         self.stats.count(match installed {
             true => Event::ReloadInstalled,
             false => Event::ReloadFailed,

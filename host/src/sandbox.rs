@@ -9,6 +9,7 @@ use crate::certs::Certificate;
 use crate::crypto::{Keys, UnusableKey};
 use crate::engine::{self, Limits};
 use crate::guest_state::{GuestState, new_store};
+use crate::metrics::CertificateExpiry;
 pub use crate::options::Timeouts;
 use crate::precompiled::{self, PrecompiledError};
 #[cfg(feature = "compiler")]
@@ -68,6 +69,18 @@ pub enum SandboxError {
 pub struct Report {
     pub outcome: Outcome,
     pub memory_peak: usize,
+    pub milestones: Milestones,
+}
+
+/// When a connection got where, for the metrics' histograms.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Milestones {
+    /// The flight that carries the response (the server's handshake and the response's first
+    /// bytes, in one write) had left.
+    pub response_sent: Option<std::time::Instant>,
+    /// The guest had the client's Finished and began to close. It reads the Finished only once
+    /// the response has left, so for a response of more than one write this is after it all.
+    pub client_finished: Option<std::time::Instant>,
 }
 
 /// How one connection ended.
@@ -90,7 +103,10 @@ pub struct Sandbox {
     limits: Limits,
     keys: Arc<Keys>,
     tickets: Arc<TicketKeys>,
-    component_digest: [u8; 32],
+    /// The SHA-256 of the component's file, lower-case hex: what the metrics say is served.
+    component_sha256: String,
+    /// The certificates it serves: their names and when each expires, for the metrics.
+    certificates: Vec<CertificateExpiry>,
 }
 
 impl Sandbox {
@@ -134,10 +150,11 @@ impl Sandbox {
         certificates: &[Certificate],
     ) -> Result<Sandbox, SandboxError> {
         let file = read_component(component_path)?;
-        let component_digest = ring::digest::digest(&ring::digest::SHA256, &file)
+        let component_sha256 = ring::digest::digest(&ring::digest::SHA256, &file)
             .as_ref()
-            .try_into()
-            .expect("SHA-256 is 32 bytes");
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
         let linker = linker(&engine)?;
         let keys = Arc::new(Keys::load(certificates)?);
 
@@ -186,7 +203,11 @@ impl Sandbox {
             limits,
             keys,
             tickets,
-            component_digest,
+            component_sha256,
+            certificates: certificates
+                .iter()
+                .map(|certificate| CertificateExpiry::of(&certificate.names, &certificate.chain))
+                .collect(),
         })
     }
 
@@ -239,10 +260,14 @@ impl Sandbox {
         self
     }
 
-    /// SHA-256 of the component file this sandbox was made from (`.wasm` or `.cwasm`, as given):
-    /// which version of the site it serves.
-    pub fn component_digest(&self) -> [u8; 32] {
-        self.component_digest
+    /// The SHA-256 of the component's file (the `.wasm`, or `tls-site compile`'s file), hex.
+    pub fn component_sha256(&self) -> &str {
+        &self.component_sha256
+    }
+
+    /// The certificates it serves.
+    pub fn certificates(&self) -> &[CertificateExpiry] {
+        &self.certificates
     }
 
     /// The session-ticket keys every instance seals and opens tickets with.
@@ -271,10 +296,12 @@ impl Sandbox {
     /// Serves one accepted connection from a fresh instance of the snapshot, within `timeouts`.
     pub async fn serve_connection(&self, stream: TcpStream, timeouts: Timeouts) -> Report {
         let mut store = self.store();
-        let outcome = serve_in(&self.pre, &mut store, stream, timeouts).await;
+        let mut milestones = Milestones::default();
+        let outcome = serve_in(&self.pre, &mut store, stream, timeouts, &mut milestones).await;
         Report {
             outcome,
             memory_peak: store.data().memory.peak(),
+            milestones,
         }
     }
 }
@@ -284,6 +311,7 @@ async fn serve_in(
     store: &mut Store<GuestState>,
     stream: TcpStream,
     timeouts: Timeouts,
+    milestones: &mut Milestones,
 ) -> Outcome {
     let site = match pre.instantiate_async(&mut *store).await {
         Ok(site) => site,
@@ -293,7 +321,8 @@ async fn serve_in(
         Err(error) => return Outcome::NoInstance(format!("{error:#}")),
     };
     cpu_deadline(store, timeouts.connection);
-    match tokio::time::timeout(timeouts.connection, drive(&site, store, stream, timeouts)).await {
+    let driven = drive(&site, store, stream, timeouts, milestones);
+    match tokio::time::timeout(timeouts.connection, driven).await {
         Ok(Ok(Ok(served))) => Outcome::Served(served),
         Ok(Ok(Err(failure))) => Outcome::Failed(failure),
         Ok(Err(trap)) => Outcome::Trapped(format!("{trap:#}")),
@@ -316,12 +345,13 @@ fn cpu_deadline(store: &mut Store<GuestState>, deadline: Duration) {
 
 /// The connection's I/O, in this one task: reads the client's bytes and hands them to the guest's
 /// `handler.connection`, writes what it answers, and waits as it says, each wait bounded by its
-/// deadline (wit/tls-site.wit, `handler`).
+/// deadline (wit/tls-site.wit, `handler`); notes the `milestones` it passes.
 pub(crate) async fn drive(
     site: &TlsSite,
     store: &mut Store<GuestState>,
     mut stream: TcpStream,
     timeouts: Timeouts,
+    milestones: &mut Milestones,
 ) -> wasmtime::Result<Result<Served, Failure>> {
     // Each TLS flight leaves as one write; without this, Nagle and delayed ACKs stall it.
     let _ = stream.set_nodelay(true);
@@ -354,9 +384,21 @@ pub(crate) async fn drive(
         let step = handler.call_step(&mut *store, connection, &event).await?;
         if step.next != next {
             drain_until = None;
+            if step.next == Next::Close {
+                milestones
+                    .client_finished
+                    .get_or_insert_with(std::time::Instant::now);
+            }
         }
         next = step.next;
         write_failed = write(&mut stream, &step.send, timeouts.stall).await;
+        // The first write after which the guest does not wait for more of the handshake: it
+        // carries the response (a HelloRetryRequest is followed by a read).
+        if next != Next::Read && !step.send.is_empty() && write_failed.is_none() {
+            milestones
+                .response_sent
+                .get_or_insert_with(std::time::Instant::now);
+        }
     }
     handler.call_outcome(&mut *store, connection).await
 }

@@ -5,11 +5,14 @@
 use crate::access_log::{self, Stats};
 #[cfg(feature = "acme")]
 use crate::acme;
-use crate::admission::Admission;
+use crate::admission::{Admission, WAIT_WARNING_INTERVAL};
 use crate::bindings::Resource;
 use crate::engine::Limits;
 use crate::listener::{self, ListenError, accept_loop, bind, serve_on_threads};
 use crate::log;
+use crate::logging::Throttled;
+use crate::metrics::Metrics;
+use crate::metrics_endpoint::MetricsEndpoint;
 use crate::redirect::{self, RedirectTable};
 use crate::reload::{CertificateSource, ReloadError, Reloaded, SiteSwap};
 use crate::sandbox::{Sandbox, SandboxError};
@@ -49,16 +52,35 @@ pub struct Server {
     resources: Vec<Resource>,
     site: Arc<SiteSwap>,
     stats: Arc<Stats>,
+    /// One per connection open (`--max-connections`).
+    permits: Arc<Semaphore>,
+    max_connections: u32,
     stop: watch::Sender<bool>,
     /// With ACME: wakes the renewal before its certificate is due (`renew_certificate_now`).
     renew_now: Option<Arc<Notify>>,
     listeners: JoinSet<()>,
+    metrics: Arc<Metrics>,
+    /// `--metrics`: where /metrics, /healthz and /readyz answer, until the very end of `shutdown`.
+    metrics_addr: Option<SocketAddr>,
+    metrics_stop: watch::Sender<bool>,
+    metrics_endpoint: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Server {
     /// Loads the certificates, initialises and snapshots the component, binds the ports and
     /// starts accepting.
     pub async fn start(options: &ServeOptions) -> Result<Server, StartError> {
+        // First, so that /healthz answers (and /readyz says not yet) while the rest starts.
+        let metrics = Arc::new(Metrics::new());
+        let (metrics_stop, metrics_stopped) = watch::channel(false);
+        let (metrics_addr, metrics_endpoint) = match options.metrics {
+            None => (None, None),
+            Some(addr) => {
+                let endpoint = MetricsEndpoint::bind(addr, metrics.clone()).await?;
+                let bound = endpoint.local_addr();
+                (bound, Some(tokio::spawn(endpoint.run(metrics_stopped))))
+            }
+        };
         let max_instances = options.instances();
         if max_instances < options.max_instances {
             log(format_args!(
@@ -130,12 +152,18 @@ impl Server {
             source,
             certificates,
             stats.clone(),
+            metrics.clone(),
         ));
         listeners.spawn(watch_for_changes(
             site.clone(),
             watched,
             seen_at_start,
             options.watch,
+            stopped.clone(),
+        ));
+        listeners.spawn(follow_installs(
+            site.subscribe(),
+            metrics.clone(),
             stopped.clone(),
         ));
         let admission = Arc::new(Admission {
@@ -146,6 +174,8 @@ impl Server {
             send_buffer: options.send_buffer,
             timeouts: options.timeouts(),
             stats: stats.clone(),
+            metrics: metrics.clone(),
+            waits: Throttled::new(WAIT_WARNING_INTERVAL),
         });
         let threads = options.threads.unwrap_or_else(listener::per_cpu);
         let (https_addr, https_threads) = serve_on_threads(
@@ -178,18 +208,23 @@ impl Server {
                 if let Some(renewal) = &renewal {
                     table = table.answering_challenges(renewal.challenges());
                 }
-                let (table, stats, deadline) =
-                    (Arc::new(table), stats.clone(), options.connection_deadline);
+                let (table, stats, metrics, deadline) = (
+                    Arc::new(table),
+                    stats.clone(),
+                    metrics.clone(),
+                    options.connection_deadline,
+                );
                 listeners.spawn(accept_loop(
                     http,
                     permits.clone(),
                     stopped.clone(),
                     move |stream, peer, accepted| {
-                        let (table, stats) = (table.clone(), stats.clone());
+                        let (table, stats, metrics) =
+                            (table.clone(), stats.clone(), metrics.clone());
                         async move {
                             let outcome =
                                 redirect::serve_connection(&table, stream, deadline).await;
-                            access_log::http(&stats, peer, outcome, accepted);
+                            access_log::http(&stats, &metrics, peer, outcome, accepted);
                         }
                     },
                 ));
@@ -200,25 +235,38 @@ impl Server {
             listeners.spawn(print_stats(
                 stats.clone(),
                 every,
-                permits,
+                permits.clone(),
                 options.max_connections,
                 stopped.clone(),
             ));
         }
         let renew_now = renewal.map(|renewal| {
             let renew_now = Arc::new(Notify::new());
-            listeners.spawn(renewal.run(site.clone(), stats.clone(), renew_now.clone(), stopped));
+            listeners.spawn(renewal.run(
+                site.clone(),
+                stats.clone(),
+                metrics.clone(),
+                renew_now.clone(),
+                stopped,
+            ));
             renew_now
         });
+        metrics.set_ready(true);
         Ok(Server {
             https_addr,
             http_addr,
             resources,
             site,
             stats,
+            permits,
+            max_connections: options.max_connections,
             stop,
             renew_now,
             listeners,
+            metrics,
+            metrics_addr,
+            metrics_stop,
+            metrics_endpoint,
         })
     }
 
@@ -254,6 +302,21 @@ impl Server {
         &self.stats
     }
 
+    /// The server's metrics: what /metrics shows, and where other parts record theirs.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Where /metrics, /healthz and /readyz answer (`--metrics`), if they do.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// Connections accepted and not yet ended, on either side.
+    pub fn open_connections(&self) -> usize {
+        open_connections(&self.permits, self.max_connections)
+    }
+
     /// With ACME: orders a new certificate now instead of when the one served is due, as if its
     /// time had come (a request made while an order runs is kept for after it). The tests use it
     /// so as not to wait for a certificate to age. False without ACME.
@@ -267,8 +330,15 @@ impl Server {
     /// Stops accepting, lets connections in flight finish (each is bounded by its deadline),
     /// and returns, when all are done, how they all ended.
     pub async fn shutdown(mut self) -> Arc<Stats> {
+        // Not ready from now on, so that a load balancer stops sending; /metrics still answers
+        // while connections in flight finish.
+        self.metrics.set_ready(false);
         let _ = self.stop.send(true);
         while self.listeners.join_next().await.is_some() {}
+        let _ = self.metrics_stop.send(true);
+        if let Some(endpoint) = self.metrics_endpoint.take() {
+            let _ = endpoint.await;
+        }
         self.stats
     }
 }
@@ -283,7 +353,14 @@ impl Renewal {
         match *self {}
     }
 
-    async fn run(self, _: Arc<SiteSwap>, _: Arc<Stats>, _: Arc<Notify>, _: watch::Receiver<bool>) {
+    async fn run(
+        self,
+        _: Arc<SiteSwap>,
+        _: Arc<Stats>,
+        _: Arc<Metrics>,
+        _: Arc<Notify>,
+        _: watch::Receiver<bool>,
+    ) {
         match self {}
     }
 }
@@ -306,6 +383,27 @@ fn redirect_table(resources: &[Resource], https_port: u16) -> RedirectTable {
     RedirectTable::new(hosts, default_host, https_port)
 }
 
+/// Keeps the metrics saying what is served (component, certificates) as sandboxes are installed,
+/// by ACME or by a reload, until the last sender is gone.
+async fn follow_installs(
+    mut installed: watch::Receiver<Arc<Sandbox>>,
+    metrics: Arc<Metrics>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    loop {
+        let sandbox = installed.borrow_and_update().clone();
+        metrics.serving(sandbox.component_sha256(), sandbox.certificates());
+        tokio::select! {
+            changed = installed.changed() => if changed.is_err() { return },
+            _ = stopped.changed() => return,
+        }
+    }
+}
+
+fn open_connections(permits: &Semaphore, max_connections: u32) -> usize {
+    max_connections as usize - permits.available_permits()
+}
+
 /// Every `every`, one line: how connections ended so far, how many are open, the host's memory.
 async fn print_stats(
     stats: Arc<Stats>,
@@ -321,8 +419,8 @@ async fn print_stats(
             _ = ticks.tick() => {}
             _ = stopped.changed() => return,
         }
-        let open = max_connections as usize - permits.available_permits();
-        let rss = access_log::resident_memory()
+        let open = open_connections(&permits, max_connections);
+        let rss = crate::metrics::resident_memory()
             .map(|bytes| format!(" host-rss={:.1}MiB", bytes as f64 / (1 << 20) as f64))
             .unwrap_or_default();
         log(format_args!("stats: open={open}{rss} {stats}"));

@@ -243,7 +243,7 @@ impl KeyRing {
     }
 
     fn parse(path: &Path, bytes: &[u8]) -> Result<KeyRing, TicketKeyError> {
-        if bytes.is_empty() || bytes.len() % FILE_KEY_BYTES != 0 {
+        if bytes.is_empty() || !bytes.len().is_multiple_of(FILE_KEY_BYTES) {
             return Err(TicketKeyError::BadLength {
                 path: path.to_owned(),
                 bytes: bytes.len(),

@@ -296,6 +296,7 @@ fn a_guest_trap_costs_only_its_own_connection() {
                     client_finished: true,
                     key_exchange: None,
                     ending: tls_site::sandbox::Ending::Clean,
+                    request: None,
                 }),
                 Err(e) => Outcome::Trapped(format!("client: {e}")),
             });
@@ -439,6 +440,24 @@ fn start_with(
     )
 }
 
+/// The sum of the samples named `name` in the server's metrics, parsed as a scraper would.
+fn scraped(server: &Server, name: &str) -> f64 {
+    let text = server.metrics().encode();
+    let scrape =
+        prometheus_parse::Scrape::parse(text.lines().map(|line| Ok(line.to_owned()))).unwrap();
+    scrape
+        .samples
+        .iter()
+        .filter(|sample| sample.metric == name)
+        .map(|sample| match sample.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            ref other => panic!("{name}: {other:?}"),
+        })
+        .sum()
+}
+
 /// A server of its own, with the certificates `make_certs` writes into its directory.
 fn start_in(
     name: &str,
@@ -492,6 +511,9 @@ fn silent_connections_hold_no_instance_and_a_real_client_is_served() {
         0,
         "all accepted"
     );
+    // The metrics count them open, at no instance.
+    wait_for_scraped(&server, "tls_site_open_connections", 20.0);
+    assert_eq!(scraped(&server, "tls_site_instances_in_use"), 0.0);
     let fetched = fetch(
         server.https_addr(),
         "tls-site.localhost",
@@ -504,6 +526,7 @@ fn silent_connections_hold_no_instance_and_a_real_client_is_served() {
         0,
         "the real client found an instance free: the silent ones hold none"
     );
+    assert_eq!(scraped(&server, "tls_site_instance_waits_total"), 0.0);
     drop(silent);
     let stats = stop(runtime, server);
     assert_eq!(
@@ -511,6 +534,44 @@ fn silent_connections_hold_no_instance_and_a_real_client_is_served() {
         (20, 1),
         "{stats}"
     );
+}
+
+/// Scrapes until `name` reads `value` (the server gets there on its own time), for a minute at
+/// most, then asserts it.
+fn wait_for_scraped(server: &Server, name: &str, value: f64) {
+    for _ in 0..600 {
+        if scraped(server, name) == value {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(scraped(server, name), value, "{name}");
+}
+
+/// A client that finds every instance at work waits, is counted once in the metrics, and is
+/// served when the instance is free.
+#[test]
+fn a_client_that_waits_for_an_instance_is_counted_and_then_served() {
+    let (runtime, server, ca) = start_with("instance-waits", |options| {
+        options.max_instances = 1;
+        options.handshake_timeout = Duration::from_secs(2);
+    });
+    // A record header that promises a ClientHello never sent: it holds the one instance until
+    // its handshake deadline.
+    let mut holder = TcpStream::connect(server.https_addr()).unwrap();
+    holder.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).unwrap();
+    wait_for_scraped(&server, "tls_site_instances_in_use", 1.0);
+    let fetched = fetch(
+        server.https_addr(),
+        "tls-site.localhost",
+        true,
+        config(Trust::Ca(&ca), &[]),
+    );
+    assert!(fetched.is_ok(), "{:?}", fetched.err());
+    assert_eq!(scraped(&server, "tls_site_instance_waits_total"), 1.0);
+    drop(holder);
+    let stats = stop(runtime, server);
+    assert_eq!(stats.get(Event::WaitedForInstance), 1, "{stats}");
 }
 
 #[test]
@@ -565,6 +626,29 @@ fn the_portable_component_serves_the_same_bytes_as_the_keyless_one() {
             .map(|r| r.hosts.len() as u64)
             .sum::<u64>()
     );
+}
+
+/// The portable component's own provider (guest/tls/src/portable.rs) in wasm, for every group:
+/// the hybrid post-quantum one against the aws-lc-rs client, the (EC)DH ones against ring's.
+#[test]
+fn the_portable_component_does_each_key_exchange_group() {
+    use rustls::crypto::ring::kx_group;
+    let (runtime, portable, ca) = start_with("portable-groups", |options| {
+        options.component = BUILT_PORTABLE_COMPONENT.into()
+    });
+    for group in [
+        client::X25519MLKEM768,
+        kx_group::X25519,
+        kx_group::SECP256R1,
+        kx_group::SECP384R1,
+    ] {
+        let client = client::config_for_groups(Trust::Ca(&ca), vec![group]);
+        let fetched = fetch(portable.https_addr(), "tls-site.localhost", true, client)
+            .unwrap_or_else(|e| panic!("{group:?}: {e}"));
+        assert_eq!(fetched.key_exchange, Some(group.name()));
+        assert_eq!(sha256_hex(&fetched.body), default_resource(shared()).sha256);
+    }
+    stop(runtime, portable);
 }
 
 /// ECDSA P-256 and P-384, Ed25519 and RSA-PSS: each key stays in the host, which signs the

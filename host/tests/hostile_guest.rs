@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 use std::time::Duration;
-use tls_site::access_log::resident_memory;
+use tls_site::metrics::resident_memory;
 use tls_site::sandbox::Outcome;
 use tls_site::{ServeOptions, Server, certs};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -276,11 +276,15 @@ fn a_reload_under_load_swaps_the_component_and_no_connection_fails() {
     let mut options = options(&dir);
     options.component = component.clone();
     let (runtime, server) = start(&options);
-    let sha256 = |path: &str| -> [u8; 32] {
+    let sha256 = |path: &str| -> String {
         let digest = ring::digest::digest(&ring::digest::SHA256, &std::fs::read(path).unwrap());
-        digest.as_ref().try_into().unwrap()
+        digest
+            .as_ref()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
     };
-    assert_eq!(server.sandbox().component_digest(), sha256(BUILT_COMPONENT));
+    assert_eq!(server.sandbox().component_sha256(), sha256(BUILT_COMPONENT));
     let client = client_trusting(&[&dir.join(certs::DEV_CA_FILE)]);
     let made = load_across(server.https_addr(), client, page_bytes(&server), || {
         // As an operator would deploy it: the new file moved over the old.
@@ -292,7 +296,7 @@ fn a_reload_under_load_swaps_the_component_and_no_connection_fails() {
     assert_none_failed(&made);
     assert!(made.iter().any(|m| m.after_swap));
     assert_eq!(
-        server.sandbox().component_digest(),
+        server.sandbox().component_sha256(),
         sha256(BUILT_PORTABLE_COMPONENT),
         "the portable component is served now"
     );
@@ -334,8 +338,7 @@ fn a_failed_reload_keeps_the_old_site_serving() {
     let reload_fails_saying = |says: &str| {
         let error = runtime
             .block_on(server.reload("test"))
-            .err()
-            .expect("the reload must fail")
+            .expect_err("the reload must fail")
             .to_string();
         assert!(error.contains(says), "{says}: {error}");
         assert_eq!(

@@ -23,7 +23,7 @@ use site::SITE;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use tls_site_guest::connection::{Connection, DRAIN_NANOS, Event, Next, READ_CHUNK};
-use tls_site_guest::{Ending, Failure, SniTable, portable};
+use tls_site_guest::{Ending, Failure, SniTable, portable, request};
 
 mod bindings {
     wit_bindgen::generate!({
@@ -449,13 +449,14 @@ impl Open {
         let peer = &self.peer;
         let line = match self.tls.outcome() {
             Ok(served) => format!(
-                "https {peer} sni={} resource={} bytes={} kx={} ok{}{}",
+                "https {peer} sni={} resource={} bytes={} kx={} {} ok{}{}",
                 served.server_name.as_deref().unwrap_or("-"),
                 served.resource,
                 served.bytes,
                 served
                     .key_exchange
                     .map_or("-".to_owned(), |group| format!("{group:?}")),
+                request::log_fields(served.request.as_ref()),
                 if served.client_finished {
                     ""
                 } else {

@@ -166,6 +166,12 @@ impl From<Served> for handler::Served {
                 Ending::TimedOut => handler::Ending::TimedOut,
                 Ending::CutOff => handler::Ending::CutOff,
             },
+            request: served.request.map(|request| handler::Request {
+                method: request.method,
+                target: request.target,
+                version: request.version,
+                user_agent: request.user_agent,
+            }),
         }
     }
 }

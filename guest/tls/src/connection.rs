@@ -7,6 +7,7 @@
 //! against the same TLS code run natively) and the tests a rustls client scripted in memory.
 
 use crate::config::{Entry, SniTable};
+use crate::request::{Request, RequestHead};
 use rustls::server::{AcceptedAlert, Acceptor};
 use rustls::{NamedGroup, ServerConnection};
 use site::Response;
@@ -76,6 +77,8 @@ pub struct Served {
     pub key_exchange: Option<NamedGroup>,
     /// How the connection ended, after the response.
     pub ending: Ending,
+    /// What the client asked for, if it sent an HTTP/1 request line (for the log only).
+    pub request: Option<Request>,
 }
 
 /// How a served connection ended, after the server's close_notify and its end of stream.
@@ -161,6 +164,8 @@ pub struct Connection<'t> {
     outgoing: Vec<u8>,
     /// Bytes read since the response left (or since a failure), against `DRAIN_BYTES`.
     drained: usize,
+    /// The client's plaintext: its request, for the log.
+    request: RequestHead,
     ending: Ending,
     /// The end of the response is in `outgoing`, or has been taken to be sent.
     response_queued: bool,
@@ -196,6 +201,7 @@ impl<'t> Connection<'t> {
             next: Next::Read,
             outgoing: Vec::with_capacity(READ_CHUNK as usize),
             drained: 0,
+            request: RequestHead::default(),
             ending: Ending::Clean,
             response_queued: false,
             response_left: false,
@@ -248,6 +254,7 @@ impl<'t> Connection<'t> {
                 .negotiated_key_exchange_group()
                 .map(|group| group.name()),
             ending: self.ending,
+            request: self.request.parse(),
         })
     }
 
@@ -280,7 +287,7 @@ impl<'t> Connection<'t> {
                 }
                 Next::Read
             }
-            State::Serving { tls, .. } => match absorb(tls, bytes) {
+            State::Serving { tls, .. } => match absorb(tls, bytes, &mut self.request) {
                 Ok(_) => self.respond(),
                 Err(failure) => self.fail_with_alert(failure),
             },
@@ -297,7 +304,7 @@ impl<'t> Connection<'t> {
         let started = tls
             .process_new_packets()
             .map_err(Failure::Tls)
-            .and_then(|_| absorb(&mut tls, rest));
+            .and_then(|_| absorb(&mut tls, rest, &mut self.request));
         self.state = State::Serving {
             tls,
             pending: Pending {
@@ -363,7 +370,7 @@ impl<'t> Connection<'t> {
             ..
         } = &mut self.state
         {
-            match absorb(tls, bytes) {
+            match absorb(tls, bytes, &mut self.request) {
                 Ok(true) if self.next == Next::Close => return self.end(Ending::Clean),
                 Ok(closed) if self.next == Next::Drain && (closed || !tls.is_handshaking()) => {
                     return self.close(if cut_off {
@@ -616,9 +623,14 @@ impl<'a> Bytes<'a> {
     }
 }
 
-/// Gives rustls `bytes` and throws away the plaintext it decrypts: the request, which the
-/// prebuilt response answers already. Returns whether the client has sent its close_notify.
-fn absorb(tls: &mut ServerConnection, mut bytes: &[u8]) -> Result<bool, Failure> {
+/// Gives rustls `bytes`; of the plaintext it decrypts, the request, which the prebuilt response
+/// answers already, the head is kept in `request` for the log and the rest thrown away. Returns
+/// whether the client has sent its close_notify.
+fn absorb(
+    tls: &mut ServerConnection,
+    mut bytes: &[u8],
+    request: &mut RequestHead,
+) -> Result<bool, Failure> {
     let mut plaintext = [0; 4096];
     while !bytes.is_empty() {
         if tls
@@ -630,7 +642,11 @@ fn absorb(tls: &mut ServerConnection, mut bytes: &[u8]) -> Result<bool, Failure>
         }
         let state = tls.process_new_packets().map_err(Failure::Tls)?;
         // Ok(0) once the client's close_notify is in; an error (WouldBlock) once it is all read.
-        while matches!(tls.reader().read(&mut plaintext), Ok(n) if n > 0) {}
+        while let Ok(n @ 1..) = tls.reader().read(&mut plaintext) {
+            if !request.is_full() {
+                request.keep(&plaintext[..n]);
+            }
+        }
         if state.peer_has_closed() {
             return Ok(true);
         }
@@ -969,6 +985,54 @@ mod tests {
         );
         assert_eq!(served.ending, Ending::Clean);
         assert_eq!(served.key_exchange, Some(NamedGroup::X25519));
+        assert_eq!(served.request, None, "it sent no request");
+    }
+
+    /// The request the client sends is reported for the log, and changes nothing of what it gets:
+    /// the response its SNI name picked.
+    #[test]
+    fn the_request_is_reported_and_does_not_choose_the_response() {
+        let table = dev_table();
+        let host = site_hosts()[0];
+        let response = table.lookup(Some(host)).response;
+        let mut client = Client::new(Some(host), host, HTTP_1_1);
+        client
+            .tls
+            .writer()
+            .write_all(
+                b"GET /elsewhere.pdf HTTP/1.1\r\nHost: other\r\nUser-Agent: test/1 (\x01)\r\n\r\n",
+            )
+            .unwrap();
+
+        let served = serve(&table, &mut client).unwrap();
+
+        assert!(client.received == response_bytes(response));
+        let request = served.request.expect("the request is reported");
+        assert_eq!(
+            (
+                request.method.as_str(),
+                request.target.as_str(),
+                request.version.as_str()
+            ),
+            ("GET", "/elsewhere.pdf", "HTTP/1.1")
+        );
+        // httparse refuses a control byte in a header value: the head is not whole, so no agent.
+        assert_eq!(request.user_agent, None);
+
+        let mut client = Client::new(Some(host), host, HTTP_1_1);
+        client
+            .tls
+            .writer()
+            .write_all(b"HEAD / HTTP/1.0\r\nUser-Agent: test/2\r\n\r\n")
+            .unwrap();
+        let served = serve(&table, &mut client).unwrap();
+        assert_eq!(
+            served
+                .request
+                .and_then(|request| request.user_agent)
+                .as_deref(),
+            Some("test/2")
+        );
     }
 
     /// A real client's handshake: ours is AES-128-GCM whatever the client lists first, unless

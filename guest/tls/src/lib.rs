@@ -6,6 +6,7 @@
 //!   built once when the component initialises (the host snapshots the instance right after, so
 //!   every connection starts from that state and pays for none of it);
 //! - `connection.rs`: one connection, over any [`Transport`];
+//! - `request.rs`: the client's request line and User-Agent, read after the response, for the log;
 //! - `portable.rs`: the pure-Rust crypto provider; `host_crypto.rs`: the host's, for the component
 //!   of world `tls-site` (keyless: the host signs, exchanges keys, protects records and seals
 //!   tickets).
@@ -21,6 +22,7 @@ pub mod connection;
 /// Natively always; in wasm only in the `portable` component (the keyless one links no crypto).
 #[cfg(any(not(target_arch = "wasm32"), feature = "portable"))]
 pub mod portable;
+pub mod request;
 
 #[cfg(all(target_arch = "wasm32", feature = "component"))]
 mod component;
@@ -33,3 +35,4 @@ mod host_crypto;
 
 pub use config::{ConfigError, Entry, Identity, SniTable, SuiteOrder, make_config};
 pub use connection::{Drained, Ending, Failure, Served, Transport, serve};
+pub use request::Request;

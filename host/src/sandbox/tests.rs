@@ -148,9 +148,15 @@ async fn memory_after_connections(component_path: &Path, connections: usize) -> 
             ],
         )
         .await;
-        let served = drive(&site, &mut store, stream, timeouts(60))
-            .await
-            .unwrap();
+        let served = drive(
+            &site,
+            &mut store,
+            stream,
+            timeouts(60),
+            &mut Milestones::default(),
+        )
+        .await
+        .unwrap();
         assert!(served.is_ok(), "{served:?}");
         assert_eq!(fetched(client).await.status_line, "HTTP/1.1 200 OK");
     }
@@ -215,10 +221,16 @@ fn the_next_instance_in_a_slot_starts_from_the_snapshot() {
             let (stream, client) =
                 client_connection(&dir, vec![rustls::crypto::ring::kx_group::X25519]).await;
             assert!(
-                drive(&site, &mut store, stream, timeouts(60))
-                    .await
-                    .unwrap()
-                    .is_ok()
+                drive(
+                    &site,
+                    &mut store,
+                    stream,
+                    timeouts(60),
+                    &mut Milestones::default()
+                )
+                .await
+                .unwrap()
+                .is_ok()
             );
             fetched(client).await;
             assert_ne!(

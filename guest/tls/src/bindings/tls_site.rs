@@ -2312,6 +2312,35 @@ pub mod exports {
                         }
                     }
                 }
+                /// What the client asked for, read from the plaintext it sent after the response had left (its
+                /// request head, up to 8 KiB, parsed with httparse). For the log and the metrics only: the
+                /// response was chosen by SNI before the request came, and this never changes it. Each field
+                /// is at most 256 bytes, with every byte outside printable ASCII, and `"` and `\`, written as
+                /// `\xNN`, so that a field can be quoted in a log line.
+                #[derive(Clone)]
+                pub struct Request {
+                    /// `GET`, `HEAD`...
+                    pub method: _rt::String,
+                    /// The request target as sent: `/`, `/x.pdf?y`.
+                    pub target: _rt::String,
+                    /// `HTTP/1.1` or `HTTP/1.0`.
+                    pub version: _rt::String,
+                    /// The `User-Agent` header's value; none if it sent none or its head was longer than 8 KiB.
+                    pub user_agent: ::core::option::Option<_rt::String>,
+                }
+                impl ::core::fmt::Debug for Request {
+                    fn fmt(
+                        &self,
+                        f: &mut ::core::fmt::Formatter<'_>,
+                    ) -> ::core::fmt::Result {
+                        f.debug_struct("Request")
+                            .field("method", &self.method)
+                            .field("target", &self.target)
+                            .field("version", &self.version)
+                            .field("user-agent", &self.user_agent)
+                            .finish()
+                    }
+                }
                 /// What a served connection amounted to; the host writes it to the access log.
                 #[derive(Clone)]
                 pub struct Served {
@@ -2326,6 +2355,9 @@ pub mod exports {
                     /// The key-exchange group of the handshake, as TLS names it (`X25519MLKEM768`, `X25519`...).
                     pub key_exchange: ::core::option::Option<_rt::String>,
                     pub ending: Ending,
+                    /// The client's request, if it sent an HTTP/1 request line (none: nothing, an HTTP/2
+                    /// preface, garbage); the access log writes `-` for none.
+                    pub request: ::core::option::Option<Request>,
                 }
                 impl ::core::fmt::Debug for Served {
                     fn fmt(
@@ -2339,6 +2371,7 @@ pub mod exports {
                             .field("client-finished", &self.client_finished)
                             .field("key-exchange", &self.key_exchange)
                             .field("ending", &self.ending)
+                            .field("request", &self.request)
                             .finish()
                     }
                 }
@@ -2738,6 +2771,7 @@ pub mod exports {
                                     client_finished: client_finished2,
                                     key_exchange: key_exchange2,
                                     ending: ending2,
+                                    request: request2,
                                 } = e;
                                 match server_name2 {
                                     Some(e) => {
@@ -2801,35 +2835,105 @@ pub mod exports {
                                 *ptr1
                                     .add(24 + 8 * ::core::mem::size_of::<*const u8>())
                                     .cast::<u8>() = (ending2.clone() as i32) as u8;
+                                match request2 {
+                                    Some(e) => {
+                                        *ptr1
+                                            .add(24 + 9 * ::core::mem::size_of::<*const u8>())
+                                            .cast::<u8>() = (1i32) as u8;
+                                        let Request {
+                                            method: method6,
+                                            target: target6,
+                                            version: version6,
+                                            user_agent: user_agent6,
+                                        } = e;
+                                        let vec7 = (method6.into_bytes()).into_boxed_slice();
+                                        let ptr7 = vec7.as_ptr().cast::<u8>();
+                                        let len7 = vec7.len();
+                                        ::core::mem::forget(vec7);
+                                        *ptr1
+                                            .add(24 + 11 * ::core::mem::size_of::<*const u8>())
+                                            .cast::<usize>() = len7;
+                                        *ptr1
+                                            .add(24 + 10 * ::core::mem::size_of::<*const u8>())
+                                            .cast::<*mut u8>() = ptr7.cast_mut();
+                                        let vec8 = (target6.into_bytes()).into_boxed_slice();
+                                        let ptr8 = vec8.as_ptr().cast::<u8>();
+                                        let len8 = vec8.len();
+                                        ::core::mem::forget(vec8);
+                                        *ptr1
+                                            .add(24 + 13 * ::core::mem::size_of::<*const u8>())
+                                            .cast::<usize>() = len8;
+                                        *ptr1
+                                            .add(24 + 12 * ::core::mem::size_of::<*const u8>())
+                                            .cast::<*mut u8>() = ptr8.cast_mut();
+                                        let vec9 = (version6.into_bytes()).into_boxed_slice();
+                                        let ptr9 = vec9.as_ptr().cast::<u8>();
+                                        let len9 = vec9.len();
+                                        ::core::mem::forget(vec9);
+                                        *ptr1
+                                            .add(24 + 15 * ::core::mem::size_of::<*const u8>())
+                                            .cast::<usize>() = len9;
+                                        *ptr1
+                                            .add(24 + 14 * ::core::mem::size_of::<*const u8>())
+                                            .cast::<*mut u8>() = ptr9.cast_mut();
+                                        match user_agent6 {
+                                            Some(e) => {
+                                                *ptr1
+                                                    .add(24 + 16 * ::core::mem::size_of::<*const u8>())
+                                                    .cast::<u8>() = (1i32) as u8;
+                                                let vec10 = (e.into_bytes()).into_boxed_slice();
+                                                let ptr10 = vec10.as_ptr().cast::<u8>();
+                                                let len10 = vec10.len();
+                                                ::core::mem::forget(vec10);
+                                                *ptr1
+                                                    .add(24 + 18 * ::core::mem::size_of::<*const u8>())
+                                                    .cast::<usize>() = len10;
+                                                *ptr1
+                                                    .add(24 + 17 * ::core::mem::size_of::<*const u8>())
+                                                    .cast::<*mut u8>() = ptr10.cast_mut();
+                                            }
+                                            None => {
+                                                *ptr1
+                                                    .add(24 + 16 * ::core::mem::size_of::<*const u8>())
+                                                    .cast::<u8>() = (0i32) as u8;
+                                            }
+                                        };
+                                    }
+                                    None => {
+                                        *ptr1
+                                            .add(24 + 9 * ::core::mem::size_of::<*const u8>())
+                                            .cast::<u8>() = (0i32) as u8;
+                                    }
+                                };
                             }
                             Err(e) => {
                                 *ptr1.add(0).cast::<u8>() = (1i32) as u8;
                                 match e {
                                     Failure::Tls(e) => {
                                         *ptr1.add(8).cast::<u8>() = (0i32) as u8;
-                                        let vec6 = (e.into_bytes()).into_boxed_slice();
-                                        let ptr6 = vec6.as_ptr().cast::<u8>();
-                                        let len6 = vec6.len();
-                                        ::core::mem::forget(vec6);
+                                        let vec11 = (e.into_bytes()).into_boxed_slice();
+                                        let ptr11 = vec11.as_ptr().cast::<u8>();
+                                        let len11 = vec11.len();
+                                        ::core::mem::forget(vec11);
                                         *ptr1
                                             .add(8 + 2 * ::core::mem::size_of::<*const u8>())
-                                            .cast::<usize>() = len6;
+                                            .cast::<usize>() = len11;
                                         *ptr1
                                             .add(8 + 1 * ::core::mem::size_of::<*const u8>())
-                                            .cast::<*mut u8>() = ptr6.cast_mut();
+                                            .cast::<*mut u8>() = ptr11.cast_mut();
                                     }
                                     Failure::Io(e) => {
                                         *ptr1.add(8).cast::<u8>() = (1i32) as u8;
-                                        let vec7 = (e.into_bytes()).into_boxed_slice();
-                                        let ptr7 = vec7.as_ptr().cast::<u8>();
-                                        let len7 = vec7.len();
-                                        ::core::mem::forget(vec7);
+                                        let vec12 = (e.into_bytes()).into_boxed_slice();
+                                        let ptr12 = vec12.as_ptr().cast::<u8>();
+                                        let len12 = vec12.len();
+                                        ::core::mem::forget(vec12);
                                         *ptr1
                                             .add(8 + 2 * ::core::mem::size_of::<*const u8>())
-                                            .cast::<usize>() = len7;
+                                            .cast::<usize>() = len12;
                                         *ptr1
                                             .add(8 + 1 * ::core::mem::size_of::<*const u8>())
-                                            .cast::<*mut u8>() = ptr7.cast_mut();
+                                            .cast::<*mut u8>() = ptr12.cast_mut();
                                     }
                                     Failure::NotInitialised => {
                                         *ptr1.add(8).cast::<u8>() = (2i32) as u8;
@@ -2892,27 +2996,75 @@ pub mod exports {
                                         _rt::cabi_dealloc(l7, l8, 1);
                                     }
                                 }
-                            }
-                            _ => {
-                                let l9 = i32::from(*arg0.add(8).cast::<u8>());
+                                let l9 = i32::from(
+                                    *arg0
+                                        .add(24 + 9 * ::core::mem::size_of::<*const u8>())
+                                        .cast::<u8>(),
+                                );
                                 match l9 {
-                                    0 => {
+                                    0 => {}
+                                    _ => {
                                         let l10 = *arg0
-                                            .add(8 + 1 * ::core::mem::size_of::<*const u8>())
+                                            .add(24 + 10 * ::core::mem::size_of::<*const u8>())
                                             .cast::<*mut u8>();
                                         let l11 = *arg0
-                                            .add(8 + 2 * ::core::mem::size_of::<*const u8>())
+                                            .add(24 + 11 * ::core::mem::size_of::<*const u8>())
                                             .cast::<usize>();
                                         _rt::cabi_dealloc(l10, l11, 1);
-                                    }
-                                    1 => {
                                         let l12 = *arg0
-                                            .add(8 + 1 * ::core::mem::size_of::<*const u8>())
+                                            .add(24 + 12 * ::core::mem::size_of::<*const u8>())
                                             .cast::<*mut u8>();
                                         let l13 = *arg0
-                                            .add(8 + 2 * ::core::mem::size_of::<*const u8>())
+                                            .add(24 + 13 * ::core::mem::size_of::<*const u8>())
                                             .cast::<usize>();
                                         _rt::cabi_dealloc(l12, l13, 1);
+                                        let l14 = *arg0
+                                            .add(24 + 14 * ::core::mem::size_of::<*const u8>())
+                                            .cast::<*mut u8>();
+                                        let l15 = *arg0
+                                            .add(24 + 15 * ::core::mem::size_of::<*const u8>())
+                                            .cast::<usize>();
+                                        _rt::cabi_dealloc(l14, l15, 1);
+                                        let l16 = i32::from(
+                                            *arg0
+                                                .add(24 + 16 * ::core::mem::size_of::<*const u8>())
+                                                .cast::<u8>(),
+                                        );
+                                        match l16 {
+                                            0 => {}
+                                            _ => {
+                                                let l17 = *arg0
+                                                    .add(24 + 17 * ::core::mem::size_of::<*const u8>())
+                                                    .cast::<*mut u8>();
+                                                let l18 = *arg0
+                                                    .add(24 + 18 * ::core::mem::size_of::<*const u8>())
+                                                    .cast::<usize>();
+                                                _rt::cabi_dealloc(l17, l18, 1);
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                            _ => {
+                                let l19 = i32::from(*arg0.add(8).cast::<u8>());
+                                match l19 {
+                                    0 => {
+                                        let l20 = *arg0
+                                            .add(8 + 1 * ::core::mem::size_of::<*const u8>())
+                                            .cast::<*mut u8>();
+                                        let l21 = *arg0
+                                            .add(8 + 2 * ::core::mem::size_of::<*const u8>())
+                                            .cast::<usize>();
+                                        _rt::cabi_dealloc(l20, l21, 1);
+                                    }
+                                    1 => {
+                                        let l22 = *arg0
+                                            .add(8 + 1 * ::core::mem::size_of::<*const u8>())
+                                            .cast::<*mut u8>();
+                                        let l23 = *arg0
+                                            .add(8 + 2 * ::core::mem::size_of::<*const u8>())
+                                            .cast::<usize>();
+                                        _rt::cabi_dealloc(l22, l23, 1);
                                     }
                                     2 => {}
                                     3 => {}
@@ -3063,11 +3215,11 @@ pub mod exports {
                 struct _RetArea(
                     [::core::mem::MaybeUninit<
                         u8,
-                    >; 32 + 8 * ::core::mem::size_of::<*const u8>()],
+                    >; 32 + 18 * ::core::mem::size_of::<*const u8>()],
                 );
                 static mut _RET_AREA: _RetArea = _RetArea(
                     [::core::mem::MaybeUninit::uninit(); 32
-                        + 8 * ::core::mem::size_of::<*const u8>()],
+                        + 18 * ::core::mem::size_of::<*const u8>()],
                 );
             }
         }
@@ -3306,8 +3458,8 @@ pub(crate) use __export_tls_site_impl as export;
 )]
 #[doc(hidden)]
 #[allow(clippy::octal_escapes)]
-pub static __WIT_BINDGEN_COMPONENT_TYPE: [u8; 2267] = *b"\
-\0asm\x0d\0\x01\0\0\x19\x16wit-component-encoding\x04\0\x07\xdc\x10\x01A\x02\x01\
+pub static __WIT_BINDGEN_COMPONENT_TYPE: [u8; 2332] = *b"\
+\0asm\x0d\0\x01\0\0\x19\x16wit-component-encoding\x04\0\x07\x9d\x11\x01A\x02\x01\
 A\x13\x01B\x0a\x01y\x04\0\x06key-id\x03\0\0\x01p}\x01p\x02\x01ps\x01r\x03\x05cha\
 in\x03\x05names\x04\x03key\x01\x04\0\x0bcertificate\x03\0\x05\x01p\x06\x01@\0\0\x07\
 \x04\0\x0ccertificates\x01\x08\x03\0\x1ctls-site:site/identity@0.1.0\x05\0\x02\x03\
@@ -3342,21 +3494,22 @@ s\0\x16no-default-certificate\x01s\0\x0funcovered-hosts\x01\x05\0\x03\0\x0ainit-
 error\x03\0\x06\x01j\0\x01\x07\x01@\0\0\x08\x04\0\x0ainitialise\x01\x09\x01B\x06\
 \x01ps\x01r\x05\x05hosts\0\x0ccontent-types\x05bytesw\x06sha256s\x0ais-default\x7f\
 \x04\0\x08resource\x03\0\x01\x01p\x02\x01@\0\0\x03\x04\0\x09resources\x01\x04\x04\
-\0\x18tls-site:site/site@0.1.0\x05\x0a\x01B\x19\x01m\x05\x04read\x05write\x05dra\
+\0\x18tls-site:site/site@0.1.0\x05\x0a\x01B\x1c\x01m\x05\x04read\x05write\x05dra\
 in\x05close\x04done\x04\0\x04next\x03\0\0\x01p}\x01r\x02\x04send\x02\x04next\x01\
 \x04\0\x04step\x03\0\x03\x01q\x06\x08received\x01\x02\0\x0dend-of-stream\0\0\x04\
 sent\0\0\x09timed-out\0\0\x07stalled\0\0\x06broken\x01s\0\x04\0\x05event\x03\0\x05\
-\x01m\x03\x05clean\x09timed-out\x07cut-off\x04\0\x06ending\x03\0\x07\x01ks\x01r\x06\
-\x0bserver-name\x09\x08resources\x05bytesw\x0fclient-finished\x7f\x0ckey-exchang\
-e\x09\x06ending\x08\x04\0\x06served\x03\0\x0a\x01q\x05\x03tls\x01s\0\x02io\x01s\0\
-\x0fnot-initialised\0\0\x11handshake-timeout\0\0\x07stalled\0\0\x04\0\x07failure\
-\x03\0\x0c\x04\0\x0aconnection\x03\x01\x01i\x0e\x01j\x01\x0f\x01\x0d\x01@\0\0\x10\
-\x04\0\x17[static]connection.open\x01\x11\x01h\x0e\x01@\x02\x04self\x12\x05event\
-\x06\0\x04\x04\0\x17[method]connection.step\x01\x13\x01j\x01\x0b\x01\x0d\x01@\x01\
-\x04self\x12\0\x14\x04\0\x1a[method]connection.outcome\x01\x15\x04\0\x1btls-site\
-:site/handler@0.1.0\x05\x0b\x04\0\x1ctls-site:site/tls-site@0.1.0\x04\0\x0b\x0e\x01\
-\0\x08tls-site\x03\0\0\0G\x09producers\x01\x0cprocessed-by\x02\x0dwit-component\x07\
-0.258.3\x10wit-bindgen-rust\x060.61.1";
+\x01m\x03\x05clean\x09timed-out\x07cut-off\x04\0\x06ending\x03\0\x07\x01ks\x01r\x04\
+\x06methods\x06targets\x07versions\x0auser-agent\x09\x04\0\x07request\x03\0\x0a\x01\
+k\x0b\x01r\x07\x0bserver-name\x09\x08resources\x05bytesw\x0fclient-finished\x7f\x0c\
+key-exchange\x09\x06ending\x08\x07request\x0c\x04\0\x06served\x03\0\x0d\x01q\x05\
+\x03tls\x01s\0\x02io\x01s\0\x0fnot-initialised\0\0\x11handshake-timeout\0\0\x07s\
+talled\0\0\x04\0\x07failure\x03\0\x0f\x04\0\x0aconnection\x03\x01\x01i\x11\x01j\x01\
+\x12\x01\x10\x01@\0\0\x13\x04\0\x17[static]connection.open\x01\x14\x01h\x11\x01@\
+\x02\x04self\x15\x05event\x06\0\x04\x04\0\x17[method]connection.step\x01\x16\x01\
+j\x01\x0e\x01\x10\x01@\x01\x04self\x15\0\x17\x04\0\x1a[method]connection.outcome\
+\x01\x18\x04\0\x1btls-site:site/handler@0.1.0\x05\x0b\x04\0\x1ctls-site:site/tls\
+-site@0.1.0\x04\0\x0b\x0e\x01\0\x08tls-site\x03\0\0\0G\x09producers\x01\x0cproce\
+ssed-by\x02\x0dwit-component\x070.258.3\x10wit-bindgen-rust\x060.61.1";
 #[inline(never)]
 #[doc(hidden)]
 pub fn __link_custom_section_describing_imports() {
