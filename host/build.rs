@@ -27,13 +27,16 @@ fn main() {
         "guest/cert-dir",
         "host/tests/hostile_guest",
     ];
+    // Relative to host/, which cargo resolves against the checkout it builds: with absolute paths,
+    // a target directory shared by two checkouts (CI's clones, worktrees) would watch the files
+    // of whichever checkout ran this script last and miss changes to the other's.
     for input in guests
         .into_iter()
         .chain(["wit", "assets", "Cargo.toml", "Cargo.lock"])
     {
         println!(
             "cargo::rerun-if-changed={}",
-            workspace.join(input).display()
+            Path::new("..").join(input).display()
         );
     }
     // Where cargo builds: CARGO_TARGET_DIR if set (CI keeps it outside the checkout, as a cache

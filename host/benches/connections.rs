@@ -23,6 +23,7 @@
 //! cargo bench -p tls-site --bench connections -- [--smoke] [--seconds 5] [--threads 8]
 //!     [--sequential 100] [--rate 200] [--rounds 3] [--no-nginx] [--no-native]
 //!     [--component PATH] [--full-only] [--hybrid] [--command] [--two-cores]
+//!     [--metrics] [--baseline TLS_SITE_BINARY [--baseline-component PATH]]
 //! ```
 //!
 //! `--component` has tls-site serve that component (e.g. the portable build, which issues no
@@ -38,6 +39,13 @@
 //! `--two-cores` pins nothing: each server may use both CPUs (nginx with two workers, tls-site with
 //! its runtime's two), and shares them with the load generator; CPU per connection is still the
 //! server's own.
+//!
+//! `--metrics` has tls-site serve `--metrics` on loopback and scrapes `/metrics` once a second
+//! while it is measured (Prometheus scrapes every 15 to 60 s), as an operator would run it.
+//!
+//! `--baseline` adds a row for another `tls-site` binary (an older build, to compare a change
+//! against), serving `--baseline-component` (default: its own built-in component, which is a path
+//! into the target directory: copy it beside the binary when the build it came from is gone).
 //!
 //! `--smoke` makes a few connections per server and host and checks them, nothing more.
 
@@ -75,6 +83,11 @@ struct Options {
     command: bool,
     /// Servers unpinned, on both CPUs (nginx with two workers).
     two_cores: bool,
+    /// tls-site with `--metrics`, scraped every second.
+    metrics: bool,
+    /// Another tls-site binary, and the component it serves, for a row of its own.
+    baseline: Option<PathBuf>,
+    baseline_component: Option<PathBuf>,
 }
 
 /// What a host name must answer: `tls-site inspect --json`'s view of one resource.
@@ -158,6 +171,10 @@ fn main() {
         .arg(root.join("certs"))
         .arg("--https")
         .arg(addr.to_string());
+    let metrics_addr = options.metrics.then(free_addr);
+    if let Some(metrics_addr) = metrics_addr {
+        tls_site.arg("--metrics").arg(metrics_addr.to_string());
+    }
     let mut servers = vec![start("tls-site", pinned, &tls_site, addr, &work)];
     let nginx_workers = if options.two_cores { 2 } else { 1 };
     wait_ready(&mut servers[0], &client, &expected[0]);
@@ -187,6 +204,16 @@ fn main() {
             ])
             .arg(addr.to_string());
         servers.push(start("native", pinned, &native, addr, &work));
+    }
+    if let Some(baseline) = &options.baseline {
+        let (mut command, addr) = (Command::new(baseline), free_addr());
+        command.arg("serve").args(&options.baseline_component);
+        command
+            .args(["--no-http", "--certs"])
+            .arg(root.join("certs"))
+            .arg("--https")
+            .arg(addr.to_string());
+        servers.push(start("baseline", pinned, &command, addr, &work));
     }
     if options.command {
         // As docs/command.md runs it, with the certificate directory by its full path.
@@ -229,6 +256,7 @@ fn main() {
             }
         }
     }
+    let scraper = metrics_addr.map(Scraper::start);
     // Rounds interleave the servers, so that a noisy neighbour on the machine is shared out
     // rather than landing on one of them.
     for round in 0..options.rounds {
@@ -244,6 +272,9 @@ fn main() {
                 measure(server, &client, expect, &options, row);
             }
         }
+    }
+    if let Some(scraper) = scraper {
+        eprintln!("/metrics scraped {} times", scraper.stop());
     }
     drop(servers);
     let _ = std::fs::remove_dir_all(&work);
@@ -267,6 +298,9 @@ fn parse_options() -> Options {
         hybrid: false,
         command: false,
         two_cores: false,
+        metrics: false,
+        baseline: None,
+        baseline_component: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -288,6 +322,16 @@ fn parse_options() -> Options {
             "--full-only" => options.full_only = true,
             "--hybrid" => options.hybrid = true,
             "--command" => options.command = true,
+            "--metrics" => options.metrics = true,
+            "--baseline" | "--baseline-component" => {
+                let path = args
+                    .next()
+                    .unwrap_or_else(|| die(&format!("{arg} needs a path")));
+                match arg.as_str() {
+                    "--baseline" => options.baseline = Some(path.into()),
+                    _ => options.baseline_component = Some(path.into()),
+                }
+            }
             "--component" => {
                 options.component = Some(
                     args.next()
@@ -446,6 +490,46 @@ impl Drop for Server {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Fetches `/metrics` once a second on its own thread (the load generator's CPU), checking each
+/// scrape is a 200 with the connection counter in it, until stopped.
+struct Scraper {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<usize>,
+}
+
+impl Scraper {
+    fn start(addr: SocketAddr) -> Scraper {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut scrapes = 0;
+            while !stopped.load(Ordering::Relaxed) {
+                let mut stream = TcpStream::connect(addr)
+                    .unwrap_or_else(|e| die(&format!("/metrics at {addr}: {e}")));
+                stream
+                    .write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+                    .unwrap();
+                let mut text = String::new();
+                stream.read_to_string(&mut text).unwrap();
+                if !text.starts_with("HTTP/1.1 200") || !text.contains("tls_site_connections_total")
+                {
+                    die(&format!("a scrape of /metrics got: {text:.200}"));
+                }
+                scrapes += 1;
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            scrapes
+        });
+        Scraper { stop, thread }
+    }
+
+    /// Stops it; how many scrapes it made.
+    fn stop(self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap()
     }
 }
 
