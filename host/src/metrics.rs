@@ -188,6 +188,12 @@ impl Metrics {
             "1, labelled with this host's version and the SHA-256 of the component it serves",
             info.clone(),
         );
+        // Both results from the start, at 0: an alert on `increase(...{result="failed"}[1h])`
+        // then has a series to read before the first failure.
+        for result in ["ok", "failed"] {
+            acme_renewals.get_or_create(&ResultLabels { result });
+            reloads.get_or_create(&ResultLabels { result });
+        }
         Metrics {
             registry,
             connections,
