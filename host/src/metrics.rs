@@ -9,16 +9,17 @@
 //! served resource's name, static strings otherwise). What only a scrape needs (the process's
 //! resident memory) is read when a scrape comes.
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Registry, Unit};
 use std::borrow::Cow;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+mod histogram;
+pub use histogram::DurationHistogram;
 
 /// Upper bounds, in seconds, of the time histograms' buckets: from half a millisecond (a resumed
 /// handshake on an idle machine) to the default connection deadline.
@@ -164,7 +165,7 @@ impl Metrics {
             Unit::Seconds,
             certificate_not_after.clone(),
         );
-        let acme_renewals = Family::default();
+        let acme_renewals: Family<ResultLabels, Counter> = Family::default();
         registry.register(
             "acme_renewals",
             "ACME certificate orders, by result",
@@ -176,7 +177,7 @@ impl Metrics {
             "Session-ticket keys replaced",
             ticket_key_rotations.clone(),
         );
-        let reloads = Family::default();
+        let reloads: Family<ResultLabels, Counter> = Family::default();
         registry.register(
             "reloads",
             "Reloads of the site (certificates, component), by result",
@@ -191,8 +192,10 @@ impl Metrics {
         // Both results from the start, at 0: an alert on `increase(...{result="failed"}[1h])`
         // then has a series to read before the first failure.
         for result in ["ok", "failed"] {
-            acme_renewals.get_or_create(&ResultLabels { result });
-            reloads.get_or_create(&ResultLabels { result });
+            acme_renewals
+                .get_or_create(&ResultLabels { result })
+                .inc_by(0);
+            reloads.get_or_create(&ResultLabels { result }).inc_by(0);
         }
         Metrics {
             registry,
@@ -408,95 +411,5 @@ impl Drop for InUse {
     }
 }
 
-/// A histogram of durations with fixed buckets ([`SECONDS_BUCKETS`]), an atomic counter each and
-/// the sum in nanoseconds: observing takes no lock. A scrape reads the buckets one by one, so it
-/// may see an observation in the count and not yet in the sum; the next scrape has both.
-#[derive(Clone, Debug, Default)]
-pub struct DurationHistogram(Arc<HistogramCounts>);
-
-#[derive(Debug, Default)]
-struct HistogramCounts {
-    /// Observations per bucket (not cumulative); the last is above every bound (`+Inf`).
-    buckets: [AtomicU64; SECONDS_BUCKETS.len() + 1],
-    sum_nanos: AtomicU64,
-}
-
-impl DurationHistogram {
-    pub fn observe(&self, duration: Duration) {
-        let seconds = duration.as_secs_f64();
-        let bucket = SECONDS_BUCKETS
-            .iter()
-            .position(|&bound| seconds <= bound)
-            .unwrap_or(SECONDS_BUCKETS.len());
-        self.0.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
-        self.0.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
-    }
-}
-
-impl TypedMetric for DurationHistogram {
-    const TYPE: MetricType = MetricType::Histogram;
-}
-
-impl EncodeMetric for DurationHistogram {
-    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        let buckets: Vec<(f64, u64)> = SECONDS_BUCKETS
-            .iter()
-            .copied()
-            .chain([f64::INFINITY])
-            .zip(&self.0.buckets)
-            .map(|(bound, count)| (bound, count.load(Ordering::Relaxed)))
-            .collect();
-        let count = buckets.iter().map(|(_, count)| count).sum();
-        let sum = self.0.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
-    }
-
-    fn metric_type(&self) -> MetricType {
-        Self::TYPE
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_histogram_counts_each_duration_in_its_bucket_and_sums_them() {
-        let histogram = DurationHistogram::default();
-        for millis in [0, 1, 3, 3, 20_000] {
-            histogram.observe(Duration::from_millis(millis));
-        }
-        let counts: Vec<u64> = histogram
-            .0
-            .buckets
-            .iter()
-            .map(|count| count.load(Ordering::Relaxed))
-            .collect();
-        // 0 and 1 ms in the buckets up to 0.5 ms and 1 ms, 3 ms (twice) up to 5 ms, 20 s above all.
-        assert_eq!(counts, [1, 1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
-        assert_eq!(
-            histogram.0.sum_nanos.load(Ordering::Relaxed),
-            20_007_000_000
-        );
-    }
-
-    #[test]
-    fn groups_become_their_label_and_nothing_else() {
-        assert_eq!(kx_label(Some("X25519MLKEM768")), "X25519MLKEM768");
-        assert_eq!(kx_label(Some("secp384r1")), "secp384r1");
-        assert_eq!(kx_label(Some("made-up")), "other");
-        assert_eq!(kx_label(None), "-");
-    }
-
-    #[test]
-    fn in_use_guards_count_up_and_down() {
-        let metrics = Arc::new(Metrics::new());
-        let first = metrics.connection_opened();
-        let second = metrics.connection_opened();
-        assert_eq!(metrics.open_connections.get(), 2);
-        drop(first);
-        drop(second);
-        assert_eq!(metrics.open_connections.get(), 0);
-    }
-}
+mod tests;
