@@ -255,6 +255,16 @@ pub fn client_hello(name: &str) -> Vec<u8> {
     hello
 }
 
+/// The first of two records a ClientHello for `name` is split into, the second never to come: a
+/// whole record, so the host hands it to an instance, which then waits for the rest.
+pub fn first_of_a_split_client_hello(name: &str) -> Vec<u8> {
+    let hello = client_hello(name);
+    let body = &hello[5..5 + usize::from(u16::from_be_bytes([hello[3], hello[4]]))];
+    let half = &body[..body.len() / 2];
+    let length = u16::try_from(half.len()).unwrap().to_be_bytes();
+    [&[hello[0], hello[1], hello[2], length[0], length[1]], half].concat()
+}
+
 /// X25519MLKEM768 as a client does it (draft-ietf-tls-ecdhe-mlkem): an ML-KEM-768 key pair and an
 /// X25519 one, the ciphertext decapsulated, ML-KEM's secret first. Over aws-lc-rs, which the host
 /// uses for the server's side: rustls's own `aws_lc_rs` provider feature would leave rustls with

@@ -23,7 +23,7 @@
 //! cargo bench -p tls-site --bench connections -- [--smoke] [--seconds 5] [--threads 8]
 //!     [--sequential 100] [--rate 200] [--rounds 3] [--no-nginx] [--no-native]
 //!     [--component PATH] [--full-only] [--hybrid] [--command] [--two-cores]
-//!     [--metrics] [--baseline TLS_SITE_BINARY [--baseline-component PATH]]
+//!     [--metrics] [--baseline TLS_SITE_BINARY [--baseline-component PATH]] [--idle N]
 //! ```
 //!
 //! `--component` has tls-site serve that component (e.g. the portable build, which issues no
@@ -47,10 +47,19 @@
 //! against), serving `--baseline-component` (default: its own built-in component, which is a path
 //! into the target directory: copy it beside the binary when the build it came from is gone).
 //!
+//! `--idle N` measures something else (connections/idle.rs): per server, `--sequential` paced
+//! connections alone, then N clients that each sent half a ClientHello and wait, held open while
+//! the paced ones run again; one table of memory per idle client and first-byte times. Both
+//! servers get a 60 s handshake timeout (nginx's default; tls-site's is 3 s, which would close
+//! the idle clients before they are counted) and room for N connections; the open-file limit is
+//! raised here (`prlimit`), not by the caller.
+//!
 //! `--smoke` makes a few connections per server and host and checks them, nothing more.
 
 #[path = "../../tests/client.rs"]
 mod client;
+#[path = "connections/idle.rs"]
+mod idle;
 
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -88,6 +97,8 @@ struct Options {
     /// Another tls-site binary, and the component it serves, for a row of its own.
     baseline: Option<PathBuf>,
     baseline_component: Option<PathBuf>,
+    /// Idle clients to hold (`--idle`), instead of the usual rows.
+    idle: Option<usize>,
 }
 
 /// What a host name must answer: `tls-site inspect --json`'s view of one resource.
@@ -171,6 +182,18 @@ fn main() {
         .arg(root.join("certs"))
         .arg("--https")
         .arg(addr.to_string());
+    if let Some(count) = options.idle {
+        // Room for the idle clients and the servers' side of them, inherited by the servers.
+        let files = (2 * count + 4096).to_string();
+        run(Command::new("prlimit")
+            .arg("--pid")
+            .arg(std::process::id().to_string())
+            .arg(format!("--nofile={files}:{files}")));
+        tls_site
+            .arg("--max-connections")
+            .arg((count + 1024).to_string())
+            .args(["--handshake-timeout", "60", "--timeout", "70"]);
+    }
     let metrics_addr = options.metrics.then(free_addr);
     if let Some(metrics_addr) = metrics_addr {
         tls_site.arg("--metrics").arg(metrics_addr.to_string());
@@ -186,6 +209,7 @@ fn main() {
                 &work,
                 pinned,
                 nginx_workers,
+                options.idle.unwrap_or(0) + 1024,
                 &servers[0],
                 &client,
                 &expected,
@@ -227,6 +251,19 @@ fn main() {
         servers.push(start("command", pinned, &command, addr, &work));
     }
 
+    if let Some(count) = options.idle {
+        let rows: Vec<_> = servers
+            .iter_mut()
+            .map(|server| {
+                wait_ready(server, &client, &expected[0]);
+                idle::measure_idle(server, count, &client, &expected[0], &options)
+            })
+            .collect();
+        drop(servers);
+        let _ = std::fs::remove_dir_all(&work);
+        idle::print_idle_table(&rows, count, &options);
+        return;
+    }
     let mut rows = Vec::new();
     for (server_index, server) in servers.iter_mut().enumerate() {
         wait_ready(server, &client, &expected[0]);
@@ -301,6 +338,7 @@ fn parse_options() -> Options {
         metrics: false,
         baseline: None,
         baseline_component: None,
+        idle: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -322,6 +360,7 @@ fn parse_options() -> Options {
             "--full-only" => options.full_only = true,
             "--hybrid" => options.hybrid = true,
             "--command" => options.command = true,
+            "--idle" => options.idle = Some(value("--idle") as usize),
             "--metrics" => options.metrics = true,
             "--baseline" | "--baseline-component" => {
                 let path = args
@@ -550,6 +589,7 @@ fn start_nginx(
     work: &Path,
     pinned: bool,
     workers: usize,
+    connections: usize,
     tls_site: &Server,
     client: &Arc<ClientConfig>,
     expected: &[Expected],
@@ -576,12 +616,13 @@ fn start_nginx(
     let p = prefix.display();
     let certs = root.join("certs");
     let config = format!(
-        "daemon off; master_process on; worker_processes {workers}; {affinity}\npid {p}/nginx.pid; error_log {p}/error.log warn;\nevents {{ worker_connections 1024; }}\nhttp {{\n  access_log off; keepalive_timeout 0; server_tokens off;\n  client_body_temp_path {p}/tmp; proxy_temp_path {p}/tmp; fastcgi_temp_path {p}/tmp; uwsgi_temp_path {p}/tmp; scgi_temp_path {p}/tmp;\n  ssl_protocols TLSv1.3; ssl_ecdh_curve X25519:prime256v1:secp384r1;\n  ssl_prefer_server_ciphers on; ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256; ssl_conf_command Options PrioritizeChaCha;\n  ssl_session_cache off; ssl_session_tickets on;\n  ssl_certificate {chain}; ssl_certificate_key {key};\n{servers}}}\n",
+        "daemon off; master_process on; worker_processes {workers}; {affinity}\npid {p}/nginx.pid; error_log {p}/error.log warn;\nworker_rlimit_nofile {files};\nevents {{ worker_connections {connections}; }}\nhttp {{\n  access_log off; keepalive_timeout 0; server_tokens off;\n  client_body_temp_path {p}/tmp; proxy_temp_path {p}/tmp; fastcgi_temp_path {p}/tmp; uwsgi_temp_path {p}/tmp; scgi_temp_path {p}/tmp;\n  ssl_protocols TLSv1.3; ssl_ecdh_curve X25519:prime256v1:secp384r1;\n  ssl_prefer_server_ciphers on; ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256; ssl_conf_command Options PrioritizeChaCha;\n  ssl_session_cache off; ssl_session_tickets on;\n  ssl_certificate {chain}; ssl_certificate_key {key};\n{servers}}}\n",
         affinity = if pinned {
             "worker_cpu_affinity 01;"
         } else {
             ""
         },
+        files = 2 * connections,
         chain = certs.join("dev.chain.pem").display(),
         key = certs.join("dev.key.pem").display(),
     );

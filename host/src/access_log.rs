@@ -194,13 +194,21 @@ fn write(line: std::fmt::Arguments<'_>, fields: Fields<'_>, took: Duration) {
     );
 }
 
-/// Logs an HTTPS connection that never reached an instance, and counts it.
-pub fn silent(stats: &Stats, metrics: &Metrics, peer: SocketAddr, why: &str, accepted: Instant) {
-    stats.count(Event::Silent);
-    metrics.connection_ended(Event::Silent.name(), None);
+/// Logs an HTTPS connection that never reached an instance (`Silent`, `HandshakeTimeout`), and
+/// counts it.
+pub fn not_admitted(
+    stats: &Stats,
+    metrics: &Metrics,
+    peer: SocketAddr,
+    event: Event,
+    why: &str,
+    accepted: Instant,
+) {
+    stats.count(event);
+    metrics.connection_ended(event.name(), None);
     let took = accepted.elapsed();
     metrics.observe_times(took, None, None);
-    let fields = Fields::of("https", peer, Some(Event::Silent));
+    let fields = Fields::of("https", peer, Some(event));
     write(format_args!("https {peer} {why}"), fields, took);
 }
 

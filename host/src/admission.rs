@@ -1,5 +1,6 @@
-//! Admission of an HTTPS connection to a guest instance: a client costs no instance until it has
-//! sent something (`--hello-timeout`), and no more than `--max-instances` (or what
+//! Admission of an HTTPS connection to a guest instance: a client costs no instance until its
+//! first TLS record (the ClientHello) is whole in the socket (`--hello-timeout` for its first
+//! bytes, `--handshake-timeout` for the rest), and no more than `--max-instances` (or what
 //! `--guest-memory` affords) are at work at once; the rest wait holding only their socket.
 
 use crate::access_log::{self, Event, Stats};
@@ -10,6 +11,7 @@ use crate::sandbox::Sandbox;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, watch};
 
@@ -42,8 +44,20 @@ impl Admission {
         if let Some(bytes) = self.send_buffer {
             let _ = socket2::SockRef::from(&stream).set_send_buffer_size(bytes);
         }
-        if let Err(why) = first_bytes(&stream, self.hello_timeout).await {
-            return access_log::silent(&self.stats, &self.metrics, peer, &why, accepted);
+        let first_record = first_record(&stream, self.hello_timeout, self.timeouts.handshake);
+        if let Err(refused) = first_record.await {
+            let (event, why) = match refused {
+                NotAdmitted::Silent(why) => (Event::Silent, why),
+                NotAdmitted::HandshakeTimeout(why) => (Event::HandshakeTimeout, why),
+            };
+            return access_log::not_admitted(
+                &self.stats,
+                &self.metrics,
+                peer,
+                event,
+                &why,
+                accepted,
+            );
         }
         let _instance = match self.instances.clone().try_acquire_owned() {
             Ok(permit) => permit,
@@ -78,16 +92,78 @@ impl Admission {
     }
 }
 
-/// Waits until the client has sent something, so that a connection that stays silent never
-/// costs a guest instance.
-async fn first_bytes(stream: &TcpStream, timeout: Duration) -> Result<(), String> {
-    match tokio::time::timeout(timeout, stream.peek(&mut [0u8; 1])).await {
-        Ok(Ok(0)) => Err("closed before sending anything".into()),
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(error)) => Err(format!("failed io: {error}")),
-        Err(_) => Err(format!(
-            "timed out: nothing sent within {} s (--hello-timeout)",
-            timeout.as_secs_f64()
-        )),
+/// Why a connection got no instance.
+enum NotAdmitted {
+    /// It sent nothing within `--hello-timeout`, or closed first.
+    Silent(String),
+    /// Its first record was not whole within `--handshake-timeout` of its first bytes.
+    HandshakeTimeout(String),
+}
+
+/// The TLS record header: content type, version, length.
+const RECORD_HEADER: usize = 5;
+/// Content type of a handshake record, which a ClientHello is.
+const HANDSHAKE: u8 = 22;
+/// The largest record a client may send (RFC 8446, 5.1).
+const MAX_RECORD: usize = 1 << 14;
+
+/// Waits, reading nothing (the bytes are peeked, and stay for the instance), until the client's
+/// first record is whole in the socket: a connection that stays silent, or sends part of a
+/// ClientHello and waits, never costs a guest instance, only its socket and this task. Anything
+/// that is not the start of a handshake record, and a client that closes its side, is handed on
+/// at once: the instance answers it as before.
+async fn first_record(
+    stream: &TcpStream,
+    hello_timeout: Duration,
+    handshake_timeout: Duration,
+) -> Result<(), NotAdmitted> {
+    match tokio::time::timeout(hello_timeout, stream.peek(&mut [0u8; 1])).await {
+        Ok(Ok(0)) => return Err(NotAdmitted::Silent("closed before sending anything".into())),
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => return Err(NotAdmitted::Silent(format!("failed io: {error}"))),
+        Err(_) => {
+            return Err(NotAdmitted::Silent(format!(
+                "timed out: nothing sent within {} s (--hello-timeout)",
+                hello_timeout.as_secs_f64()
+            )));
+        }
     }
+    let whole = async {
+        loop {
+            let ready = stream.ready(Interest::READABLE).await?;
+            if ready.is_read_closed() {
+                return Ok(());
+            }
+            // Too little yet: WouldBlock makes tokio wait for the socket's next bytes, where the
+            // peeked bytes, still queued, would have it poll again at once.
+            match stream.try_io(Interest::READABLE, || record_whole(stream)) {
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
+                done => return done,
+            }
+        }
+    };
+    match tokio::time::timeout(handshake_timeout, whole).await {
+        Ok(Ok(())) => Ok(()),
+        // The instance meets the same error on its first read, and says so.
+        Ok(Err(_)) => Ok(()),
+        Err(_) => Err(NotAdmitted::HandshakeTimeout(format!(
+            "timed out: no whole ClientHello within {} s (--handshake-timeout), with no instance",
+            handshake_timeout.as_secs_f64()
+        ))),
+    }
+}
+
+/// Whether the first record is in the socket whole, or is no handshake record at all (both: go
+/// on); WouldBlock while part of it is yet to come.
+fn record_whole(stream: &TcpStream) -> std::io::Result<()> {
+    let mut peeked = [0u8; RECORD_HEADER + MAX_RECORD];
+    let got = rustix::net::recv(stream, &mut peeked, rustix::net::RecvFlags::PEEK)?.0;
+    let [content_type, _, _, high, low, ..] = peeked[..got] else {
+        return Err(std::io::ErrorKind::WouldBlock.into());
+    };
+    let length = usize::from(u16::from_be_bytes([high, low]));
+    if content_type != HANDSHAKE || length > MAX_RECORD || got >= RECORD_HEADER + length {
+        return Ok(());
+    }
+    Err(std::io::ErrorKind::WouldBlock.into())
 }

@@ -41,7 +41,7 @@ pub struct ServeOptions {
     /// Seconds a client may take to send its first bytes (the ClientHello); until then it holds no instance
     #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = seconds)]
     pub hello_timeout: Duration,
-    /// Seconds a client may take, from its first bytes, to send its whole ClientHello
+    /// Seconds a client may take, from its first bytes, to send its whole ClientHello; until its first record is whole it holds no instance
     #[arg(long, value_name = "SECONDS", default_value = "3", value_parser = seconds)]
     pub handshake_timeout: Duration,
     /// Seconds a client may leave the response untaken before it is cut off

@@ -556,10 +556,12 @@ fn a_client_that_waits_for_an_instance_is_counted_and_then_served() {
         options.max_instances = 1;
         options.handshake_timeout = Duration::from_secs(2);
     });
-    // A record header that promises a ClientHello never sent: it holds the one instance until
-    // its handshake deadline.
+    // The first record of a ClientHello split in two, the second never sent: it holds the one
+    // instance until its handshake deadline.
     let mut holder = TcpStream::connect(server.https_addr()).unwrap();
-    holder.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).unwrap();
+    holder
+        .write_all(&client::first_of_a_split_client_hello("tls-site.localhost"))
+        .unwrap();
     wait_for_scraped(&server, "tls_site_instances_in_use", 1.0);
     let fetched = fetch(
         server.https_addr(),
@@ -572,6 +574,43 @@ fn a_client_that_waits_for_an_instance_is_counted_and_then_served() {
     drop(holder);
     let stats = stop(runtime, server);
     assert_eq!(stats.get(Event::WaitedForInstance), 1, "{stats}");
+}
+
+/// A client that sends part of its ClientHello's record and waits holds no instance: the one
+/// instance there is serves a real client meanwhile, without a wait.
+#[test]
+fn a_client_with_half_a_client_hello_holds_no_instance() {
+    let (runtime, server, ca) = start_with("half-hello", |options| {
+        options.max_instances = 1;
+        options.handshake_timeout = Duration::from_secs(2);
+    });
+    let hello = client::client_hello("tls-site.localhost");
+    let mut dribbler = TcpStream::connect(server.https_addr()).unwrap();
+    dribbler.write_all(&hello[..hello.len() / 2]).unwrap();
+    wait_for_scraped(&server, "tls_site_open_connections", 1.0);
+    let fetched = fetch(
+        server.https_addr(),
+        "tls-site.localhost",
+        true,
+        config(Trust::Ca(&ca), &[]),
+    );
+    assert!(fetched.is_ok(), "{:?}", fetched.err());
+    assert_eq!(scraped(&server, "tls_site_instance_waits_total"), 0.0);
+    // At its handshake deadline it is closed, having had no instance.
+    dribbler
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    assert_eq!(dribbler.read(&mut [0; 16]).unwrap_or(0), 0);
+    let stats = stop(runtime, server);
+    assert_eq!(
+        (
+            stats.get(Event::HandshakeTimeout),
+            stats.get(Event::Served),
+            stats.get(Event::WaitedForInstance)
+        ),
+        (1, 1, 0),
+        "{stats}"
+    );
 }
 
 #[test]
