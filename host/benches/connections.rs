@@ -183,12 +183,20 @@ fn main() {
         .arg("--https")
         .arg(addr.to_string());
     if let Some(count) = options.idle {
-        // Room for the idle clients and the servers' side of them, inherited by the servers.
-        let files = (2 * count + 4096).to_string();
+        // Room for the idle clients, inherited by the servers for their side of them: up to the
+        // hard limit, which only a privileged process could raise.
+        let hard = open_files_hard_limit();
+        if hard < (count + 1024) as u64 {
+            die(&format!(
+                "--idle {count} needs {} open files; the hard limit is {hard}",
+                count + 1024
+            ));
+        }
+        let files = hard.min((2 * count + 4096) as u64);
         run(Command::new("prlimit")
             .arg("--pid")
             .arg(std::process::id().to_string())
-            .arg(format!("--nofile={files}:{files}")));
+            .arg(format!("--nofile={files}:")));
         tls_site
             .arg("--max-connections")
             .arg((count + 1024).to_string())
@@ -572,6 +580,17 @@ impl Scraper {
     }
 }
 
+/// This process's hard limit on open files (`/proc/self/limits`).
+fn open_files_hard_limit() -> u64 {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .unwrap();
+    let hard = line.split_whitespace().nth(4).unwrap();
+    hard.parse().unwrap_or(u64::MAX)
+}
+
 fn find_nginx() -> Option<PathBuf> {
     ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]
         .iter()
@@ -622,7 +641,7 @@ fn start_nginx(
         } else {
             ""
         },
-        files = 2 * connections,
+        files = open_files_hard_limit().min(2 * connections as u64),
         chain = certs.join("dev.chain.pem").display(),
         key = certs.join("dev.key.pem").display(),
     );
