@@ -307,6 +307,37 @@ mod tests {
         assert_eq!(options.log_format, LogFormat::Text);
     }
 
+    /// The command component (guest/command) cannot take its deadlines from this crate (it is
+    /// built for wasm32, without clap); its constants must be these defaults, so a change to one
+    /// side fails here until the other follows.
+    #[test]
+    fn the_command_components_deadlines_are_these_defaults() {
+        let command = include_str!("../../guest/command/src/lib.rs");
+        let constant = |name: &str| -> Duration {
+            let line = command
+                .lines()
+                .find(|line| line.contains(&format!("pub const {name}: Duration")))
+                .unwrap_or_else(|| panic!("guest/command has no deadline {name}"));
+            let seconds = line.split("from_secs(").nth(1).unwrap();
+            Duration::from_secs(seconds.split(')').next().unwrap().parse().unwrap())
+        };
+        let options = Defaults::try_parse_from(["tls-site"]).unwrap().options;
+        assert_eq!(
+            [
+                constant("HELLO"),
+                constant("HANDSHAKE"),
+                constant("STALL"),
+                constant("CONNECTION")
+            ],
+            [
+                options.hello_timeout,
+                options.handshake_timeout,
+                options.stall_timeout,
+                options.connection_deadline
+            ]
+        );
+    }
+
     #[test]
     fn seconds_and_mebibytes_parse_and_say_what_is_wrong() {
         let parsed = Defaults::try_parse_from([
