@@ -158,12 +158,15 @@ async fn first_record(
 fn record_whole(stream: &TcpStream) -> std::io::Result<()> {
     let mut peeked = [0u8; RECORD_HEADER + MAX_RECORD];
     let got = rustix::net::recv(stream, &mut peeked, rustix::net::RecvFlags::PEEK)?.0;
-    let [content_type, _, _, high, low, ..] = peeked[..got] else {
-        return Err(std::io::ErrorKind::WouldBlock.into());
-    };
-    let length = usize::from(u16::from_be_bytes([high, low]));
-    if content_type != HANDSHAKE || length > MAX_RECORD || got >= RECORD_HEADER + length {
-        return Ok(());
+    match peeked[..got] {
+        [content_type, ..] if content_type != HANDSHAKE => Ok(()),
+        [_, _, _, high, low, ..] => {
+            let length = usize::from(u16::from_be_bytes([high, low]));
+            match length > MAX_RECORD || got >= RECORD_HEADER + length {
+                true => Ok(()),
+                false => Err(std::io::ErrorKind::WouldBlock.into()),
+            }
+        }
+        _ => Err(std::io::ErrorKind::WouldBlock.into()),
     }
-    Err(std::io::ErrorKind::WouldBlock.into())
 }
