@@ -7,6 +7,8 @@
 #[path = "../../tests/client.rs"]
 mod client;
 
+mod support;
+
 use client::{Trust, config, fetch};
 use rustls::pki_types::ServerName;
 use rustls::pki_types::pem::PemObject;
@@ -32,13 +34,6 @@ const USUAL_VALIDITY_SECONDS: u64 = 90 * 24 * 3600;
 /// A bound on waiting for things that take seconds, so that a broken setup fails instead of
 /// hanging; generous because the machine may be slow and shared.
 const PATIENCE: Duration = Duration::from_secs(600);
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tls-site-acme-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// A port free on loopback for TCP and UDP now (pebble and its DNS need numbers up front).
 fn free_port() -> u16 {
@@ -264,7 +259,7 @@ fn acme_options(directory: &str, state: &Path) -> AcmeOptions {
 /// pebble (with its DNS) and the host as its client, the first certificate served: for the
 /// pebble tests, which are layer 2 (`cargo test --release -- --ignored`, see README.md).
 fn host_with_a_pebble_certificate(name: &str, validity: u64) -> (PathBuf, Pebble, Host) {
-    let dir = temp_dir(name);
+    let dir = support::temp_dir(&format!("acme-{name}"));
     let http_port = free_port();
     let pebble = Pebble::start(&dir, http_port, validity);
     let mut options = acme_options(&pebble.directory, &dir.join("state"));
@@ -447,22 +442,11 @@ fn certificate_on_disk(
     ca_file
 }
 
-fn site_hosts() -> Vec<String> {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let resources = runtime
-        .block_on(tls_site::inspect::site_resources(
-            Path::new(BUILT_COMPONENT),
-            Default::default(),
-        ))
-        .unwrap();
-    tls_site::inspect::hosts_default_first(&resources)
-}
-
 #[test]
 fn a_valid_certificate_on_disk_is_served_without_asking_and_a_failed_renewal_keeps_it() {
-    let dir = temp_dir("on-disk");
+    let dir = support::temp_dir("acme-on-disk");
     let (directory, connections) = dead_directory();
-    let hosts = site_hosts();
+    let hosts = support::site_hosts();
     let now = SystemTime::now();
 
     // Fresh (10 of 90 days used): served at once; the CA is not contacted.
@@ -518,7 +502,7 @@ fn a_valid_certificate_on_disk_is_served_without_asking_and_a_failed_renewal_kee
 
 #[test]
 fn without_a_certificate_the_placeholder_serves_until_the_ca_answers() {
-    let dir = temp_dir("placeholder");
+    let dir = support::temp_dir("acme-placeholder");
     let (directory, connections) = dead_directory();
     let mut options = acme_options(&directory, &dir.join("state"));
     options.first_retry_wait = Duration::from_millis(200);
@@ -560,7 +544,7 @@ fn without_a_certificate_the_placeholder_serves_until_the_ca_answers() {
 
 #[test]
 fn acme_without_agreeing_to_the_terms_or_without_port_80_refuses_to_start() {
-    let dir = temp_dir("refuse");
+    let dir = support::temp_dir("acme-refuse");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let mut options = ServeOptions::new(BUILT_COMPONENT.into(), dir.clone());
     options.https = ([127, 0, 0, 1], 0).into();

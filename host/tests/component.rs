@@ -4,6 +4,8 @@
 #[path = "../../tests/client.rs"]
 mod client;
 
+mod support;
+
 use client::{Trust, config, fetch};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
@@ -28,8 +30,8 @@ struct Shared {
 fn shared() -> &'static Shared {
     static SHARED: OnceLock<Shared> = OnceLock::new();
     SHARED.get_or_init(|| {
-        let dir = temp_dir("shared");
-        let hosts = site_hosts();
+        let dir = support::temp_dir("test-shared");
+        let hosts = support::site_hosts();
         certs::dev_certs(&dir, &hosts).unwrap();
         let (sender, receiver) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -58,30 +60,6 @@ fn options(certs: &Path) -> ServeOptions {
     options.https = ([127, 0, 0, 1], 0).into();
     options.http = ([127, 0, 0, 1], 0).into();
     options
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tls-site-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// The site's host names, default first, as `tls-site dev-certs` would certify them.
-fn site_hosts() -> Vec<String> {
-    static HOSTS: OnceLock<Vec<String>> = OnceLock::new();
-    HOSTS
-        .get_or_init(|| {
-            let runtime = tokio::runtime::Runtime::new().unwrap();
-            let resources = runtime
-                .block_on(tls_site::inspect::site_resources(
-                    Path::new(BUILT_COMPONENT),
-                    Default::default(),
-                ))
-                .unwrap();
-            tls_site::inspect::hosts_default_first(&resources)
-        })
-        .clone()
 }
 
 fn default_resource(shared: &Shared) -> &Resource {
@@ -357,7 +335,7 @@ fn many_concurrent_clients_all_get_whole_bodies() {
 
 #[test]
 fn a_certificate_directory_without_the_default_host_fails_at_start_naming_it() {
-    let dir = temp_dir("wrong-names");
+    let dir = support::temp_dir("test-wrong-names");
     certs::dev_certs(&dir, &["other.example".to_owned()]).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let error = runtime
@@ -375,8 +353,8 @@ fn a_certificate_directory_without_the_default_host_fails_at_start_naming_it() {
 /// of the site that no certificate covers fails the start, by name, not the first client.
 #[test]
 fn a_host_name_no_certificate_covers_fails_at_start_naming_it() {
-    let dir = temp_dir("uncovered");
-    let mut hosts = site_hosts();
+    let dir = support::temp_dir("test-uncovered");
+    let mut hosts = support::site_hosts();
     let uncovered = hosts.pop().unwrap();
     certs::dev_certs(&dir, &hosts).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -399,8 +377,8 @@ fn a_host_name_no_certificate_covers_fails_at_start_naming_it() {
 
 #[test]
 fn shutdown_stops_accepting_and_returns() {
-    let dir = temp_dir("shutdown");
-    certs::dev_certs(&dir, &site_hosts()).unwrap();
+    let dir = support::temp_dir("test-shutdown");
+    certs::dev_certs(&dir, &support::site_hosts()).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let server = runtime.block_on(Server::start(&options(&dir))).unwrap();
     let addr = server.https_addr();
@@ -435,7 +413,7 @@ fn start_with(
 ) -> (tokio::runtime::Runtime, Server, PathBuf) {
     start_in(
         name,
-        |dir| drop(certs::dev_certs(dir, &site_hosts()).unwrap()),
+        |dir| drop(certs::dev_certs(dir, &support::site_hosts()).unwrap()),
         configure,
     )
 }
@@ -464,7 +442,7 @@ fn start_in(
     make_certs: impl FnOnce(&Path),
     configure: impl FnOnce(&mut ServeOptions),
 ) -> (tokio::runtime::Runtime, Server, PathBuf) {
-    let dir = temp_dir(name);
+    let dir = support::temp_dir(&format!("test-{name}"));
     make_certs(&dir);
     let mut options = options(&dir);
     configure(&mut options);
@@ -698,7 +676,7 @@ fn the_host_signs_with_each_kind_of_key() {
     use rustls::crypto::ring::cipher_suite::{TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384};
     for (label, key) in client::every_kind_of_key() {
         let make_certs =
-            |dir: &Path| drop(certs::dev_certs_with_key(dir, &site_hosts(), key).unwrap());
+            |dir: &Path| drop(certs::dev_certs_with_key(dir, &support::site_hosts(), key).unwrap());
         let (runtime, server, ca) = start_in(&format!("sign-{label}"), make_certs, |_| {});
         let leaf = certs::load_dir(ca.parent().unwrap()).unwrap()[0].chain[0].clone();
         for suite in [TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384] {
@@ -881,8 +859,8 @@ fn a_returning_client_resumes_until_its_ticket_key_is_rotated_out() {
 #[test]
 fn a_precompiled_component_serves_the_same_bytes_and_only_with_its_certificates() {
     let shared = shared();
-    let dir = temp_dir("precompiled");
-    certs::dev_certs(&dir, &site_hosts()).unwrap();
+    let dir = support::temp_dir("test-precompiled");
+    certs::dev_certs(&dir, &support::site_hosts()).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let precompiled = runtime
         .block_on(Sandbox::precompile(
@@ -929,8 +907,8 @@ fn a_precompiled_component_serves_the_same_bytes_and_only_with_its_certificates(
     }
     stop(runtime, server);
 
-    let other_certs = temp_dir("precompiled-other");
-    certs::dev_certs(&other_certs, &site_hosts()).unwrap();
+    let other_certs = support::temp_dir("test-precompiled-other");
+    certs::dev_certs(&other_certs, &support::site_hosts()).unwrap();
     let mut options = options(&other_certs);
     options.component = file.clone();
     let runtime = tokio::runtime::Runtime::new().unwrap();

@@ -6,13 +6,15 @@
 #[path = "../../tests/client.rs"]
 mod client;
 
+mod support;
+
 use client::{Trust, config};
 use ring::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use rustls::pki_types::ServerName;
 use rustls::{AlertDescription, CipherSuite, ClientConnection, KeyLog};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tls_site::{BUILT_COMPONENT, ServeOptions, Server, certs};
@@ -34,17 +36,9 @@ struct Shared {
 fn shared() -> &'static Shared {
     static SHARED: OnceLock<Shared> = OnceLock::new();
     SHARED.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("tls-site-conformance-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = support::temp_dir("conformance");
         let runtime = tokio::runtime::Runtime::new().unwrap();
-        let resources = runtime
-            .block_on(tls_site::inspect::site_resources(
-                Path::new(BUILT_COMPONENT),
-                Default::default(),
-            ))
-            .unwrap();
-        let hosts = tls_site::inspect::hosts_default_first(&resources);
+        let hosts = support::site_hosts();
         certs::dev_certs(&dir, &hosts).unwrap();
         let (sender, receiver) = std::sync::mpsc::channel();
         std::thread::spawn(move || {

@@ -5,12 +5,14 @@
 #[path = "../../tests/client.rs"]
 mod client;
 
+mod support;
+
 use client::{Trust, client_hello, config, fetch};
 use sha2::{Digest, Sha256};
 use socket2::{Domain, Socket, Type};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tls_site::sandbox::Resource;
@@ -36,18 +38,9 @@ struct Host {
 
 impl Host {
     fn start(name: &str) -> Host {
-        let dir =
-            std::env::temp_dir().join(format!("tls-site-hostile-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = support::temp_dir(&format!("hostile-{name}"));
         let runtime = tokio::runtime::Runtime::new().unwrap();
-        let resources = runtime
-            .block_on(tls_site::inspect::site_resources(
-                Path::new(BUILT_COMPONENT),
-                Default::default(),
-            ))
-            .unwrap();
-        certs::dev_certs(&dir, &tls_site::inspect::hosts_default_first(&resources)).unwrap();
+        certs::dev_certs(&dir, &support::site_hosts()).unwrap();
         let mut options = ServeOptions::new(BUILT_COMPONENT.into(), dir.clone());
         options.https = ([127, 0, 0, 1], 0).into();
         options.no_http = true;

@@ -7,13 +7,15 @@
 #[path = "../../tests/client.rs"]
 mod client;
 
+mod support;
+
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::{ClientConfig, HandshakeKind, RootCertStore};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tls_site::{BUILT_COMPONENT, BUILT_PORTABLE_COMPONENT, Event, ServeOptions, Server, certs};
 
@@ -29,33 +31,9 @@ const PATIENCE: Duration = Duration::from_secs(120);
 
 const HOST: &str = "tls-site.localhost";
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tls-site-reload-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// The site's host names, as `tls-site dev-certs` would certify them.
-fn site_hosts() -> Vec<String> {
-    static HOSTS: OnceLock<Vec<String>> = OnceLock::new();
-    HOSTS
-        .get_or_init(|| {
-            let runtime = tokio::runtime::Runtime::new().unwrap();
-            let resources = runtime
-                .block_on(tls_site::inspect::site_resources(
-                    Path::new(BUILT_COMPONENT),
-                    Default::default(),
-                ))
-                .unwrap();
-            tls_site::inspect::hosts_default_first(&resources)
-        })
-        .clone()
-}
-
 /// A development CA and its leaf for every host name, in `dir`; returns the leaf.
 fn make_certs(dir: &Path) -> Vec<u8> {
-    certs::dev_certs(dir, &site_hosts()).unwrap();
+    certs::dev_certs(dir, &support::site_hosts()).unwrap();
     leaf_in(dir)
 }
 
@@ -225,7 +203,10 @@ fn page_bytes(server: &Server) -> usize {
 /// connection fails; those begun after the swap all get the new certificate.
 #[test]
 fn a_reload_under_load_swaps_the_certificate_and_no_connection_fails() {
-    let (served, other) = (temp_dir("cert-served"), temp_dir("cert-other"));
+    let (served, other) = (
+        support::temp_dir("reload-cert-served"),
+        support::temp_dir("reload-cert-other"),
+    );
     let (old_leaf, new_leaf) = (make_certs(&served), make_certs(&other));
     let client = client_trusting(&[
         &served.join(certs::DEV_CA_FILE),
@@ -269,7 +250,7 @@ fn a_reload_under_load_swaps_the_certificate_and_no_connection_fails() {
 /// sandbox is the same pointer swap as the certificate test's, which the client can see.
 #[test]
 fn a_reload_under_load_swaps_the_component_and_no_connection_fails() {
-    let dir = temp_dir("component");
+    let dir = support::temp_dir("reload-component");
     make_certs(&dir);
     let component = dir.join("site.wasm");
     std::fs::copy(BUILT_COMPONENT, &component).unwrap();
@@ -310,12 +291,12 @@ fn a_reload_under_load_swaps_the_component_and_no_connection_fails() {
 #[test]
 fn a_failed_reload_keeps_the_old_site_serving() {
     let (served, other, partial) = (
-        temp_dir("broken-served"),
-        temp_dir("broken-other"),
-        temp_dir("broken-partial"),
+        support::temp_dir("reload-broken-served"),
+        support::temp_dir("reload-broken-other"),
+        support::temp_dir("reload-broken-partial"),
     );
     let (old_leaf, new_leaf) = (make_certs(&served), make_certs(&other));
-    let mut hosts = site_hosts();
+    let mut hosts = support::site_hosts();
     let uncovered = hosts.pop().unwrap();
     certs::dev_certs(&partial, &hosts).unwrap();
     let component = served.join("site.wasm");
@@ -399,9 +380,9 @@ fn random_bytes(count: usize) -> Vec<u8> {
 fn a_secret_volume_update_is_served_without_a_signal() {
     use std::os::unix::fs::symlink;
     let (volume, first, second) = (
-        temp_dir("secret-volume"),
-        temp_dir("secret-first"),
-        temp_dir("secret-second"),
+        support::temp_dir("reload-secret-volume"),
+        support::temp_dir("reload-secret-first"),
+        support::temp_dir("reload-secret-second"),
     );
     let (old_leaf, new_leaf) = (make_certs(&first), make_certs(&second));
     let files = ["dev.chain.pem", "dev.key.pem"];
@@ -455,7 +436,7 @@ fn a_secret_volume_update_is_served_without_a_signal() {
 /// begun on one resumes on the other, both ways. A host with its own keys does not resume it.
 #[test]
 fn two_hosts_sharing_a_ticket_key_file_resume_each_others_sessions() {
-    let dir = temp_dir("shared-tickets");
+    let dir = support::temp_dir("reload-shared-tickets");
     make_certs(&dir);
     let ticket_file = dir.join("ticket.keys");
     std::fs::write(&ticket_file, random_bytes(2 * 80)).unwrap();
