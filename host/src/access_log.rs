@@ -9,132 +9,10 @@ use crate::options::Timeouts;
 use crate::redirect::RedirectOutcome;
 use crate::sandbox::{Outcome, Report};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// What the stats count: how each connection ended, and a few events besides.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Event {
-    Served,
-    TlsFailed,
-    IoFailed,
-    NotInitialised,
-    HandshakeTimeout,
-    Stalled,
-    Trapped,
-    TimedOut,
-    NoInstance,
-    /// Closed, or said nothing within `--hello-timeout`: it never got an instance.
-    Silent,
-    /// Not an ending: a connection waited for an instance to be free.
-    WaitedForInstance,
-    HttpRedirected,
-    HttpAcmeChallenge,
-    HttpBadRequest,
-    HttpTimedOut,
-    HttpClosed,
-    /// A certificate from the ACME CA is now served.
-    AcmeInstalled,
-    AcmeFailed,
-}
-
-impl Event {
-    const ALL: [Event; 18] = [
-        Event::Served,
-        Event::TlsFailed,
-        Event::IoFailed,
-        Event::NotInitialised,
-        Event::HandshakeTimeout,
-        Event::Stalled,
-        Event::Trapped,
-        Event::TimedOut,
-        Event::NoInstance,
-        Event::Silent,
-        Event::WaitedForInstance,
-        Event::HttpRedirected,
-        Event::HttpAcmeChallenge,
-        Event::HttpBadRequest,
-        Event::HttpTimedOut,
-        Event::HttpClosed,
-        Event::AcmeInstalled,
-        Event::AcmeFailed,
-    ];
-
-    /// Its name in the stats line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Event::Served => "served",
-            Event::TlsFailed => "tls-failed",
-            Event::IoFailed => "io-failed",
-            Event::NotInitialised => "not-initialised",
-            Event::HandshakeTimeout => "handshake-timeout",
-            Event::Stalled => "stalled",
-            Event::Trapped => "trapped",
-            Event::TimedOut => "timed-out",
-            Event::NoInstance => "no-instance",
-            Event::Silent => "silent",
-            Event::WaitedForInstance => "waited-for-instance",
-            Event::HttpRedirected => "http-redirected",
-            Event::HttpAcmeChallenge => "http-acme-challenge",
-            Event::HttpBadRequest => "http-bad-request",
-            Event::HttpTimedOut => "http-timed-out",
-            Event::HttpClosed => "http-closed",
-            Event::AcmeInstalled => "acme-installed",
-            Event::AcmeFailed => "acme-failed",
-        }
-    }
-}
-
-impl std::fmt::Display for Event {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// Connections by how they ended, and the most memory one guest instance used.
-#[derive(Debug, Default)]
-pub struct Stats {
-    counts: [AtomicU64; Event::ALL.len()],
-    memory_peak: AtomicUsize,
-}
-
-impl Stats {
-    pub fn count(&self, event: Event) {
-        self.counts[event as usize].fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn get(&self, event: Event) -> u64 {
-        self.counts[event as usize].load(Ordering::Relaxed)
-    }
-
-    fn note_memory_peak(&self, bytes: usize) {
-        self.memory_peak.fetch_max(bytes, Ordering::Relaxed);
-    }
-
-    /// The most linear memory any one guest instance has used.
-    pub fn memory_peak(&self) -> usize {
-        self.memory_peak.load(Ordering::Relaxed)
-    }
-}
-
-impl std::fmt::Display for Stats {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let counted: Vec<String> = Event::ALL
-            .iter()
-            .filter(|&&event| self.get(event) > 0)
-            .map(|&event| format!("{}={}", event.name(), self.get(event)))
-            .collect();
-        if counted.is_empty() {
-            return write!(f, "no connections");
-        }
-        write!(
-            f,
-            "{} guest-memory-peak={}KiB",
-            counted.join(" "),
-            self.memory_peak() >> 10
-        )
-    }
-}
+/// What the stats count, and the counts (shared with the unikernel).
+pub use tls_site_shared::stats::{Event, Stats};
 
 /// Writes `line` with how long its connection took since it was `accepted`, which ends it.
 fn write(line: std::fmt::Arguments<'_>, accepted: Instant) {
@@ -257,13 +135,7 @@ fn http_line(stats: &Stats, peer: SocketAddr, outcome: RedirectOutcome) -> Strin
         RedirectOutcome::TimedOut => Event::HttpTimedOut,
         RedirectOutcome::Closed => Event::HttpClosed,
     });
-    match outcome {
-        RedirectOutcome::Redirected(location) => format!("http {peer} 301 {location}"),
-        RedirectOutcome::AcmeChallenge(token) => format!("http {peer} 200 acme-challenge {token}"),
-        RedirectOutcome::BadRequest(why) => format!("http {peer} 400 {why}"),
-        RedirectOutcome::TimedOut => format!("http {peer} timed out"),
-        RedirectOutcome::Closed => format!("http {peer} closed without a request"),
-    }
+    outcome.log_line(peer)
 }
 
 /// The host process's resident memory, from /proc (Linux).
@@ -308,27 +180,5 @@ mod tests {
         let cut_off = https_line(&stats, peer, &timeouts, served(Ending::CutOff));
         assert!(cut_off.contains(" ok (client cut off: "), "{cut_off}");
         assert_eq!(stats.get(Event::Served), 2);
-    }
-
-    #[test]
-    fn every_event_has_its_own_counter_and_name() {
-        let stats = Stats::default();
-        for (n, &event) in Event::ALL.iter().enumerate() {
-            assert_eq!(event as usize, n, "ALL is in declaration order");
-            for _ in 0..=n {
-                stats.count(event);
-            }
-        }
-        for (n, &event) in Event::ALL.iter().enumerate() {
-            assert_eq!(stats.get(event), n as u64 + 1, "{}", event.name());
-        }
-        let names: std::collections::HashSet<_> =
-            Event::ALL.iter().map(|event| event.name()).collect();
-        assert_eq!(names.len(), Event::ALL.len());
-        assert!(
-            stats.to_string().starts_with("served=1 tls-failed=2 "),
-            "{stats}"
-        );
-        assert_eq!(Stats::default().to_string(), "no connections");
     }
 }

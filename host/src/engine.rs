@@ -79,6 +79,28 @@ pub fn baseline_compiler(limits: &Limits) -> wasmtime::Result<Engine> {
     Engine::new(&baseline)
 }
 
+/// An engine that compiles for the unikernel (host/unikernel): its target, and the settings its
+/// engine runs with, shared with it. It runs nothing itself.
+#[cfg(feature = "compiler")]
+pub fn unikernel_compiler() -> wasmtime::Result<Engine> {
+    use tls_site_shared::unikernel_engine;
+    let mut config = Config::new();
+    config.target(unikernel_engine::TARGET)?;
+    unikernel_engine::configure(&mut config);
+    // The unikernel's wasmtime is built without threads and GC (no std): code for it must use
+    // none of the proposals that need them, which this build of wasmtime would otherwise enable.
+    config
+        .wasm_threads(false)
+        .wasm_exceptions(false)
+        .wasm_function_references(false);
+    for flag in unikernel_engine::CRANELIFT_FLAGS {
+        // SAFETY: the unikernel checks at start that its CPU has each of these (it refuses the
+        // code otherwise), as wasmtime asks of an embedder without std.
+        unsafe { config.cranelift_flag_enable(flag) };
+    }
+    Engine::new(&config)
+}
+
 /// The engine's settings; code compiled ahead must be made with the same.
 fn config(limits: &Limits) -> Config {
     let mut pool = PoolingAllocationConfig::new();
