@@ -11,140 +11,10 @@ use crate::options::Timeouts;
 use crate::redirect::RedirectOutcome;
 use crate::sandbox::{Outcome, Report};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// What the stats count: how each connection ended, and a few events besides.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Event {
-    Served,
-    TlsFailed,
-    IoFailed,
-    NotInitialised,
-    HandshakeTimeout,
-    Stalled,
-    Trapped,
-    TimedOut,
-    NoInstance,
-    /// Closed, or said nothing within `--hello-timeout`: it never got an instance.
-    Silent,
-    /// Not an ending: a connection waited for an instance to be free.
-    WaitedForInstance,
-    HttpRedirected,
-    HttpAcmeChallenge,
-    HttpBadRequest,
-    HttpTimedOut,
-    HttpClosed,
-    /// A certificate from the ACME CA is now served.
-    AcmeInstalled,
-    AcmeFailed,
-    /// A reload (SIGHUP, or a change seen in `--certs` or `--ticket-keys`) swapped in a new site.
-    ReloadInstalled,
-    /// A reload failed; the site it would have replaced is still served.
-    ReloadFailed,
-}
-
-impl Event {
-    const ALL: [Event; 20] = [
-        Event::Served,
-        Event::TlsFailed,
-        Event::IoFailed,
-        Event::NotInitialised,
-        Event::HandshakeTimeout,
-        Event::Stalled,
-        Event::Trapped,
-        Event::TimedOut,
-        Event::NoInstance,
-        Event::Silent,
-        Event::WaitedForInstance,
-        Event::HttpRedirected,
-        Event::HttpAcmeChallenge,
-        Event::HttpBadRequest,
-        Event::HttpTimedOut,
-        Event::HttpClosed,
-        Event::AcmeInstalled,
-        Event::AcmeFailed,
-        Event::ReloadInstalled,
-        Event::ReloadFailed,
-    ];
-
-    /// Its name in the stats line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Event::Served => "served",
-            Event::TlsFailed => "tls-failed",
-            Event::IoFailed => "io-failed",
-            Event::NotInitialised => "not-initialised",
-            Event::HandshakeTimeout => "handshake-timeout",
-            Event::Stalled => "stalled",
-            Event::Trapped => "trapped",
-            Event::TimedOut => "timed-out",
-            Event::NoInstance => "no-instance",
-            Event::Silent => "silent",
-            Event::WaitedForInstance => "waited-for-instance",
-            Event::HttpRedirected => "http-redirected",
-            Event::HttpAcmeChallenge => "http-acme-challenge",
-            Event::HttpBadRequest => "http-bad-request",
-            Event::HttpTimedOut => "http-timed-out",
-            Event::HttpClosed => "http-closed",
-            Event::AcmeInstalled => "acme-installed",
-            Event::AcmeFailed => "acme-failed",
-            Event::ReloadInstalled => "reloaded",
-            Event::ReloadFailed => "reload-failed",
-        }
-    }
-}
-
-impl std::fmt::Display for Event {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// Connections by how they ended, and the most memory one guest instance used.
-#[derive(Debug, Default)]
-pub struct Stats {
-    counts: [AtomicU64; Event::ALL.len()],
-    memory_peak: AtomicUsize,
-}
-
-impl Stats {
-    pub fn count(&self, event: Event) {
-        self.counts[event as usize].fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn get(&self, event: Event) -> u64 {
-        self.counts[event as usize].load(Ordering::Relaxed)
-    }
-
-    fn note_memory_peak(&self, bytes: usize) {
-        self.memory_peak.fetch_max(bytes, Ordering::Relaxed);
-    }
-
-    /// The most linear memory any one guest instance has used.
-    pub fn memory_peak(&self) -> usize {
-        self.memory_peak.load(Ordering::Relaxed)
-    }
-}
-
-impl std::fmt::Display for Stats {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let counted: Vec<String> = Event::ALL
-            .iter()
-            .filter(|&&event| self.get(event) > 0)
-            .map(|&event| format!("{}={}", event.name(), self.get(event)))
-            .collect();
-        if counted.is_empty() {
-            return write!(f, "no connections");
-        }
-        write!(
-            f,
-            "{} guest-memory-peak={}KiB",
-            counted.join(" "),
-            self.memory_peak() >> 10
-        )
-    }
-}
+/// What the stats count, and the counts (shared with the unikernel).
+pub use tls_site_shared::stats::{Event, Stats};
 
 /// What an access-log event says besides its line: the fields of its JSON object.
 struct Fields<'a> {
@@ -278,7 +148,7 @@ pub fn http(
     metrics.connection_ended(event.name(), None);
     let fields = Fields::of("http", peer, Some(event));
     write(
-        format_args!("{}", http_line(peer, outcome)),
+        format_args!("{}", outcome.log_line(peer)),
         fields,
         accepted.elapsed(),
     );
@@ -391,17 +261,6 @@ fn http_ending(outcome: &RedirectOutcome) -> Event {
         RedirectOutcome::BadRequest(_) => Event::HttpBadRequest,
         RedirectOutcome::TimedOut => Event::HttpTimedOut,
         RedirectOutcome::Closed => Event::HttpClosed,
-    }
-}
-
-/// The line for a port-80 connection, all but its time and duration.
-fn http_line(peer: SocketAddr, outcome: RedirectOutcome) -> String {
-    match outcome {
-        RedirectOutcome::Redirected(location) => format!("http {peer} 301 {location}"),
-        RedirectOutcome::AcmeChallenge(token) => format!("http {peer} 200 acme-challenge {token}"),
-        RedirectOutcome::BadRequest(why) => format!("http {peer} 400 {why}"),
-        RedirectOutcome::TimedOut => format!("http {peer} timed out"),
-        RedirectOutcome::Closed => format!("http {peer} closed without a request"),
     }
 }
 

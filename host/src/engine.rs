@@ -2,9 +2,11 @@
 //! the epoch clock that CPU deadlines count in, and the limits each instance lives under.
 
 use std::time::Duration;
-use wasmtime::{
-    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter,
-};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// An instance's memory cap: its linear memory and what it holds in the host, shared with the
+/// unikernel.
+pub use tls_site_shared::memory_cap::MemoryCap;
 
 /// How often the engine's epoch advances; CPU deadlines are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -28,9 +30,6 @@ const MEMORY_KEEP_RESIDENT: usize = 1 << 20;
 /// Bytes of an instance's tables reset by hand (`config`): more than the component's few hundred
 /// functions take.
 const TABLE_KEEP_RESIDENT: usize = 64 << 10;
-
-/// Table elements one instance may have: far more than the component's few hundred functions.
-const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 /// Limits every instance lives under.
 #[derive(Clone, Debug)]
@@ -79,6 +78,28 @@ pub fn baseline_compiler(limits: &Limits) -> wasmtime::Result<Engine> {
     Engine::new(&baseline)
 }
 
+/// An engine that compiles for the unikernel (host/unikernel): its target, and the settings its
+/// engine runs with, shared with it. It runs nothing itself.
+#[cfg(feature = "compiler")]
+pub fn unikernel_compiler() -> wasmtime::Result<Engine> {
+    use tls_site_shared::unikernel_engine;
+    let mut config = Config::new();
+    config.target(unikernel_engine::TARGET)?;
+    unikernel_engine::configure(&mut config);
+    // The unikernel's wasmtime is built without threads and GC (no std): code for it must use
+    // none of the proposals that need them, which this build of wasmtime would otherwise enable.
+    config
+        .wasm_threads(false)
+        .wasm_exceptions(false)
+        .wasm_function_references(false);
+    for flag in unikernel_engine::CRANELIFT_FLAGS {
+        // SAFETY: the unikernel checks at start that its CPU has each of these (it refuses the
+        // code otherwise), as wasmtime asks of an embedder without std.
+        unsafe { config.cranelift_flag_enable(flag) };
+    }
+    Engine::new(&config)
+}
+
 /// The engine's settings; code compiled ahead must be made with the same.
 fn config(limits: &Limits) -> Config {
     let mut pool = PoolingAllocationConfig::new();
@@ -118,82 +139,4 @@ fn config(limits: &Limits) -> Config {
 /// `deadline` in epoch ticks.
 pub fn ticks(deadline: Duration) -> u64 {
     (deadline.as_millis() / EPOCH_TICK.as_millis()) as u64
-}
-
-/// An instance's memory cap, which also remembers how much the instance used. The instance's
-/// memory is its linear memory and what it holds in the host (hash contexts, record keys:
-/// `crypto_bounds.rs`), under the one cap.
-pub struct MemoryCap {
-    limit: usize,
-    /// Linear memory now, as grown so far (instantiation counts as growth from zero).
-    linear: usize,
-    /// Bytes of the host's objects the instance holds.
-    host: usize,
-    peak: usize,
-}
-
-impl MemoryCap {
-    pub fn new(limit: usize) -> MemoryCap {
-        MemoryCap {
-            limit,
-            linear: 0,
-            host: 0,
-            peak: 0,
-        }
-    }
-
-    /// The most memory the instance has had, linear and held in the host.
-    pub fn peak(&self) -> usize {
-        self.peak
-    }
-
-    /// Counts `bytes` more of host objects against the cap, if they fit; false if not.
-    pub fn hold(&mut self, bytes: usize) -> bool {
-        let fits = self.linear + self.host + bytes <= self.limit;
-        if fits {
-            self.host += bytes;
-            self.peak = self.peak.max(self.linear + self.host);
-        }
-        fits
-    }
-
-    /// `bytes` of host objects the instance let go of.
-    pub fn release(&mut self, bytes: usize) {
-        self.host = self.host.saturating_sub(bytes);
-    }
-
-    /// The memory the instance has now: `(linear, held in the host)`.
-    pub fn used(&self) -> (usize, usize) {
-        (self.linear, self.host)
-    }
-
-    pub fn limit(&self) -> usize {
-        self.limit
-    }
-}
-
-impl ResourceLimiter for MemoryCap {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        let linear = self.linear.saturating_sub(current) + desired;
-        let allowed = linear + self.host <= self.limit;
-        if allowed {
-            self.linear = linear;
-            self.peak = self.peak.max(linear + self.host);
-        }
-        Ok(allowed)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
-    }
 }

@@ -1,6 +1,6 @@
 //! What one guest instance is granted, and nothing more: an empty WASI context, its resource
 //! table and memory cap, the certificates (at initialisation), and the host's answers to its
-//! `identity`, `crypto`, `tickets` and `private-keys` imports, within `crypto_bounds.rs`'s bounds.
+//! `identity`, `crypto`, `tickets` and `private-keys` imports, within host/shared's `crypto_bounds`.
 //! Keys are used here, never handed over (but to the portable world, while it initialises).
 
 use crate::bindings::portable::tls_site::site::private_keys;
@@ -12,10 +12,10 @@ use crate::certs::{Certificate, KeyFormat};
 use crate::crypto::{
     self as native, AeadAlgorithm, CryptoError, Group, HashContext, Keys, RecordProtection,
 };
-use crate::crypto_bounds::{CryptoBounds, HostObject};
 use crate::engine::MemoryCap;
 use crate::tickets::TicketKeys;
 use std::sync::Arc;
+use tls_site_shared::crypto_bounds::{CryptoBounds, HostObject};
 use wasmtime::Store;
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -26,7 +26,7 @@ pub struct GuestState {
     pub(crate) table: ResourceTable,
     pub(crate) memory: MemoryCap,
     /// What the guest holds in the host and has asked of it, against the bounds.
-    pub(crate) bounds: CryptoBounds,
+    pub(crate) bounds: CryptoBounds<HashContext, RecordProtection>,
     certificates: Vec<identity::Certificate>,
     keys: Arc<Keys>,
     tickets: Arc<TicketKeys>,

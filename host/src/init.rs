@@ -34,53 +34,8 @@ pub enum InitError {
     Memory(String),
 }
 
-/// The address of eth0, as the kernel command line gives it. Each parameter defaults to qemu's
-/// user networking (10.0.2.15/24, gateway 10.0.2.2):
-/// `tls_site.ip=ADDRESS/PREFIX`, `tls_site.gw=ADDRESS` or `tls_site.gw=none`.
-#[derive(Debug, PartialEq, Eq)]
-pub struct NetworkConfig {
-    pub address: Ipv4Addr,
-    pub prefix: u8,
-    pub gateway: Option<Ipv4Addr>,
-}
-
-impl NetworkConfig {
-    pub fn from_command_line(line: &str) -> Result<NetworkConfig, InitError> {
-        let mut config = NetworkConfig {
-            address: Ipv4Addr::new(10, 0, 2, 15),
-            prefix: 24,
-            gateway: Some(Ipv4Addr::new(10, 0, 2, 2)),
-        };
-        let bad = |parameter: &str, expected: &str| {
-            InitError::CommandLine(format!("{parameter}: expected {expected}"))
-        };
-        for parameter in line.split_ascii_whitespace() {
-            if let Some(value) = parameter.strip_prefix("tls_site.ip=") {
-                let expected = "tls_site.ip=ADDRESS/PREFIX, e.g. tls_site.ip=10.0.2.15/24";
-                let (address, prefix) = value
-                    .split_once('/')
-                    .ok_or_else(|| bad(parameter, expected))?;
-                config.address = address.parse().map_err(|_| bad(parameter, expected))?;
-                config.prefix = prefix
-                    .parse()
-                    .ok()
-                    .filter(|p| *p <= 32)
-                    .ok_or_else(|| bad(parameter, expected))?;
-            } else if let Some(value) = parameter.strip_prefix("tls_site.gw=") {
-                let expected = "tls_site.gw=ADDRESS or tls_site.gw=none";
-                config.gateway = match value {
-                    "none" => None,
-                    address => Some(address.parse().map_err(|_| bad(parameter, expected))?),
-                };
-            } else if parameter.starts_with("tls_site.") {
-                return Err(InitError::CommandLine(format!(
-                    "{parameter}: unknown; the parameters are tls_site.ip= and tls_site.gw="
-                )));
-            }
-        }
-        Ok(config)
-    }
-}
+/// The address of eth0, as the kernel command line gives it (shared with the unikernel).
+pub use tls_site_shared::command_line::NetworkConfig;
 
 /// Everything between the kernel handing over and the first listener: returns how to serve.
 pub async fn prepare() -> Result<ServeOptions, InitError> {
@@ -90,7 +45,8 @@ pub async fn prepare() -> Result<ServeOptions, InitError> {
     log(format_args!("init: {}", randomness_ready()?));
     let command_line = std::fs::read_to_string("/proc/cmdline")
         .map_err(|e| InitError::CommandLine(e.to_string()))?;
-    let network = NetworkConfig::from_command_line(&command_line)?;
+    let network = NetworkConfig::from_command_line(&command_line)
+        .map_err(|error| InitError::CommandLine(error.0))?;
     configure_network(&network).await?;
     let gateway = network.gateway.map_or("no gateway".to_owned(), |gateway| {
         format!("gateway {gateway}")
@@ -307,56 +263,6 @@ fn watch_power_button() -> tokio::sync::mpsc::UnboundedReceiver<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn without_parameters_the_network_is_qemus_user_network() {
-        let config = NetworkConfig::from_command_line("console=ttyS0 quiet").unwrap();
-        assert_eq!(
-            config,
-            NetworkConfig {
-                address: Ipv4Addr::new(10, 0, 2, 15),
-                prefix: 24,
-                gateway: Some(Ipv4Addr::new(10, 0, 2, 2))
-            }
-        );
-    }
-
-    #[test]
-    fn address_and_gateway_come_from_the_command_line() {
-        let config = NetworkConfig::from_command_line(
-            "console=ttyS0 tls_site.ip=192.0.2.7/28 tls_site.gw=none",
-        )
-        .unwrap();
-        assert_eq!(
-            config,
-            NetworkConfig {
-                address: Ipv4Addr::new(192, 0, 2, 7),
-                prefix: 28,
-                gateway: None
-            }
-        );
-        let config = NetworkConfig::from_command_line("tls_site.gw=192.0.2.1").unwrap();
-        assert_eq!(config.gateway, Some(Ipv4Addr::new(192, 0, 2, 1)));
-    }
-
-    #[test]
-    fn a_malformed_parameter_says_what_was_expected() {
-        for line in [
-            "tls_site.ip=10.0.2.15",
-            "tls_site.ip=10.0.2.15/33",
-            "tls_site.ip=ten/24",
-            "tls_site.gw=x",
-        ] {
-            let error = NetworkConfig::from_command_line(line)
-                .unwrap_err()
-                .to_string();
-            assert!(error.contains("expected tls_site."), "{line}: {error}");
-        }
-        let error = NetworkConfig::from_command_line("tls_site.address=1.2.3.4")
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains("unknown"), "{error}");
-    }
 
     #[test]
     fn free_memory_is_read_from_meminfo() {

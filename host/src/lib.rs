@@ -14,7 +14,6 @@ pub mod admission;
 pub mod bindings;
 pub mod certs;
 pub mod crypto;
-pub mod crypto_bounds;
 #[cfg(feature = "edge")]
 pub mod edge;
 pub mod engine;

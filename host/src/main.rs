@@ -58,6 +58,10 @@ enum Command {
         /// Where to write it; `serve` takes it in place of the component
         #[arg(long, default_value = "site.cwasm")]
         out: PathBuf,
+        /// Compile for the unikernel (host/unikernel, host/vm/build-unikernel) instead: its
+        /// target and engine settings. `serve` cannot load that file.
+        #[arg(long)]
+        unikernel: bool,
     },
     /// Make a throwaway development CA and a certificate for every host name of the site.
     /// NOT for production: trust the CA only on a development machine.
@@ -145,14 +149,17 @@ async fn main() -> anyhow::Result<()> {
             component,
             certs,
             out,
+            unikernel,
         } => {
+            use tls_site::sandbox::Sandbox;
             let started = Instant::now();
             let certificates = certs::load_dir(&certs)?;
-            let precompiled = tls_site::sandbox::Sandbox::precompile(
-                &component_or_built(component),
-                &certificates,
-            )
-            .await?;
+            let component = component_or_built(component);
+            let precompiled = if unikernel {
+                Sandbox::precompile_for_unikernel(&component, &certificates).await?
+            } else {
+                Sandbox::precompile(&component, &certificates).await?
+            };
             std::fs::write(&out, &precompiled)
                 .map_err(|error| anyhow::anyhow!("writing {}: {error}", out.display()))?;
             log(format_args!(

@@ -1,7 +1,8 @@
 //! Port 80: every request gets `301 Moved Permanently` to the https URL of the host it asked for
 //! (if the site serves that name) or of the default host. Requests are read bounded in size and
-//! time and parsed with `httparse`; anything malformed gets a 400. The one exception: while an
-//! ACME order is open, its HTTP-01 tokens are answered (see acme.rs).
+//! time and parsed with `httparse`; anything malformed gets a 400 (the answer is host/shared's,
+//! the unikernel's too). The one exception: while an ACME order is open, its HTTP-01 tokens are
+//! answered (see acme.rs).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,25 +31,20 @@ impl Challenges {
     }
 }
 
-/// A request head larger than this is refused: a redirect needs only the Host header.
-pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
-const MAX_HEADERS: usize = 64;
+pub use tls_site_shared::redirect::{MAX_REQUEST_HEAD, RedirectOutcome};
 
-/// Where the redirects point: the site's names and the port clients reach HTTPS on.
+/// Where the redirects point (the site's names and the port clients reach HTTPS on), and the
+/// ACME tokens to answer, if any. The redirect itself is shared with the unikernel.
 #[derive(Clone, Debug)]
 pub struct RedirectTable {
-    hosts: Vec<String>,
-    default_host: String,
-    https_port: u16,
+    table: tls_site_shared::redirect::RedirectTable,
     challenges: Option<Challenges>,
 }
 
 impl RedirectTable {
     pub fn new(hosts: Vec<String>, default_host: String, https_port: u16) -> RedirectTable {
         RedirectTable {
-            hosts,
-            default_host,
-            https_port,
+            table: tls_site_shared::redirect::RedirectTable::new(hosts, default_host, https_port),
             challenges: None,
         }
     }
@@ -63,78 +59,16 @@ impl RedirectTable {
 
     /// `https://host[:port]/` for the Host header given, or for the default host.
     pub fn location(&self, host_header: Option<&[u8]>) -> String {
-        let requested = host_header
-            .and_then(|value| std::str::from_utf8(value).ok())
-            .map(|value| {
-                value
-                    .trim()
-                    .split_once(':')
-                    .map_or(value.trim(), |(name, _port)| name)
-            })
-            .map(|name| name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase());
-        let host = requested
-            .as_deref()
-            .and_then(|name| self.hosts.iter().find(|known| known.as_str() == name))
-            .unwrap_or(&self.default_host);
-        match self.https_port {
-            443 => format!("https://{host}/"),
-            port => format!("https://{host}:{port}/"),
-        }
+        self.table.location(host_header)
     }
 }
 
-/// What happened on one port-80 connection, for the access log.
-#[derive(Debug, PartialEq, Eq)]
-pub enum RedirectOutcome {
-    Redirected(String),
-    /// An ACME HTTP-01 token, answered with its key authorization.
-    AcmeChallenge(String),
-    BadRequest(&'static str),
-    TimedOut,
-    Closed,
-}
-
-/// The answer to a request head: a 301, a 400 if it is malformed or too large, `None` if more
-/// bytes are needed.
+/// The answer to a request head: an open ACME token's key authorization, a 301, a 400 if it is
+/// malformed or too large, `None` if more bytes are needed.
 pub fn answer(table: &RedirectTable, head: &[u8]) -> Option<(Vec<u8>, RedirectOutcome)> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut request = httparse::Request::new(&mut headers);
-    match request.parse(head) {
-        Ok(httparse::Status::Complete(_)) => {
-            let challenge = request.path.zip(table.challenges.as_ref());
-            if let Some((path, key_authorization)) =
-                challenge.and_then(|(path, open)| Some((path, open.response(path)?)))
-            {
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\
-                     Connection: close\r\n\r\n{key_authorization}",
-                    key_authorization.len()
-                );
-                return Some((
-                    response.into_bytes(),
-                    RedirectOutcome::AcmeChallenge(path.to_owned()),
-                ));
-            }
-            let host = request
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("host"));
-            let location = table.location(host.map(|h| h.value));
-            let response = format!(
-                "HTTP/1.1 301 Moved Permanently\r\nLocation: {location}\r\nContent-Length: 0\r\n\
-                 Connection: close\r\n\r\n"
-            );
-            Some((response.into_bytes(), RedirectOutcome::Redirected(location)))
-        }
-        Ok(httparse::Status::Partial) if head.len() < MAX_REQUEST_HEAD => None,
-        Ok(httparse::Status::Partial) => Some(bad_request("request head too large")),
-        Err(_) => Some(bad_request("malformed request")),
-    }
-}
-
-fn bad_request(why: &'static str) -> (Vec<u8>, RedirectOutcome) {
-    let response = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-    (response.to_vec(), RedirectOutcome::BadRequest(why))
+    tls_site_shared::redirect::answer(&table.table, head, |path| {
+        table.challenges.as_ref()?.response(path)
+    })
 }
 
 /// Reads one request head (bounded by `MAX_REQUEST_HEAD` and `deadline`) and answers it.

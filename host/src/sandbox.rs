@@ -212,6 +212,28 @@ impl Sandbox {
         component_path: &Path,
         certificates: &[Certificate],
     ) -> Result<Vec<u8>, SandboxError> {
+        let compiler = engine::baseline_compiler(&Limits::default())?;
+        Self::precompile_with(component_path, certificates, &compiler).await
+    }
+
+    /// The same snapshot as `precompile`, compiled for the unikernel (host/unikernel): its target
+    /// and engine settings (`tls_site_shared::unikernel_engine`).
+    #[cfg(feature = "compiler")]
+    pub async fn precompile_for_unikernel(
+        component_path: &Path,
+        certificates: &[Certificate],
+    ) -> Result<Vec<u8>, SandboxError> {
+        let compiler = engine::unikernel_compiler()?;
+        Self::precompile_with(component_path, certificates, &compiler).await
+    }
+
+    /// The snapshot with `certificates`, compiled by `compiler`.
+    #[cfg(feature = "compiler")]
+    async fn precompile_with(
+        component_path: &Path,
+        certificates: &[Certificate],
+        compiler: &Engine,
+    ) -> Result<Vec<u8>, SandboxError> {
         let wasm = read_component(component_path)?;
         if precompiled::body(&wasm).is_some() {
             let source =
@@ -236,12 +258,12 @@ impl Sandbox {
                 path: component_path.to_owned(),
                 source,
             })?;
-        let code = engine::baseline_compiler(&limits)?
-            .precompile_component(&snapshot)
-            .map_err(|source| SandboxError::NotAComponent {
+        let code = compiler.precompile_component(&snapshot).map_err(|source| {
+            SandboxError::NotAComponent {
                 path: component_path.to_owned(),
                 source,
-            })?;
+            }
+        })?;
         Ok(precompiled::file(certificates, &code))
     }
 

@@ -1,6 +1,6 @@
 //! A hostile component in the real host: host/tests/hostile_guest, built by host/build.rs, loops on
 //! the host's crypto imports as a guest whose TLS code a client has taken over could. Each such
-//! connection must trap at one of the host's bounds (host/src/crypto_bounds.rs) with an access-log
+//! connection must trap at one of the host's bounds (host/shared/src/crypto_bounds.rs) with an access-log
 //! line that names it, the host's memory must stay bounded, and other clients must be served
 //! meanwhile.
 

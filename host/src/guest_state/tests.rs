@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::crypto::CERTIFICATE_VERIFY_PREFIX;
-use crate::crypto_bounds::OverBound;
+use tls_site_shared::crypto_bounds::OverBound;
 use crate::tickets::TICKET_KEY_ROTATION;
 use rustls::SignatureScheme;
 use wit::Host as _;

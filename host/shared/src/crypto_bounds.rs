@@ -2,8 +2,10 @@
 //! `tickets`: live hash contexts and record keys (their bytes counted against the instance's
 //! memory cap, with its linear memory), signatures and calls per connection. Past a bound the host
 //! call fails with `OverBound`, which traps the instance alone; the access log's line says which.
+//! The host and the unikernel count alike, each with its own types of hash context and record key.
 
-use crate::engine::MemoryCap;
+use crate::memory_cap::MemoryCap;
+use core::marker::PhantomData;
 
 /// Live hash contexts: rustls's transcript and the forks it takes of it, a few at a time.
 pub const MAX_HASH_CONTEXTS: usize = 16;
@@ -25,18 +27,6 @@ const TABLE_SLOT_BYTES: usize = 64;
 pub enum HostObject {
     HashContext,
     RecordKey,
-}
-
-impl HostObject {
-    /// The bytes it takes in the host: the object itself (fixed size: ring's contexts and keys
-    /// buffer nothing that grows) and its table slot.
-    fn bytes(self) -> usize {
-        TABLE_SLOT_BYTES
-            + match self {
-                HostObject::HashContext => size_of::<crate::crypto::HashContext>(),
-                HostObject::RecordKey => size_of::<crate::crypto::RecordProtection>(),
-            }
-    }
 }
 
 /// Why the host refused a guest's call and trapped it.
@@ -64,15 +54,40 @@ pub enum OverBound {
 
 /// The counts against the bounds, for one instance; `new_connection` starts the per-connection
 /// ones again (an instance serves one connection, but tests drive several through one).
-#[derive(Debug, Default)]
-pub struct CryptoBounds {
+/// `HashContext` and `RecordKey` are the host's types of those objects: their sizes are what a
+/// held one counts against the memory cap.
+#[derive(Debug)]
+pub struct CryptoBounds<HashContext, RecordKey> {
     hash_contexts: usize,
     record_keys: usize,
     signatures: u32,
     calls: u32,
+    objects: PhantomData<fn() -> (HashContext, RecordKey)>,
 }
 
-impl CryptoBounds {
+impl<HashContext, RecordKey> Default for CryptoBounds<HashContext, RecordKey> {
+    fn default() -> Self {
+        CryptoBounds {
+            hash_contexts: 0,
+            record_keys: 0,
+            signatures: 0,
+            calls: 0,
+            objects: PhantomData,
+        }
+    }
+}
+
+impl<HashContext, RecordKey> CryptoBounds<HashContext, RecordKey> {
+    /// The bytes an `object` takes in the host: the object itself (fixed size: the contexts and
+    /// keys buffer nothing that grows) and its table slot.
+    pub fn bytes(object: HostObject) -> usize {
+        TABLE_SLOT_BYTES
+            + match object {
+                HostObject::HashContext => size_of::<HashContext>(),
+                HostObject::RecordKey => size_of::<RecordKey>(),
+            }
+    }
+
     /// One more crypto call on this connection.
     pub fn call(&mut self) -> Result<(), OverBound> {
         self.calls += 1;
@@ -109,7 +124,7 @@ impl CryptoBounds {
         if *count >= max {
             return Err(over);
         }
-        if !memory.hold(object.bytes()) {
+        if !memory.hold(Self::bytes(object)) {
             let (linear, held) = memory.used();
             return Err(OverBound::Memory {
                 limit: memory.limit(),
@@ -128,7 +143,7 @@ impl CryptoBounds {
             HostObject::RecordKey => &mut self.record_keys,
         };
         *count = count.saturating_sub(1);
-        memory.release(object.bytes());
+        memory.release(Self::bytes(object));
     }
 
     /// A new connection on this instance: its signatures and calls count from zero; what the
@@ -144,9 +159,12 @@ mod tests {
     use super::*;
     use wasmtime::ResourceLimiter;
 
+    /// Objects of the sizes the host's ring contexts and keys have, about.
+    type Bounds = CryptoBounds<[u8; 216], [u8; 560]>;
+
     #[test]
     fn a_connection_gets_one_signature_and_a_bounded_number_of_calls() {
-        let mut bounds = CryptoBounds::default();
+        let mut bounds = Bounds::default();
         assert!(bounds.sign().is_ok());
         assert!(matches!(bounds.sign(), Err(OverBound::Signatures)));
         bounds.new_connection();
@@ -159,7 +177,7 @@ mod tests {
 
     #[test]
     fn live_objects_are_bounded_by_count_and_by_the_instances_memory() {
-        let mut bounds = CryptoBounds::default();
+        let mut bounds = Bounds::default();
         let mut memory = MemoryCap::new(1 << 20);
         for _ in 0..MAX_HASH_CONTEXTS {
             bounds.hold(HostObject::HashContext, &mut memory).unwrap();
@@ -172,7 +190,7 @@ mod tests {
         bounds.hold(HostObject::HashContext, &mut memory).unwrap();
         assert_eq!(
             memory.used().1,
-            MAX_HASH_CONTEXTS * HostObject::HashContext.bytes()
+            MAX_HASH_CONTEXTS * Bounds::bytes(HostObject::HashContext)
         );
 
         // Linear memory and host objects share the cap: with the linear memory one record key
@@ -180,9 +198,9 @@ mod tests {
         // memory cannot grow into its bytes.
         let limit = 1 << 20;
         let mut memory = MemoryCap::new(limit);
-        let record_key = HostObject::RecordKey.bytes();
+        let record_key = Bounds::bytes(HostObject::RecordKey);
         assert!(memory.memory_growing(0, limit - record_key, None).unwrap());
-        let mut bounds = CryptoBounds::default();
+        let mut bounds = Bounds::default();
         bounds.hold(HostObject::RecordKey, &mut memory).unwrap();
         assert!(matches!(
             bounds.hold(HostObject::RecordKey, &mut memory),

@@ -1,0 +1,288 @@
+//! The unikernel (host/unikernel): build the image with its documented command
+//! (host/vm/build-unikernel, the development certificates), boot it with `host/vm/boot
+//! --unikernel` on qemu's microvm (TCG), hold a half ClientHello, an idle connection and garbage
+//! open against it, fetch every host name's bytes with curl and the dev CA through qemu's port
+//! forward meanwhile, see the 301 on port 80, press the ACPI power button over QMP, and check
+//! that the unikernel counted it all and powered the machine off.
+
+use sha2::{Digest, Sha256};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_tls-site");
+/// Failure bounds, not expectations (host/vm/boot-time measures).
+const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+const POWER_OFF_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// `host/vm/build-unikernel --out DIR`, with the development certificates.
+fn build_unikernel(out: &Path) {
+    let mut build = Command::new(workspace().join("host/vm/build-unikernel"));
+    build.arg("--out").arg(out);
+    // What cargo set for this test must not steer the nested builds...
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_") && name != "CARGO_HOME" {
+            build.env_remove(name.as_ref());
+        }
+    }
+    // ... but they build beside this one.
+    build.env("CARGO_TARGET_DIR", env!("TLS_SITE_TARGET_DIR"));
+    let status = build.status().expect("running host/vm/build-unikernel");
+    assert!(
+        status.success(),
+        "host/vm/build-unikernel failed (see above); it needs the x86_64-unknown-none target, \
+        which .ci/run installs"
+    );
+}
+
+/// `tls-site inspect --json`: every resource's hosts and digest, from the component itself.
+fn inspect() -> Vec<serde_json::Value> {
+    let output = Command::new(BINARY)
+        .args(["inspect", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// qemu running the unikernel, its console read line by line.
+struct Unikernel {
+    qemu: Child,
+    console: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Unikernel {
+    fn boot(image: &Path, https: u16, http: u16, qmp: &Path) -> Unikernel {
+        let mut qemu = Command::new(workspace().join("host/vm/boot"))
+            .args(["--unikernel", "--accel", "tcg", "--https", &https.to_string()])
+            .args(["--http", &http.to_string(), "--qmp"])
+            .arg(qmp)
+            .arg(image)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("running host/vm/boot (it needs qemu-system-x86_64: apt-get install qemu-system-x86)");
+        let (sender, console) = mpsc::channel();
+        let output = BufReader::new(qemu.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            for line in output.split(b'\n').map_while(Result::ok) {
+                let line = String::from_utf8_lossy(&line).trim_end().to_owned();
+                eprintln!("[unikernel] {line}");
+                let _ = sender.send(line);
+            }
+        });
+        Unikernel {
+            qemu,
+            console,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The first console line containing `needle`, waiting at most `timeout`.
+    fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
+        if let Some(line) = self.seen.iter().find(|line| line.contains(needle)) {
+            return line.clone();
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.console.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    assert!(!line.contains("panic"), "the unikernel panicked: {line}");
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no console line with {needle:?} within {timeout:?}"),
+            }
+        }
+    }
+
+    fn wait_for_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.qemu.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "qemu still running {timeout:?} after the power button"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Unikernel {
+    fn drop(&mut self) {
+        let _ = self.qemu.kill();
+        let _ = self.qemu.wait();
+    }
+}
+
+/// QMP: the handshake, then one command; returns qemu's answer.
+fn qmp(socket: &Path, command: &str) -> String {
+    let stream = UnixStream::connect(socket).expect("connecting to qemu's QMP socket");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut replies = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let mut read_reply = || loop {
+        let mut line = String::new();
+        replies.read_line(&mut line).expect("reading QMP");
+        assert!(!line.is_empty(), "qemu closed the QMP socket");
+        if !line.contains("\"event\"") {
+            return line;
+        }
+    };
+    assert!(read_reply().contains("QMP"));
+    writer
+        .write_all(b"{\"execute\": \"qmp_capabilities\"}\n")
+        .unwrap();
+    assert!(read_reply().contains("return"));
+    writer
+        .write_all(format!("{{\"execute\": \"{command}\"}}\n").as_bytes())
+        .unwrap();
+    read_reply()
+}
+
+/// `https://host/` with curl, trusting only the dev CA, through the forwarded port: the body.
+fn curl(host: &str, port: u16) -> Vec<u8> {
+    let ca = workspace().join("certs/dev-ca.pem");
+    let output = Command::new("curl")
+        .args(["--silent", "--show-error", "--fail", "--max-time", "60"])
+        .arg("--cacert")
+        .arg(&ca)
+        .arg("--resolve")
+        .arg(format!("{host}:{port}:127.0.0.1"))
+        .arg(format!("https://{host}:{port}/"))
+        .output()
+        .expect("running curl");
+    assert!(
+        output.status.success(),
+        "curl https://{host}/: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+#[ignore = "layer 2: needs the x86_64-unknown-none target, qemu-system-x86 and curl"]
+fn the_unikernel_serves_every_host_past_stalled_clients_and_powers_off() {
+    let image = Path::new(env!("TLS_SITE_TARGET_DIR")).join("vm/test-unikernel");
+    build_unikernel(&image);
+    let resources = inspect();
+    let (https, http) = (free_port(), free_port());
+    let qmp_socket =
+        std::env::temp_dir().join(format!("tls-site-unikernel-{}.qmp", std::process::id()));
+    let _ = std::fs::remove_file(&qmp_socket);
+
+    let booted = Instant::now();
+    let mut unikernel = Unikernel::boot(&image, https, http, &qmp_socket);
+    unikernel.wait_for("RDRAND draws", BOOT_TIMEOUT);
+    unikernel.wait_for("listening on ports 443 and 80", BOOT_TIMEOUT);
+
+    // Clients that hold the unikernel's one loop if anything can: one silent, one that sent half
+    // a ClientHello (a record header announcing 512 bytes, and 11 of them), one sending garbage.
+    let idle = TcpStream::connect(("127.0.0.1", https)).unwrap();
+    let mut half_hello = TcpStream::connect(("127.0.0.1", https)).unwrap();
+    half_hello
+        .write_all(&[
+            0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+        ])
+        .unwrap();
+    let mut garbage = TcpStream::connect(("127.0.0.1", https)).unwrap();
+    garbage.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+
+    for resource in &resources {
+        let host = resource["hosts"][0].as_str().unwrap();
+        let body = curl(host, https);
+        assert_eq!(
+            sha256_hex(&body),
+            resource["sha256"].as_str().unwrap(),
+            "{host}: not the bytes `tls-site serve` serves"
+        );
+        unikernel.wait_for(&format!("sni={host} resource={host}"), BOOT_TIMEOUT);
+    }
+    eprintln!(
+        "--- every host served {:.1} s after qemu started, past an idle client, half a \
+        ClientHello and garbage",
+        booted.elapsed().as_secs_f64()
+    );
+    unikernel.wait_for("failed tls:", BOOT_TIMEOUT);
+    unikernel.wait_for("timed out: no whole ClientHello", BOOT_TIMEOUT);
+    unikernel.wait_for("timed out: nothing sent within", BOOT_TIMEOUT);
+    drop((idle, half_hello, garbage));
+
+    let default_host = resources.iter().find(|r| r["default"] == true).unwrap()["hosts"][0]
+        .as_str()
+        .unwrap();
+    let mut plain = TcpStream::connect(("127.0.0.1", http)).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    plain
+        .write_all(format!("GET / HTTP/1.1\r\nHost: {default_host}\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut answer = String::new();
+    plain.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 301"), "{answer}");
+    assert!(
+        answer.contains(&format!("Location: https://{default_host}/\r\n")),
+        "{answer}"
+    );
+    unikernel.wait_for(" 301 https://", BOOT_TIMEOUT);
+
+    let reply = qmp(&qmp_socket, "system_powerdown");
+    assert!(reply.contains("return"), "{reply}");
+    let stopped = unikernel.wait_for("stopped; connections:", POWER_OFF_TIMEOUT);
+    assert!(
+        stopped.contains(&format!("served={} ", resources.len())),
+        "every curl was counted as served: {stopped}"
+    );
+    for counted in [
+        "tls-failed=1",
+        "handshake-timeout=1",
+        "silent=1",
+        "http-redirected=1",
+    ] {
+        assert!(stopped.contains(counted), "{counted}: {stopped}");
+    }
+    let status = unikernel.wait_for_exit(POWER_OFF_TIMEOUT);
+    assert!(status.success(), "qemu exit status {status}");
+    let _ = std::fs::remove_file(&qmp_socket);
+}
