@@ -41,24 +41,3 @@ fn a_served_line_names_the_key_exchange_and_a_client_that_was_cut_off() {
     let line = https_line(peer, &timeouts, &Outcome::Served(silent));
     assert!(line.contains(" request=- ua=- ok"), "{line}");
 }
-
-#[test]
-fn every_event_has_its_own_counter_and_name() {
-    let stats = Stats::default();
-    for (n, &event) in Event::ALL.iter().enumerate() {
-        assert_eq!(event as usize, n, "ALL is in declaration order");
-        for _ in 0..=n {
-            stats.count(event);
-        }
-    }
-    for (n, &event) in Event::ALL.iter().enumerate() {
-        assert_eq!(stats.get(event), n as u64 + 1, "{}", event.name());
-    }
-    let names: std::collections::HashSet<_> = Event::ALL.iter().map(|event| event.name()).collect();
-    assert_eq!(names.len(), Event::ALL.len());
-    assert!(
-        stats.to_string().starts_with("served=1 tls-failed=2 "),
-        "{stats}"
-    );
-    assert_eq!(Stats::default().to_string(), "no connections");
-}

@@ -2,9 +2,9 @@
 
 use super::*;
 use crate::crypto::CERTIFICATE_VERIFY_PREFIX;
-use tls_site_shared::crypto_bounds::OverBound;
 use crate::tickets::TICKET_KEY_ROTATION;
 use rustls::SignatureScheme;
+use tls_site_shared::crypto_bounds::OverBound;
 use wit::Host as _;
 
 /// A guest's state serving with one certificate whose leaf key is `key`, and the leaf.
