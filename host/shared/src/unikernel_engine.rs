@@ -32,5 +32,9 @@ pub fn configure(config: &mut wasmtime::Config) {
         .wasm_wide_arithmetic(true)
         // The runtime without std has no GC: the compiled code must not use it (nor threads,
         // which the compiling side turns off: only it has the setting).
-        .gc_support(false);
+        .gc_support(false)
+        // A trap's line names its reason, not the wasm offsets it came from: no address map in
+        // the image (a smaller image, and its boot copies less).
+        .generate_address_map(false)
+        .native_unwind_info(false);
 }
