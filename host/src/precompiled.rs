@@ -9,8 +9,7 @@ use std::path::Path;
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-const MAGIC: &[u8] = b"tls-site precompiled v1\n";
-const DIGEST_BYTES: usize = 32;
+use tls_site_shared::precompiled::{DIGEST_BYTES, MAGIC, Parts};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PrecompiledError {
@@ -36,9 +35,7 @@ pub fn is_precompiled(path: &Path) -> std::io::Result<bool> {
 }
 
 /// The file's contents after its magic, if it is one.
-pub fn body(file: &[u8]) -> Option<&[u8]> {
-    file.strip_prefix(MAGIC)
-}
+pub use tls_site_shared::precompiled::body;
 
 /// The whole file for `code` (wasmtime's serialized component) made with `certificates`.
 pub fn file(certificates: &[Certificate], code: &[u8]) -> Vec<u8> {
@@ -57,12 +54,11 @@ pub fn load(
     body: &[u8],
     certificates: Option<&[Certificate]>,
 ) -> Result<Component, PrecompiledError> {
-    let (certificates_seen, rest) = body
-        .split_first_chunk::<DIGEST_BYTES>()
-        .ok_or(PrecompiledError::Damaged)?;
-    let (code_digest, code) = rest
-        .split_first_chunk::<DIGEST_BYTES>()
-        .ok_or(PrecompiledError::Damaged)?;
+    let Parts {
+        certificates_digest: certificates_seen,
+        code_digest,
+        code,
+    } = tls_site_shared::precompiled::parts(body).ok_or(PrecompiledError::Damaged)?;
     if digest(&SHA256, code).as_ref() != code_digest {
         return Err(PrecompiledError::Damaged);
     }

@@ -44,18 +44,10 @@ const CONNECTION_FUEL: u64 = 4_000_000_000;
 /// The guest's CPU to list its resources at start.
 const START_UP_FUEL: u64 = 1_000_000_000;
 
-/// The magic of `tls-site compile`'s file (host/src/precompiled.rs): the magic, the SHA-256 of
-/// the certificates baked in, the SHA-256 of the rest, and wasmtime's serialized component.
-const PRECOMPILED_MAGIC: &[u8] = b"tls-site precompiled v1\n";
-
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
     #[error("the image holds no site: build it with host/vm/build-unikernel")]
     NoSite,
-    #[error("the site is not a file of `tls-site compile --unikernel`")]
-    NotPrecompiled,
-    #[error("the site is damaged: its contents are not those it was written with")]
-    Damaged,
     #[error("wasmtime: {0:?}")]
     Wasmtime(wasmtime::Error),
 }
@@ -196,20 +188,12 @@ fn cpu_has(feature: &str) -> Option<bool> {
 }
 
 impl Sandbox {
-    /// Loads the precompiled site `file`, with the private keys `keys` (in `key-id` order).
-    pub fn new(file: &[u8], keys: Keys, memory_bytes: usize) -> Result<Sandbox, SandboxError> {
-        if file.is_empty() {
+    /// Loads the precompiled site `code` (wasmtime's serialized component, checked against its
+    /// digest when the image was built: build.rs), with the private keys `keys` (in `key-id`
+    /// order).
+    pub fn new(code: &[u8], keys: Keys, memory_bytes: usize) -> Result<Sandbox, SandboxError> {
+        if code.is_empty() {
             return Err(SandboxError::NoSite);
-        }
-        let body = file
-            .strip_prefix(PRECOMPILED_MAGIC)
-            .ok_or(SandboxError::NotPrecompiled)?;
-        // The certificates' digest is not checked here: the build put the keys and the site in
-        // the image from the same directory.
-        let (_certificates, rest) = body.split_at_checked(32).ok_or(SandboxError::Damaged)?;
-        let (code_digest, code) = rest.split_at_checked(32).ok_or(SandboxError::Damaged)?;
-        if native::hash(native::HashAlgorithm::Sha256, code) != code_digest {
-            return Err(SandboxError::Damaged);
         }
         let mut config = Config::new();
         tls_site_shared::unikernel_engine::configure(&mut config);
@@ -221,8 +205,8 @@ impl Sandbox {
         unsafe { config.detect_host_feature(cpu_has) };
         let engine = Engine::new(&config)?;
         // SAFETY: the bytes are the image's own, made by `tls-site compile --unikernel` at build
-        // time (the magic and checksum are checked above); wasmtime checks its version, target
-        // and settings before loading.
+        // time (its magic and checksum checked then); wasmtime checks its version, target and
+        // settings before loading.
         let component = unsafe { Component::deserialize(&engine, code) }?;
         let mut linker = Linker::new(&engine);
         TlsSite::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |state| state)?;
