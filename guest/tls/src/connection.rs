@@ -678,11 +678,11 @@ impl<'a> Bytes<'a> {
 /// The bytes of a client that offered early data, from the end of its ClientHello to the end of
 /// the last record begun in the same read: sent before it could have had the server's flight,
 /// so not its Finished, and any application data among them is early data, which the server
-/// skips (RFC 8446, 4.2.10). rustls
-/// 0.23 drops an undecryptable record within its trial-decryption budget (16,384 bytes of
-/// records) but leaves it in its buffer when nothing follows it, and so tries it again, and counts
-/// it again, each time it processes (`process_more_input` in rustls's conn.rs). So these records
-/// reach rustls with the first bytes after them, the client's Finished: each is tried once.
+/// skips (RFC 8446, 4.2.10). rustls 0.23 drops an undecryptable record within its
+/// trial-decryption budget (16,384 bytes of records) but keeps it in its buffer until it takes a
+/// record after it, and so tries it again, and counts it again, each time it processes
+/// (`process_more_input` in rustls's conn.rs). So these records reach rustls with the first
+/// bytes after them, the client's Finished: each is tried once.
 #[derive(Default)]
 struct Held {
     bytes: Vec<u8>,
