@@ -40,7 +40,13 @@ pub fn unsent_alert(error: &rustls::Error) -> Option<AlertDescription> {
         // Records that do not decrypt, after rejected early data, inside a handshake message.
         rustls::Error::PeerMisbehaved(
             PeerMisbehaved::RejectedEarlyDataInterleavedWithHandshakeMessage,
-        ) => Some(AlertDescription::BadRecordMac),
+        )
+        // More rejected early data than rustls's buffer holds (connection.rs, `absorb`): the
+        // record it waits for would not decrypt either (§4.2.10, §5.2). rustls raises this error
+        // itself only for early data it accepted, which ours never does.
+        | rustls::Error::PeerMisbehaved(PeerMisbehaved::TooMuchEarlyDataReceived) => {
+            Some(AlertDescription::BadRecordMac)
+        }
         _ => None,
     }
 }
