@@ -12,7 +12,8 @@
 //!
 //! Each server and host gets `--rounds` turns, interleaved, and the figures are over all of them.
 //! Every connection is new (a rustls client, ring provider) and every response is checked: status,
-//! `Content-Length`, and the body's SHA-256 against `tls-site inspect --json`. Rows "full" use a
+//! `Content-Length`, and the body's SHA-256 against `tls-site inspect --json` (for `--component`
+//! and `--baseline`, what that component's own listing says). Rows "full" use a
 //! client without resumption (a first visit); rows "resumed" a client that keeps the server's
 //! session tickets (a returning visitor), and every one of their connections must resume.
 //! nginx (TLS 1.3, the same certificate, the same bytes, one worker, tickets on) is skipped if not
@@ -46,6 +47,7 @@
 //! `--baseline` adds a row for another `tls-site` binary (an older build, to compare a change
 //! against), serving `--baseline-component` (default: its own built-in component, which is a path
 //! into the target directory: copy it beside the binary when the build it came from is gone).
+//! Its responses are checked against its own `inspect --json`, since the site may have changed.
 //!
 //! `--idle N` measures something else (connections/idle.rs): per server, `--sequential` paced
 //! connections alone, then N clients that each sent half a ClientHello and wait, held open while
@@ -122,6 +124,8 @@ struct Server {
     name: &'static str,
     child: Child,
     addr: SocketAddr,
+    /// What it must answer: the page and the PDF of the site it serves.
+    expected: Vec<Expected>,
 }
 
 /// One server, host and kind of handshake: totals over all rounds.
@@ -163,7 +167,7 @@ fn main() {
     } else {
         eprintln!("one CPU only: servers and client share it");
     }
-    let expected = expected_resources(&tls_site);
+    let expected = expected_resources(&tls_site, options.component.as_deref());
     let client = Arc::new(client_config(
         &root.join("certs/dev-ca.pem"),
         options.hybrid,
@@ -206,9 +210,9 @@ fn main() {
     if let Some(metrics_addr) = metrics_addr {
         tls_site.arg("--metrics").arg(metrics_addr.to_string());
     }
-    let mut servers = vec![start("tls-site", pinned, &tls_site, addr, &work)];
+    let mut servers = vec![start("tls-site", pinned, &tls_site, addr, &work, &expected)];
     let nginx_workers = if options.two_cores { 2 } else { 1 };
-    wait_ready(&mut servers[0], &client, &expected[0]);
+    wait_ready(&mut servers[0], &client);
     if options.nginx {
         match find_nginx() {
             Some(nginx) => servers.push(start_nginx(
@@ -235,9 +239,11 @@ fn main() {
                 root.join("certs/dev.key.pem"),
             ])
             .arg(addr.to_string());
-        servers.push(start("native", pinned, &native, addr, &work));
+        servers.push(start("native", pinned, &native, addr, &work, &expected));
     }
     if let Some(baseline) = &options.baseline {
+        // Checked against what its own component serves: the site's bytes may have changed since.
+        let baseline_expected = expected_resources(baseline, options.baseline_component.as_deref());
         let (mut command, addr) = (Command::new(baseline), free_addr());
         command.arg("serve").args(&options.baseline_component);
         command
@@ -245,7 +251,14 @@ fn main() {
             .arg(root.join("certs"))
             .arg("--https")
             .arg(addr.to_string());
-        servers.push(start("baseline", pinned, &command, addr, &work));
+        servers.push(start(
+            "baseline",
+            pinned,
+            &command,
+            addr,
+            &work,
+            &baseline_expected,
+        ));
     }
     if options.command {
         // As docs/command.md runs it, with the certificate directory by its full path.
@@ -256,15 +269,15 @@ fn main() {
         command
             .arg(env!("TLS_SITE_COMMAND_COMPONENT"))
             .arg(addr.to_string());
-        servers.push(start("command", pinned, &command, addr, &work));
+        servers.push(start("command", pinned, &command, addr, &work, &expected));
     }
 
     if let Some(count) = options.idle {
         let rows: Vec<_> = servers
             .iter_mut()
             .map(|server| {
-                wait_ready(server, &client, &expected[0]);
-                idle::measure_idle(server, count, &client, &expected[0], &options)
+                wait_ready(server, &client);
+                idle::measure_idle(server, count, &client, &options)
             })
             .collect();
         drop(servers);
@@ -274,9 +287,9 @@ fn main() {
     }
     let mut rows = Vec::new();
     for (server_index, server) in servers.iter_mut().enumerate() {
-        wait_ready(server, &client, &expected[0]);
-        let probe =
-            fetch_with(server.addr, &expected[0].host, &client).map(|(tls, ..)| describe(&tls));
+        wait_ready(server, &client);
+        let probe = fetch_with(server.addr, &server.expected[0].host, &client)
+            .map(|(tls, ..)| describe(&tls));
         eprintln!("{}: {}", server.name, probe.unwrap_or_else(|e| e));
         let kinds: &[bool] = if ["native", "command"].contains(&server.name) || options.full_only {
             &[false]
@@ -284,7 +297,7 @@ fn main() {
             &[false, true]
         };
         for &resumed in kinds {
-            for (expected_index, expect) in expected.iter().enumerate() {
+            for (expected_index, expect) in server.expected.iter().enumerate() {
                 let host = format!(
                     "{} {}",
                     expect.label,
@@ -307,7 +320,8 @@ fn main() {
     for round in 0..options.rounds {
         for row in &mut rows {
             eprint!("round {}/{}: ", round + 1, options.rounds);
-            let (server, expect) = (&servers[row.server_index], &expected[row.expected_index]);
+            let server = &servers[row.server_index];
+            let expect = &server.expected[row.expected_index];
             if row.resumed {
                 // A ticket to start with; every connection then leaves a fresh one behind.
                 fetch(server.addr, &resuming, expect)
@@ -424,10 +438,14 @@ fn run(command: &mut Command) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// The page (the default resource) and the first PDF, as `tls-site inspect --json` lists them.
-fn expected_resources(tls_site: &Path) -> Vec<Expected> {
-    let listing: Vec<serde_json::Value> =
-        serde_json::from_str(&run(Command::new(tls_site).args(["inspect", "--json"]))).unwrap();
+/// The page (the default resource) and the first PDF of `component` (default: the binary's own),
+/// as `tls-site inspect --json` lists them.
+fn expected_resources(tls_site: &Path, component: Option<&Path>) -> Vec<Expected> {
+    let listing: Vec<serde_json::Value> = serde_json::from_str(&run(Command::new(tls_site)
+        .arg("inspect")
+        .args(component)
+        .arg("--json")))
+    .unwrap();
     let pick = |label, wanted: &dyn Fn(&serde_json::Value) -> bool| {
         let r = listing
             .iter()
@@ -478,13 +496,15 @@ fn free_addr() -> SocketAddr {
         .unwrap()
 }
 
-/// Spawns `command`, which listens on `addr`, on the server CPU, its stderr in `work/NAME.log`.
+/// Spawns `command`, which listens on `addr` and serves `expected`, on the server CPU, its stderr
+/// in `work/NAME.log`.
 fn start(
     name: &'static str,
     pinned: bool,
     command: &Command,
     addr: SocketAddr,
     work: &Path,
+    expected: &[Expected],
 ) -> Server {
     let log = std::fs::File::create(work.join(format!("{name}.log"))).unwrap();
     let program = command.get_program().to_owned();
@@ -502,12 +522,17 @@ fn start(
         .spawn()
         .unwrap_or_else(|e| die(&format!("cannot start {name}: {e}")));
     STARTED.lock().unwrap().push(child.id());
-    Server { name, child, addr }
+    Server {
+        name,
+        child,
+        addr,
+        expected: expected.to_vec(),
+    }
 }
 
-fn wait_ready(server: &mut Server, client: &Arc<ClientConfig>, expect: &Expected) {
+fn wait_ready(server: &mut Server, client: &Arc<ClientConfig>) {
     let started = Instant::now();
-    while let Err(error) = fetch(server.addr, client, expect) {
+    while let Err(error) = fetch(server.addr, client, &server.expected[0]) {
         if let Ok(Some(status)) = server.child.try_wait() {
             die(&format!(
                 "{} exited ({status}) before serving; see its log",
@@ -654,7 +679,7 @@ fn start_nginx(
         .arg(prefix.join("nginx.conf"))
         .arg("-e")
         .arg(prefix.join("error.log"));
-    start("nginx", pinned, &command, addr, work)
+    start("nginx", pinned, &command, addr, work, expected)
 }
 
 /// Builds `guest/tls/examples/native.rs` for the host, in a target directory of its own.

@@ -78,10 +78,9 @@ pub fn measure_idle(
     server: &Server,
     count: usize,
     client: &Arc<ClientConfig>,
-    expect: &Expected,
     options: &Options,
 ) -> IdleRow {
-    let pid = server.child.id();
+    let (pid, expect) = (server.child.id(), &server.expected[0]);
     let unloaded = paced_first_byte(server.addr, client, expect, options);
     let rss_before = resident_tree(pid);
     let hello = half_client_hello(client, &expect.host);
