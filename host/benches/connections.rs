@@ -136,6 +136,9 @@ struct Expected {
     content_type: String,
     bytes: usize,
     sha256: String,
+    /// The body itself, once fetched and checked against `sha256`: `--big-file` compares every
+    /// download with it, byte for byte, which costs the client less than a digest would.
+    body: Option<Arc<Vec<u8>>>,
 }
 
 struct Timings {
@@ -335,7 +338,7 @@ fn main() {
         return;
     }
     if let Some(megabytes) = options.big_file {
-        let rows = big_file::measure(&servers, &client, &options);
+        let rows = big_file::measure(&mut servers, &client, &options);
         drop(servers);
         let _ = std::fs::remove_dir_all(&work);
         big_file::print_tables(&rows, &options, (megabytes * 1e6) as usize);
@@ -504,6 +507,7 @@ fn expected_resources(tls_site: &Path, component: Option<&Path>) -> Vec<Expected
             content_type: r["content_type"].as_str().unwrap().to_owned(),
             bytes: r["bytes"].as_u64().unwrap() as usize,
             sha256: r["sha256"].as_str().unwrap().to_owned(),
+            body: None,
         }
     };
     vec![
