@@ -1065,6 +1065,10 @@ fn measure(
     );
 }
 
+/// One client connection, as `under_load` makes them: two counts to add up (connections and
+/// resumptions, bytes and nothing).
+type Connect = fn(SocketAddr, &Arc<ClientConfig>, &Expected) -> Result<[u64; 2], String>;
+
 /// `--threads` clients, each making connection after connection with `connect` for `--seconds`:
 /// the sum of what their connections returned, the seconds until the last one ended, and the
 /// server's CPU ticks meanwhile.
@@ -1073,7 +1077,7 @@ fn under_load(
     client: &Arc<ClientConfig>,
     expect: &Expected,
     options: &Options,
-    connect: fn(SocketAddr, &Arc<ClientConfig>, &Expected) -> Result<[u64; 2], String>,
+    connect: Connect,
 ) -> ([u64; 2], f64, u64) {
     let pid = server.child.id();
     let stop = Arc::new(AtomicBool::new(false));
