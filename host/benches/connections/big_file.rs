@@ -117,6 +117,7 @@ fn at_once(server: &Server, client: &Arc<ClientConfig>, clients: usize) -> AtOnc
         let now = memory_tree(pid);
         peak.resident = peak.resident.max(now.resident);
         peak.proportional = peak.proportional.max(now.proportional);
+        peak.images = peak.images.max(now.images);
         std::thread::sleep(SAMPLE_EVERY);
     }
     let seconds = started.elapsed().as_secs_f64();
@@ -211,12 +212,12 @@ pub fn print_tables(rows: &[BigFileRow], options: &Options, file_bytes: usize) {
         file_bytes as f64 / 1e6
     );
     println!(
-        "\n| server | downloading at once | seconds for all | resident before MiB | resident peak MiB | proportional (PSS) before MiB | PSS peak MiB |\n|---|---:|---:|---:|---:|---:|---:|"
+        "\n| server | downloading at once | seconds for all | resident before MiB | resident peak MiB | proportional (PSS) before MiB | PSS peak MiB | memory images MiB |\n|---|---:|---:|---:|---:|---:|---:|---:|"
     );
     for row in rows {
         for at_once in &row.memory {
             println!(
-                "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+                "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
                 row.server,
                 at_once.clients,
                 at_once.seconds,
@@ -224,6 +225,7 @@ pub fn print_tables(rows: &[BigFileRow], options: &Options, file_bytes: usize) {
                 mib(at_once.peak.resident),
                 mib(at_once.before.proportional),
                 mib(at_once.peak.proportional),
+                mib(at_once.peak.images),
             );
         }
     }

@@ -121,12 +121,12 @@ fn print_table(sites: &[Site], rows: &[Row], options: &Options) {
             .map_or(f64::NAN, Row::cpu_load_us)
     };
     println!(
-        "\n| site | resources MB | .cwasm bytes | compile s | exec to first response ms | resident / PSS after start MiB | after the load MiB | page full µs/conn | page resumed µs/conn |"
+        "\n| site | resources MB | .cwasm bytes | compile s | exec to first response ms | resident / PSS after start MiB | memory images MiB | after the load MiB | page full µs/conn | page resumed µs/conn |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for site in sites {
         println!(
-            "| {} | {:.1} | {} | {:.1} | {:.0} | {:.1} / {:.1} | {:.1} / {:.1} | {:.0} | {:.0} |",
+            "| {} | {:.1} | {} | {:.1} | {:.0} | {:.1} / {:.1} | {:.1} | {:.1} / {:.1} | {:.0} | {:.0} |",
             site.name,
             site.bytes as f64 / 1e6,
             site.file_bytes,
@@ -134,6 +134,7 @@ fn print_table(sites: &[Site], rows: &[Row], options: &Options) {
             site.ready_ms,
             mib(site.started.resident),
             mib(site.started.proportional),
+            mib(site.started.images),
             mib(site.loaded.resident),
             mib(site.loaded.proportional),
             cpu(site, false),

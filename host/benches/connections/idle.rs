@@ -48,6 +48,9 @@ pub struct TreeMemory {
     pub resident: u64,
     /// Proportional (`smaps_rollup`'s Pss): a page shared by k mappings counts 1/k in each.
     pub proportional: u64,
+    /// The memory files (memfd) it holds open, whole: wasmtime's copy-on-write images of the
+    /// guest's memory, which count in neither figure above until an instance maps them.
+    pub images: u64,
 }
 
 pub fn memory_tree(pid: u32) -> TreeMemory {
@@ -71,9 +74,22 @@ pub fn memory_tree(pid: u32) -> TreeMemory {
     let tree: Vec<&str> = children.split_whitespace().collect();
     let pid = pid.to_string();
     let all = || std::iter::once(pid.as_str()).chain(tree.iter().copied());
+    let images = |pid: &str| -> u64 {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            return 0;
+        };
+        fds.filter_map(|fd| {
+            let path = fd.ok()?.path();
+            let target = std::fs::read_link(&path).ok()?;
+            target.to_str()?.starts_with("/memfd:").then_some(())?;
+            Some(std::fs::metadata(&path).ok()?.len())
+        })
+        .sum()
+    };
     TreeMemory {
         resident: all().map(resident).sum(),
         proportional: all().map(proportional).sum(),
+        images: all().map(images).sum(),
     }
 }
 
