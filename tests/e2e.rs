@@ -380,6 +380,20 @@ fn serve_refuses_a_key_that_is_not_its_certificates_and_names_the_file() {
     assert!(stderr.contains(&named), "{stderr}");
 }
 
+/// The site's files live in each instance's memory: a cap below what the site starts with is
+/// refused at start, naming the flag, rather than failing every connection.
+#[test]
+fn serve_refuses_an_instance_memory_smaller_than_the_site_and_names_the_flag() {
+    let certs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../certs");
+    let (stderr, exited) = serve_until_ready_or_exit(&certs, &["--instance-memory", "1"]);
+    assert_eq!(exited, Some(false), "{stderr}");
+    assert!(
+        stderr.contains("larger than `--instance-memory` lets an instance have (1 MiB)")
+            && stderr.contains("raise `--instance-memory`"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn serve_refuses_an_expired_certificate_unless_allowed_and_says_so() {
     let certs = certificate_expiring("expired", (2021, 1, 1));

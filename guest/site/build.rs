@@ -1,7 +1,8 @@
 //! Builds the whole site at compile time: checks `assets/site.toml`, renders the page with maud,
 //! lays out every response's status line and headers, digests every body, and writes it all out
 //! as Rust statics whose bodies are embedded with `include_bytes_aligned!`. A mistake in the
-//! manifest stops the build with a message naming the file.
+//! manifest stops the build with a message naming the file. `TLS_SITE_MANIFEST`, if set, names
+//! another manifest (the benches' big-file and big-site variants); `host/build.rs` never sets it.
 
 #[path = "src/manifest.rs"]
 mod manifest;
@@ -16,7 +17,9 @@ use std::path::{Path, PathBuf};
 fn main() {
     let crate_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap());
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").unwrap());
-    let path = crate_dir.join("../../assets/site.toml");
+    println!("cargo::rerun-if-env-changed=TLS_SITE_MANIFEST");
+    let path = std::env::var_os("TLS_SITE_MANIFEST")
+        .map_or_else(|| crate_dir.join("../../assets/site.toml"), PathBuf::from);
     println!("cargo::rerun-if-changed={}", path.display());
     let manifest = match Manifest::load(&path) {
         Ok(manifest) => manifest,

@@ -40,6 +40,22 @@ pub struct Limits {
     pub memory_bytes: usize,
 }
 
+impl Limits {
+    /// For the commands that run the operator's own component once, outside serving (`inspect`,
+    /// `dev-certs`, `compile`): room for a site of any size, since its files live in its linear
+    /// memory (up to wasm32's 4 GiB). Only `serve --instance-memory` caps the instances that
+    /// serve clients.
+    pub fn one_off() -> Limits {
+        Limits {
+            instances: 4,
+            memory_bytes: WASM32_MEMORY,
+        }
+    }
+}
+
+/// The most linear memory a wasm32 module can have: 65,536 pages of 64 KiB.
+const WASM32_MEMORY: usize = 4 << 30;
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {

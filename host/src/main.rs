@@ -296,12 +296,12 @@ fn shutdown_signal() -> std::io::Result<impl Future<Output = &'static str>> {
 
 async fn site_hosts(component: &std::path::Path) -> anyhow::Result<Vec<String>> {
     Ok(hosts_default_first(
-        &site_resources(component, Limits::default()).await?,
+        &site_resources(component, Limits::one_off()).await?,
     ))
 }
 
 async fn inspect(component: PathBuf, json: bool) -> anyhow::Result<()> {
-    let resources = site_resources(&component, Limits::default()).await?;
+    let resources = site_resources(&component, Limits::one_off()).await?;
     if json {
         let listing: Vec<serde_json::Value> = resources
             .iter()

@@ -50,7 +50,8 @@ pub struct ServeOptions {
     /// Seconds one connection may take, from its first bytes to close
     #[arg(long = "timeout", value_name = "SECONDS", default_value = "10", value_parser = seconds)]
     pub connection_deadline: Duration,
-    /// MiB of linear memory one guest instance may use
+    /// MiB of linear memory one guest instance may use, the site's files included (a site of
+    /// S MiB of files needs S + 4)
     #[arg(long, value_name = "MIB", default_value = "4", value_parser = mebibytes)]
     pub instance_memory: usize,
     /// MiB of linear memory all guest instances together may use (caps --max-instances)

@@ -35,6 +35,14 @@ pub enum SandboxError {
         path: PathBuf,
         source: wasmtime::Error,
     },
+    #[error(
+        "{path}: the site's memory starts larger than `--instance-memory` lets an instance have ({limit_mib} MiB); its files live in that memory: raise `--instance-memory` to the site's size and a few MiB more: {source:#}"
+    )]
+    InstanceMemory {
+        path: PathBuf,
+        limit_mib: usize,
+        source: wasmtime::Error,
+    },
     #[error("{path}: {source}")]
     Precompiled {
         path: PathBuf,
@@ -101,6 +109,31 @@ pub struct Sandbox {
     certificates: Vec<CertificateExpiry>,
 }
 
+impl SandboxError {
+    /// `error` as `InstanceMemory` if wasmtime refused the component because its memory starts
+    /// larger than `limits` allow (it says so only in its message), else as `otherwise` has it.
+    fn or_instance_memory(
+        path: &Path,
+        limits: &Limits,
+        error: wasmtime::Error,
+        otherwise: impl FnOnce(wasmtime::Error) -> SandboxError,
+    ) -> SandboxError {
+        let too_large = error.chain().any(|cause| {
+            cause
+                .to_string()
+                .contains("does not fit in pooling allocator requirements")
+        });
+        match too_large {
+            true => SandboxError::InstanceMemory {
+                path: path.to_owned(),
+                limit_mib: limits.memory_bytes >> 20,
+                source: error,
+            },
+            false => otherwise(error),
+        }
+    }
+}
+
 impl Sandbox {
     /// Compiles the component, initialises it once with the certificates, snapshots the result,
     /// and prepares instances of the snapshot. A file `tls-site compile` made is that snapshot
@@ -153,9 +186,18 @@ impl Sandbox {
         let component = match precompiled::body(&file) {
             Some(body) => {
                 precompiled::load(&engine, body, Some(certificates)).map_err(|source| {
-                    SandboxError::Precompiled {
+                    let precompiled = |source| SandboxError::Precompiled {
                         path: component_path.to_owned(),
                         source,
+                    };
+                    match source {
+                        PrecompiledError::Elsewhere(error) => SandboxError::or_instance_memory(
+                            component_path,
+                            &limits,
+                            error,
+                            |error| precompiled(PrecompiledError::Elsewhere(error)),
+                        ),
+                        source => precompiled(source),
                     }
                 })?
             }
@@ -173,18 +215,30 @@ impl Sandbox {
                     keys.clone(),
                     tickets.clone(),
                 );
-                let snapshot =
-                    snapshot::snapshot(&linker, &file, state)
-                        .await
-                        .map_err(|source| SandboxError::Snapshot {
+                let snapshot = snapshot::snapshot(&linker, &file, state).await.map_err(
+                    |source| match source {
+                        SnapshotError::NotAComponent(error) => SandboxError::or_instance_memory(
+                            component_path,
+                            &limits,
+                            error,
+                            |error| SandboxError::Snapshot {
+                                path: component_path.to_owned(),
+                                source: SnapshotError::NotAComponent(error),
+                            },
+                        ),
+                        source => SandboxError::Snapshot {
                             path: component_path.to_owned(),
                             source,
-                        })?;
+                        },
+                    },
+                )?;
                 wasmtime::component::Component::new(&engine, &snapshot).map_err(|source| {
-                    SandboxError::NotAComponent {
-                        path: component_path.to_owned(),
-                        source,
-                    }
+                    SandboxError::or_instance_memory(component_path, &limits, source, |source| {
+                        SandboxError::NotAComponent {
+                            path: component_path.to_owned(),
+                            source,
+                        }
+                    })
                 })?
             }
         };
@@ -243,7 +297,7 @@ impl Sandbox {
                 source,
             });
         }
-        let limits = Limits::default();
+        let limits = Limits::one_off();
         let linker = linker(&engine::engine(&limits)?)?;
         let keys = Arc::new(Keys::load(certificates)?);
         let state = GuestState::initialising(

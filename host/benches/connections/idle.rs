@@ -37,15 +37,60 @@ fn half_client_hello(client: &Arc<ClientConfig>, host: &str) -> Vec<u8> {
 
 /// The resident memory of `pid` and its children (nginx's workers), bytes.
 fn resident_tree(pid: u32) -> u64 {
-    let rss = |pid: &str| -> u64 {
+    memory_tree(pid).resident
+}
+
+/// The memory of a server: bytes, its process and its children (nginx's workers) together.
+#[derive(Clone, Copy, Default)]
+pub struct TreeMemory {
+    /// Resident (`statm`): a page counts once for every mapping of it, so an image mapped by
+    /// several pool slots counts several times.
+    pub resident: u64,
+    /// Proportional (`smaps_rollup`'s Pss): a page shared by k mappings counts 1/k in each.
+    pub proportional: u64,
+    /// The memory files (memfd) it holds open, whole: wasmtime's copy-on-write images of the
+    /// guest's memory, which count in neither figure above until an instance maps them.
+    pub images: u64,
+}
+
+pub fn memory_tree(pid: u32) -> TreeMemory {
+    let resident = |pid: &str| -> u64 {
         std::fs::read_to_string(format!("/proc/{pid}/statm"))
             .ok()
             .and_then(|statm| statm.split_whitespace().nth(1)?.parse::<u64>().ok())
             .map_or(0, |pages| pages * 4096)
     };
+    let proportional = |pid: &str| -> u64 {
+        let rollup =
+            std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+        rollup
+            .lines()
+            .find_map(|line| line.strip_prefix("Pss:")?.trim().strip_suffix(" kB"))
+            .and_then(|kib| kib.trim().parse::<u64>().ok())
+            .map_or(0, |kib| kib * 1024)
+    };
     let children =
         std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-    rss(&pid.to_string()) + children.split_whitespace().map(rss).sum::<u64>()
+    let tree: Vec<&str> = children.split_whitespace().collect();
+    let pid = pid.to_string();
+    let all = || std::iter::once(pid.as_str()).chain(tree.iter().copied());
+    let images = |pid: &str| -> u64 {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            return 0;
+        };
+        fds.filter_map(|fd| {
+            let path = fd.ok()?.path();
+            let target = std::fs::read_link(&path).ok()?;
+            target.to_str()?.starts_with("/memfd:").then_some(())?;
+            Some(std::fs::metadata(&path).ok()?.len())
+        })
+        .sum()
+    };
+    TreeMemory {
+        resident: all().map(resident).sum(),
+        proportional: all().map(proportional).sum(),
+        images: all().map(images).sum(),
+    }
 }
 
 /// Paced connections, as `measure`'s sequential phase makes them: first-byte p50 and p99.
@@ -78,10 +123,9 @@ pub fn measure_idle(
     server: &Server,
     count: usize,
     client: &Arc<ClientConfig>,
-    expect: &Expected,
     options: &Options,
 ) -> IdleRow {
-    let pid = server.child.id();
+    let (pid, expect) = (server.child.id(), &server.expected[0]);
     let unloaded = paced_first_byte(server.addr, client, expect, options);
     let rss_before = resident_tree(pid);
     let hello = half_client_hello(client, &expect.host);
