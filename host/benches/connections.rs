@@ -202,9 +202,14 @@ fn main() {
     let mut resuming = client_config(&root.join("certs/dev-ca.pem"), options.hybrid);
     resuming.resumption = rustls::client::Resumption::in_memory_sessions(256);
     let resuming = Arc::new(resuming);
-    // Under the target directory: the big site's precompiled files are hundreds of MB.
-    let work =
-        Path::new(env!("TLS_SITE_TARGET_DIR")).join(format!("bench-work-{}", std::process::id()));
+    // In the temporary directory, which nginx's unprivileged workers can read (a target directory
+    // under root's home they cannot); the big site's precompiled files (hundreds of MB, served by
+    // tls-site alone) go under the target directory instead.
+    let work = match options.big_site {
+        Some(_) => Path::new(env!("TLS_SITE_TARGET_DIR")).to_owned(),
+        None => std::env::temp_dir(),
+    }
+    .join(format!("tls-site-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work).unwrap();
     if options.big_site.is_some() {
         big_site::run_big_site(
