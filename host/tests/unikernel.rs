@@ -3,7 +3,8 @@
 //! --unikernel` on qemu's microvm (TCG), hold a half ClientHello, an idle connection and garbage
 //! open against it, fetch every host name's bytes with curl and the dev CA through qemu's port
 //! forward meanwhile, see the 301 on port 80, press the ACPI power button over QMP, and check
-//! that the unikernel counted it all and powered the machine off.
+//! that the unikernel counted it all and powered the machine off. Before the clients come, it
+//! must sleep while idle, not poll.
 
 use sha2::{Digest, Sha256};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -124,6 +125,29 @@ impl Unikernel {
         }
     }
 
+    /// The CPU time qemu has taken so far, all its threads (the emulated CPU's among them).
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.qemu.id())).unwrap();
+        // After the command's name in parentheses: utime and stime are the 12th and 13th fields.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        let per_second = Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .unwrap()
+            .stdout;
+        ticks as f64
+            / String::from_utf8_lossy(&per_second)
+                .trim()
+                .parse::<f64>()
+                .unwrap()
+    }
+
     fn wait_for_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + timeout;
         loop {
@@ -215,6 +239,17 @@ fn the_unikernel_serves_every_host_past_stalled_clients_and_powers_off() {
     let mut unikernel = Unikernel::boot(&image, https, http, &qmp_socket);
     unikernel.wait_for("RDRAND draws", BOOT_TIMEOUT);
     unikernel.wait_for("listening on ports 443 and 80", BOOT_TIMEOUT);
+
+    // Idle, it sleeps on its timer's tick instead of polling: qemu's emulated CPU, busy when the
+    // loop polls, then takes a few percent of a host CPU. Half is a failure bound far above that.
+    let idle_for = Duration::from_secs(2);
+    let before = unikernel.cpu_seconds();
+    std::thread::sleep(idle_for);
+    let idle_cpu = unikernel.cpu_seconds() - before;
+    assert!(
+        idle_cpu < idle_for.as_secs_f64() / 2.0,
+        "idle, qemu took {idle_cpu:.2} s of CPU in {idle_for:?}: the unikernel does not sleep"
+    );
 
     // Clients that hold the unikernel's one loop if anything can: one silent, one that sent half
     // a ClientHello (a record header announcing 512 bytes, and 11 of them), one sending garbage.

@@ -1,6 +1,6 @@
 //! CPU exceptions, to die well: each ends in the panic handler (the message on the console, then
-//! power-off) instead of a triple fault. No interrupt is taken otherwise: the loop polls (a
-//! 1 kHz PIT tick through the 8259 to `hlt` on was tried and never arrived on qemu's microvm).
+//! power-off) instead of a triple fault. The one interrupt taken is the local APIC timer's tick
+//! (timer.rs), which only wakes the CPU from `hlt`.
 
 use core::arch::global_asm;
 use x86_64::VirtAddr;
@@ -29,6 +29,21 @@ unikernel_fault_\n:
     .set i, i + 1
     .endr
 
+    // The timer's tick: end of interrupt to the local APIC (its EOI register at 0xfee000b0,
+    // timer.rs), and back to where `hlt` was.
+    .global unikernel_tick
+unikernel_tick:
+    push %rax
+    mov $0xfee000b0, %rax
+    movl $0, (%rax)
+    pop %rax
+    iretq
+
+    // The APIC's spurious interrupt: no end of interrupt is due.
+    .global unikernel_spurious
+unikernel_spurious:
+    iretq
+
     .section .rodata
     .balign 8
     .global unikernel_fault_table
@@ -46,6 +61,8 @@ unikernel_fault_table:
 unsafe extern "C" {
     /// The addresses of the 32 exception stubs.
     static unikernel_fault_table: [usize; 32];
+    fn unikernel_tick();
+    fn unikernel_spurious();
 }
 
 /// The vectors whose exception pushes an error code before the faulting address.
@@ -60,7 +77,7 @@ extern "C" fn unikernel_fault(vector: u64, stack: *const u64) -> ! {
     panic!("CPU exception {vector} at {address:#x} (cr2 {cr2:#x})");
 }
 
-/// Installs the exception handlers. Interrupts stay disabled.
+/// Installs the exception handlers and the timer's. Interrupts stay disabled.
 pub fn init() {
     let idt = alloc::boxed::Box::leak(alloc::boxed::Box::new(InterruptDescriptorTable::new()));
     // SAFETY: a table of addresses the assembly above lays out, never written.
@@ -92,6 +109,13 @@ pub fn init() {
                 _ => continue,
             };
         }
+    }
+    // SAFETY: the two stubs above, which save what they touch and return with iretq.
+    unsafe {
+        idt[crate::timer::TICK_VECTOR]
+            .set_handler_addr(VirtAddr::new(unikernel_tick as *const () as u64));
+        idt[crate::timer::SPURIOUS_VECTOR]
+            .set_handler_addr(VirtAddr::new(unikernel_spurious as *const () as u64));
     }
     idt.load();
 }

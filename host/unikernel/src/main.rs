@@ -17,6 +17,7 @@ mod power;
 mod sandbox;
 mod serve;
 mod tickets;
+mod timer;
 
 /// The site and its keys, put into the image at build time (build.rs).
 mod site {
@@ -58,6 +59,13 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
         panic!("no clock: {error}");
     }
     interrupts::init();
+    let sleeps = match timer::start() {
+        Ok(()) => true,
+        Err(error) => {
+            log!("unikernel: {error}; the loop polls without sleeping");
+            false
+        }
+    };
     log!(
         "unikernel: {} MiB of heap; command line: {}",
         heap_bytes >> 20,
@@ -124,7 +132,7 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
     let table = tls_site_shared::redirect::RedirectTable::new(hosts, default_host, 443);
     let free = heap_bytes.saturating_sub(HEAP.lock().counters().allocated_bytes + RESERVED_HEAP);
     let max_instances = (free / (INSTANCE_MEMORY + CONNECTION_OVERHEAD)).max(1);
-    let mut server = serve::Server::new(interface, table, sandbox, max_instances);
+    let mut server = serve::Server::new(interface, table, sandbox, max_instances, sleeps);
     log!(
         "unikernel: listening on ports 443 and 80; {max_instances} instances at once - ready in {} ms",
         clock::Instant::now().millis_since_boot()

@@ -6,7 +6,7 @@ use crate::log;
 use crate::sandbox::{Connection, Sandbox, Timeouts, https_line};
 use alloc::vec;
 use alloc::vec::Vec;
-use smoltcp::iface::{Interface, SocketHandle, SocketSet};
+use smoltcp::iface::{Interface, PollResult, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::wire::IpEndpoint;
 use tls_site_shared::redirect::{self, RedirectOutcome, RedirectTable};
@@ -81,6 +81,8 @@ pub struct Server {
     /// Instances alive at once, at most: what the memory affords.
     max_instances: usize,
     stats: Stats,
+    /// Whether the loop may sleep until the timer's next tick (timer.rs) when it has nothing to do.
+    sleeps: bool,
 }
 
 fn socket(receive: usize, send: usize) -> tcp::Socket<'static> {
@@ -123,6 +125,7 @@ impl Server {
         table: RedirectTable,
         sandbox: Sandbox,
         max_instances: usize,
+        sleeps: bool,
     ) -> Server {
         Server {
             interface,
@@ -137,6 +140,7 @@ impl Server {
             timeouts: Timeouts::default(),
             max_instances,
             stats: Stats::default(),
+            sleeps,
         }
     }
 
@@ -145,7 +149,7 @@ impl Server {
         loop {
             let now = Instant::now();
             let timestamp = smoltcp::time::Instant::from_millis(now.millis_since_boot() as i64);
-            self.interface.poll(timestamp, device, &mut self.sockets);
+            let polled = self.interface.poll(timestamp, device, &mut self.sockets);
             self.accept_http(now);
             self.serve_http(now);
             self.accept_https(now);
@@ -155,6 +159,13 @@ impl Server {
                 log!("unikernel: stopping (the ACPI power button)");
                 log!("stopped; connections: {}", self.stats);
                 return;
+            }
+            // Nothing came in and no connection is open: sleep until the next tick (1 ms) rather
+            // than poll again at once. While any connection is open the loop keeps polling, so a
+            // client is never made to wait on the tick.
+            let idle = polled == PollResult::None && self.https.is_empty() && self.http.is_empty();
+            if self.sleeps && idle {
+                crate::timer::sleep();
             }
         }
     }
