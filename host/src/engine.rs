@@ -19,7 +19,7 @@ pub const START_UP_DEADLINE: Duration = Duration::from_secs(60);
 /// of thousands of garbage connections (the access log's `mem=`, the stats' `guest-memory-peak`).
 /// 4 MiB leaves room for rustls's largest buffers (a 64 KiB handshake message, 16 KiB records)
 /// while a guest that runs away is cut off: its allocation fails and it traps, alone.
-pub const DEFAULT_INSTANCE_MEMORY: usize = 4 << 20;
+pub const DEFAULT_INSTANCE_MEMORY: usize = tls_site_shared::defaults::INSTANCE_MEMORY;
 
 /// Bytes of an instance's memory reset by hand (`config`): what a connection writes (about
 /// 160 KiB for the page, more for a PDF) with room. This much stays resident per pool slot

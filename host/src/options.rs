@@ -339,6 +339,29 @@ mod tests {
         );
     }
 
+    /// The unikernel has no flags: it runs with host/shared's defaults, which must be these.
+    #[test]
+    fn the_unikernels_deadlines_and_memory_are_these_defaults() {
+        use tls_site_shared::defaults;
+        let options = Defaults::try_parse_from(["tls-site"]).unwrap().options;
+        assert_eq!(
+            [
+                options.hello_timeout,
+                options.handshake_timeout,
+                options.stall_timeout,
+                options.connection_deadline
+            ],
+            [
+                defaults::HELLO_MS,
+                defaults::HANDSHAKE_MS,
+                defaults::STALL_MS,
+                defaults::CONNECTION_MS
+            ]
+            .map(Duration::from_millis)
+        );
+        assert_eq!(options.instance_memory, defaults::INSTANCE_MEMORY);
+    }
+
     #[test]
     fn seconds_and_mebibytes_parse_and_say_what_is_wrong() {
         let parsed = Defaults::try_parse_from([

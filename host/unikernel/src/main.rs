@@ -25,7 +25,7 @@ mod site {
 }
 
 /// Linear memory one instance may grow to: the host's default (`--instance-memory`).
-const INSTANCE_MEMORY: usize = 4 << 20;
+const INSTANCE_MEMORY: usize = tls_site_shared::defaults::INSTANCE_MEMORY;
 /// What one connection in flight costs besides its instance: its socket buffers and the
 /// instance's own bookkeeping, with room.
 const CONNECTION_OVERHEAD: usize = 512 << 10;

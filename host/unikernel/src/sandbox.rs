@@ -68,10 +68,11 @@ pub struct Timeouts {
 
 impl Default for Timeouts {
     fn default() -> Self {
+        use tls_site_shared::defaults;
         Timeouts {
-            handshake_ms: 3_000,
-            stall_ms: 5_000,
-            connection_ms: 10_000,
+            handshake_ms: defaults::HANDSHAKE_MS,
+            stall_ms: defaults::STALL_MS,
+            connection_ms: defaults::CONNECTION_MS,
         }
     }
 }

@@ -25,7 +25,7 @@ const HTTPS_SEND_BUFFER: usize = 64 * 1024;
 /// received) before it is reset: a peer that never closes must not keep its buffers.
 const CLOSING_MS: u64 = 2_000;
 /// How long an HTTPS client may stay silent before it costs an instance (`--hello-timeout`).
-const HELLO_TIMEOUT_MS: u64 = 5_000;
+const HELLO_TIMEOUT_MS: u64 = tls_site_shared::defaults::HELLO_MS;
 
 /// The deadlines, as the host's defaults (`tls-site serve --help`).
 #[derive(Clone, Copy)]
@@ -37,7 +37,7 @@ pub struct Deadlines {
 impl Default for Deadlines {
     fn default() -> Self {
         Deadlines {
-            connection_ms: 10_000,
+            connection_ms: tls_site_shared::defaults::CONNECTION_MS,
         }
     }
 }
