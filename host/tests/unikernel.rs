@@ -3,8 +3,8 @@
 //! --unikernel` on qemu's microvm (TCG), hold a half ClientHello, an idle connection and garbage
 //! open against it, fetch every host name's bytes with curl and the dev CA through qemu's port
 //! forward meanwhile, see the 301 on port 80, press the ACPI power button over QMP, and check
-//! that the unikernel counted it all and powered the machine off. Before the clients come, it
-//! must sleep while idle, not poll.
+//! that the unikernel answered the request in flight at the button, counted it all and powered the
+//! machine off. Before the clients come, it must sleep while idle, not poll.
 
 use sha2::{Digest, Sha256};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -170,7 +170,7 @@ impl Drop for Unikernel {
     }
 }
 
-/// QMP: the handshake, then one command; returns qemu's answer.
+/// QMP: the handshake, then one command (its JSON object); returns qemu's answer.
 fn qmp(socket: &Path, command: &str) -> String {
     let stream = UnixStream::connect(socket).expect("connecting to qemu's QMP socket");
     stream
@@ -191,10 +191,35 @@ fn qmp(socket: &Path, command: &str) -> String {
         .write_all(b"{\"execute\": \"qmp_capabilities\"}\n")
         .unwrap();
     assert!(read_reply().contains("return"));
-    writer
-        .write_all(format!("{{\"execute\": \"{command}\"}}\n").as_bytes())
-        .unwrap();
+    writer.write_all(format!("{command}\n").as_bytes()).unwrap();
     read_reply()
+}
+
+/// Waits until qemu's user network (`info usernet`) shows the connection from the forwarded port
+/// `forwarded` to the guest's `port` established, its bytes handed over: the guest has accepted it.
+fn wait_until_the_guest_has(socket: &Path, forwarded: u16, port: u16) {
+    let command =
+        r#"{"execute": "human-monitor-command", "arguments": {"command-line": "info usernet"}}"#;
+    let deadline = Instant::now() + BOOT_TIMEOUT;
+    loop {
+        let table = qmp(socket, command);
+        let accepted = table.split("\\r\\n").any(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.len() == 8
+                && fields[0] == "TCP[ESTABLISHED]"
+                && fields[3] == forwarded.to_string()
+                && fields[5] == port.to_string()
+                && fields[7] == "0"
+        });
+        if accepted {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "qemu never showed the connection to the guest's port {port} established: {table}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// `https://host/` with curl, trusting only the dev CA, through the forwarded port: the body.
@@ -302,8 +327,26 @@ fn the_unikernel_serves_every_host_past_stalled_clients_and_powers_off() {
     );
     unikernel.wait_for(" 301 https://", BOOT_TIMEOUT);
 
-    let reply = qmp(&qmp_socket, "system_powerdown");
+    // A request in flight when the power button is pressed is still answered: half of it sent
+    // before, the rest after.
+    let mut in_flight = TcpStream::connect(("127.0.0.1", http)).unwrap();
+    in_flight
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    in_flight.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+    wait_until_the_guest_has(&qmp_socket, http, 80);
+    let reply = qmp(&qmp_socket, r#"{"execute": "system_powerdown"}"#);
     assert!(reply.contains("return"), "{reply}");
+    unikernel.wait_for("finishing those in flight", POWER_OFF_TIMEOUT);
+    in_flight
+        .write_all(format!("Host: {default_host}\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut answer = String::new();
+    in_flight.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 301"),
+        "the request in flight at the power button: {answer:?}"
+    );
     let stopped = unikernel.wait_for("stopped; connections:", POWER_OFF_TIMEOUT);
     assert!(
         stopped.contains(&format!("served={} ", resources.len())),
@@ -313,7 +356,7 @@ fn the_unikernel_serves_every_host_past_stalled_clients_and_powers_off() {
         "tls-failed=1",
         "handshake-timeout=1",
         "silent=1",
-        "http-redirected=1",
+        "http-redirected=2",
     ] {
         assert!(stopped.contains(counted), "{counted}: {stopped}");
     }

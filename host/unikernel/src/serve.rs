@@ -26,6 +26,9 @@ const HTTPS_SEND_BUFFER: usize = 64 * 1024;
 const CLOSING_MS: u64 = 2_000;
 /// How long an HTTPS client may stay silent before it costs an instance (`--hello-timeout`).
 const HELLO_TIMEOUT_MS: u64 = tls_site_shared::defaults::HELLO_MS;
+/// After the power button, how long the connections in flight have to finish: as the host's
+/// SIGTERM, `--hello-timeout` + `--timeout`.
+const STOP_GRACE_MS: u64 = HELLO_TIMEOUT_MS + tls_site_shared::defaults::CONNECTION_MS;
 
 /// The deadlines, as the host's defaults (`tls-site serve --help`).
 #[derive(Clone, Copy)]
@@ -144,21 +147,34 @@ impl Server {
         }
     }
 
-    /// Runs until the power button is pressed.
+    /// Runs until the power button is pressed and the connections then in flight are done.
     pub fn run(&mut self, device: &mut crate::net::Nic) {
+        let mut stopping: Option<Instant> = None;
         loop {
             let now = Instant::now();
             let timestamp = smoltcp::time::Instant::from_millis(now.millis_since_boot() as i64);
             let polled = self.interface.poll(timestamp, device, &mut self.sockets);
-            self.accept_http(now);
+            if stopping.is_none() {
+                self.accept_http(now);
+                self.accept_https(now);
+            }
             self.serve_http(now);
-            self.accept_https(now);
             self.serve_https(now);
-            if crate::power::power_button_pressed() {
-                // What is in flight is cut: the machine goes off at once.
-                log!("unikernel: stopping (the ACPI power button)");
-                log!("stopped; connections: {}", self.stats);
-                return;
+            if stopping.is_none() && crate::power::power_button_pressed() {
+                // As the host on SIGTERM: no new connections, those in flight finished within
+                // their deadlines.
+                log!(
+                    "unikernel: stopping (the ACPI power button): no new connections; finishing those in flight"
+                );
+                self.close_listeners();
+                stopping = Some(now);
+            }
+            if let Some(since) = stopping {
+                let drained = self.https.is_empty() && self.http.is_empty();
+                if drained || now.millis_since(since) >= STOP_GRACE_MS {
+                    log!("stopped; connections: {}", self.stats);
+                    return;
+                }
             }
             // Nothing came in and no connection is open: sleep until the next tick (1 ms) rather
             // than poll again at once. While any connection is open the loop keeps polling, so a
@@ -167,6 +183,18 @@ impl Server {
             if self.sleeps && idle {
                 crate::timer::sleep();
             }
+        }
+    }
+
+    /// Stops listening on both ports: a client that comes now is refused (a reset).
+    fn close_listeners(&mut self) {
+        for handle in self
+            .http_listeners
+            .drain(..)
+            .chain(self.https_listeners.drain(..))
+        {
+            self.sockets.get_mut::<tcp::Socket>(handle).abort();
+            self.sockets.remove(handle);
         }
     }
 
