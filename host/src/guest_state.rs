@@ -12,21 +12,19 @@ use crate::certs::{Certificate, KeyFormat};
 use crate::crypto::{
     self as native, AeadAlgorithm, CryptoError, Group, HashContext, Keys, RecordProtection,
 };
-use crate::engine::MemoryCap;
 use crate::tickets::TicketKeys;
 use std::sync::Arc;
-use tls_site_shared::crypto_bounds::{CryptoBounds, HostObject};
+use tls_site_shared::crypto_bounds::HostObject;
+use tls_site_shared::held::Held;
 use wasmtime::Store;
-use wasmtime::component::{Resource, ResourceTable};
+use wasmtime::component::Resource;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// A guest instance's store.
 pub struct GuestState {
     wasi: WasiCtx,
-    pub(crate) table: ResourceTable,
-    pub(crate) memory: MemoryCap,
-    /// What the guest holds in the host and has asked of it, against the bounds.
-    pub(crate) bounds: CryptoBounds<HashContext, RecordProtection>,
+    /// Its host objects, memory cap and counts against the crypto bounds.
+    pub(crate) held: Held<HashContext, RecordProtection>,
     certificates: Vec<identity::Certificate>,
     keys: Arc<Keys>,
     tickets: Arc<TicketKeys>,
@@ -39,9 +37,7 @@ impl GuestState {
     pub fn serving(memory_bytes: usize, keys: Arc<Keys>, tickets: Arc<TicketKeys>) -> GuestState {
         GuestState {
             wasi: empty_wasi(),
-            table: ResourceTable::new(),
-            memory: MemoryCap::new(memory_bytes),
-            bounds: CryptoBounds::default(),
+            held: Held::new(memory_bytes),
             certificates: Vec::new(),
             keys,
             tickets,
@@ -77,7 +73,7 @@ impl GuestState {
 /// their own.
 pub fn new_store(engine: &wasmtime::Engine, state: GuestState) -> Store<GuestState> {
     let mut store = Store::new(engine, state);
-    store.limiter(|state| &mut state.memory);
+    store.limiter(|state| &mut state.held.memory);
     store.set_epoch_deadline(crate::engine::ticks(crate::engine::START_UP_DEADLINE));
     store.epoch_deadline_trap();
     store
@@ -99,7 +95,7 @@ impl WasiView for GuestState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
             ctx: &mut self.wasi,
-            table: &mut self.table,
+            table: &mut self.held.table,
         }
     }
 }
@@ -120,37 +116,9 @@ impl From<CryptoError> for wit::CryptoError {
     }
 }
 
-impl GuestState {
-    /// Counts a crypto call; past the bound, the error that traps the guest.
-    fn call(&mut self) -> wasmtime::Result<()> {
-        Ok(self.bounds.call()?)
-    }
-
-    /// Puts `object` in the guest's table, if it may hold one more.
-    fn hold<T: Send + 'static>(
-        &mut self,
-        kind: HostObject,
-        object: T,
-    ) -> wasmtime::Result<Resource<T>> {
-        self.bounds.hold(kind, &mut self.memory)?;
-        Ok(self.table.push(object)?)
-    }
-
-    /// Takes `object` out of the guest's table.
-    fn release<T: 'static>(
-        &mut self,
-        kind: HostObject,
-        object: Resource<T>,
-    ) -> wasmtime::Result<T> {
-        let object = self.table.delete(object)?;
-        self.bounds.release(kind, &mut self.memory);
-        Ok(object)
-    }
-}
-
 impl wit::Host for GuestState {
     fn signature_schemes(&mut self, key: KeyId) -> wasmtime::Result<Vec<u16>> {
-        self.call()?;
+        self.held.call()?;
         Ok(self
             .keys
             .signature_schemes(key)
@@ -165,7 +133,7 @@ impl wit::Host for GuestState {
         scheme: u16,
         transcript_hash: Vec<u8>,
     ) -> wasmtime::Result<Result<Vec<u8>, wit::CryptoError>> {
-        self.bounds.sign()?;
+        self.held.bounds.sign()?;
         Ok(self
             .keys
             .sign_certificate_verify(key, scheme.into(), &transcript_hash)
@@ -173,7 +141,7 @@ impl wit::Host for GuestState {
     }
 
     fn named_groups(&mut self) -> wasmtime::Result<Vec<NamedGroup>> {
-        self.call()?;
+        self.held.call()?;
         Ok(crate::crypto::GROUPS
             .iter()
             .map(|group| match group {
@@ -190,7 +158,7 @@ impl wit::Host for GuestState {
         group: NamedGroup,
         client_share: Vec<u8>,
     ) -> wasmtime::Result<Result<wit::Encapsulated, wit::CryptoError>> {
-        self.call()?;
+        self.held.call()?;
         let group = match group {
             NamedGroup::X25519Mlkem768 => Group::X25519MlKem768,
             NamedGroup::X25519 => Group::X25519,
@@ -206,7 +174,7 @@ impl wit::Host for GuestState {
     }
 
     fn hash(&mut self, algorithm: HashAlgorithm, data: Vec<u8>) -> wasmtime::Result<Vec<u8>> {
-        self.call()?;
+        self.held.call()?;
         Ok(native::hash(algorithm.into(), &data))
     }
 
@@ -216,7 +184,7 @@ impl wit::Host for GuestState {
         key: Vec<u8>,
         message: Vec<u8>,
     ) -> wasmtime::Result<Vec<u8>> {
-        self.call()?;
+        self.held.call()?;
         Ok(native::hmac(algorithm.into(), &key, &message))
     }
 }
@@ -232,8 +200,9 @@ impl From<HashAlgorithm> for native::HashAlgorithm {
 
 impl wit::HostHashContext for GuestState {
     fn new(&mut self, algorithm: HashAlgorithm) -> wasmtime::Result<Resource<HashContext>> {
-        self.call()?;
-        self.hold(HostObject::HashContext, HashContext::new(algorithm.into()))
+        self.held.call()?;
+        self.held
+            .hold(HostObject::HashContext, HashContext::new(algorithm.into()))
     }
 
     fn digest(
@@ -241,8 +210,8 @@ impl wit::HostHashContext for GuestState {
         context: Resource<HashContext>,
         data: Vec<u8>,
     ) -> wasmtime::Result<Vec<u8>> {
-        self.call()?;
-        Ok(self.table.get_mut(&context)?.digest(&data))
+        self.held.call()?;
+        Ok(self.held.table.get_mut(&context)?.digest(&data))
     }
 
     fn fork(
@@ -250,9 +219,9 @@ impl wit::HostHashContext for GuestState {
         context: Resource<HashContext>,
         data: Vec<u8>,
     ) -> wasmtime::Result<Resource<HashContext>> {
-        self.call()?;
-        let fork = self.table.get_mut(&context)?.fork(&data);
-        self.hold(HostObject::HashContext, fork)
+        self.held.call()?;
+        let fork = self.held.table.get_mut(&context)?.fork(&data);
+        self.held.hold(HostObject::HashContext, fork)
     }
 
     fn finish(
@@ -260,14 +229,15 @@ impl wit::HostHashContext for GuestState {
         context: Resource<HashContext>,
         data: Vec<u8>,
     ) -> wasmtime::Result<Vec<u8>> {
-        self.call()?;
+        self.held.call()?;
         Ok(self
+            .held
             .release(HostObject::HashContext, context)?
             .finish(&data))
     }
 
     fn drop(&mut self, context: Resource<HashContext>) -> wasmtime::Result<()> {
-        self.release(HostObject::HashContext, context)?;
+        self.held.release(HostObject::HashContext, context)?;
         Ok(())
     }
 }
@@ -278,14 +248,14 @@ impl wit::HostRecordKey for GuestState {
         algorithm: Aead,
         key: Vec<u8>,
     ) -> wasmtime::Result<Result<Resource<RecordProtection>, wit::CryptoError>> {
-        self.call()?;
+        self.held.call()?;
         let algorithm = match algorithm {
             Aead::Aes128Gcm => AeadAlgorithm::Aes128Gcm,
             Aead::Aes256Gcm => AeadAlgorithm::Aes256Gcm,
             Aead::Chacha20Poly1305 => AeadAlgorithm::Chacha20Poly1305,
         };
         match RecordProtection::new(algorithm, &key) {
-            Ok(protection) => Ok(Ok(self.hold(HostObject::RecordKey, protection)?)),
+            Ok(protection) => Ok(Ok(self.held.hold(HostObject::RecordKey, protection)?)),
             Err(error) => Ok(Err(error.into())),
         }
     }
@@ -297,8 +267,9 @@ impl wit::HostRecordKey for GuestState {
         aad: Vec<u8>,
         plaintext: Vec<u8>,
     ) -> wasmtime::Result<Result<Vec<u8>, wit::CryptoError>> {
-        self.call()?;
+        self.held.call()?;
         Ok(self
+            .held
             .table
             .get(&key)?
             .seal(&nonce, aad, plaintext)
@@ -312,8 +283,9 @@ impl wit::HostRecordKey for GuestState {
         aad: Vec<u8>,
         sealed: Vec<u8>,
     ) -> wasmtime::Result<Result<Vec<u8>, wit::CryptoError>> {
-        self.call()?;
+        self.held.call()?;
         Ok(self
+            .held
             .table
             .get(&key)?
             .open(&nonce, aad, sealed)
@@ -321,19 +293,19 @@ impl wit::HostRecordKey for GuestState {
     }
 
     fn drop(&mut self, key: Resource<RecordProtection>) -> wasmtime::Result<()> {
-        self.release(HostObject::RecordKey, key)?;
+        self.held.release(HostObject::RecordKey, key)?;
         Ok(())
     }
 }
 
 impl tickets::Host for GuestState {
     fn seal(&mut self, state: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
-        self.call()?;
+        self.held.call()?;
         Ok(self.tickets.seal(&state))
     }
 
     fn open(&mut self, ticket: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
-        self.call()?;
+        self.held.call()?;
         Ok(self.tickets.open(&ticket))
     }
 

@@ -368,7 +368,7 @@ impl Sandbox {
         let outcome = serve_in(&self.pre, &mut store, stream, timeouts, &mut milestones).await;
         Report {
             outcome,
-            memory_peak: store.data().memory.peak(),
+            memory_peak: store.data().held.memory.peak(),
             milestones,
         }
     }

@@ -6,193 +6,69 @@
 //! that the unikernel answered the request in flight at the button, counted it all and powered the
 //! machine off. Before the clients come, it must sleep while idle, not poll.
 
-use sha2::{Digest, Sha256};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+// Shared with the other qemu test, which uses parts of it this one does not.
+#[allow(dead_code)]
+#[path = "support/qemu.rs"]
+mod qemu;
+
+use qemu::{Qemu, build_image_with, free_port, inspect, qmp, sha256_hex, workspace};
+use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_tls-site");
 /// Failure bounds, not expectations (host/vm/boot-time measures).
 const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 const POWER_OFF_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
-
 /// `host/vm/build-unikernel --out DIR`, with the development certificates.
 fn build_unikernel(out: &Path) {
-    let mut build = Command::new(workspace().join("host/vm/build-unikernel"));
-    build.arg("--out").arg(out);
-    // What cargo set for this test must not steer the nested builds...
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        if name.starts_with("CARGO_") && name != "CARGO_HOME" {
-            build.env_remove(name.as_ref());
-        }
-    }
-    // ... but they build beside this one.
-    build.env("CARGO_TARGET_DIR", env!("TLS_SITE_TARGET_DIR"));
-    let status = build.status().expect("running host/vm/build-unikernel");
-    assert!(
-        status.success(),
-        "host/vm/build-unikernel failed (see above); it needs the x86_64-unknown-none target, \
-        which .ci/run installs"
-    );
+    build_image_with("build-unikernel", out, "the x86_64-unknown-none target");
 }
 
-/// `tls-site inspect --json`: every resource's hosts and digest, from the component itself.
-fn inspect() -> Vec<serde_json::Value> {
-    let output = Command::new(BINARY)
-        .args(["inspect", "--json"])
+/// qemu running the unikernel on microvm, TCG.
+fn boot_unikernel(image: &Path, https: u16, http: u16, qmp: &Path) -> Qemu {
+    let (https, http) = (https.to_string(), http.to_string());
+    let mut args: Vec<&OsStr> = [
+        "--unikernel",
+        "--accel",
+        "tcg",
+        "--https",
+        &https,
+        "--http",
+        &http,
+        "--qmp",
+    ]
+    .into_iter()
+    .map(OsStr::new)
+    .collect();
+    args.extend([qmp.as_os_str(), image.as_os_str()]);
+    Qemu::boot(&args, "unikernel", "panic")
+}
+
+/// The CPU time `qemu` has taken so far, all its threads (the emulated CPU's among them).
+fn cpu_seconds(qemu: &Qemu) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", qemu.pid())).unwrap();
+    // After the command's name in parentheses: utime and stime are the 12th and 13th fields.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let per_second = Command::new("getconf")
+        .arg("CLK_TCK")
         .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
         .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// qemu running the unikernel, its console read line by line.
-struct Unikernel {
-    qemu: Child,
-    console: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Unikernel {
-    fn boot(image: &Path, https: u16, http: u16, qmp: &Path) -> Unikernel {
-        let mut qemu = Command::new(workspace().join("host/vm/boot"))
-            .args(["--unikernel", "--accel", "tcg", "--https", &https.to_string()])
-            .args(["--http", &http.to_string(), "--qmp"])
-            .arg(qmp)
-            .arg(image)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("running host/vm/boot (it needs qemu-system-x86_64: apt-get install qemu-system-x86)");
-        let (sender, console) = mpsc::channel();
-        let output = BufReader::new(qemu.stdout.take().unwrap());
-        std::thread::spawn(move || {
-            for line in output.split(b'\n').map_while(Result::ok) {
-                let line = String::from_utf8_lossy(&line).trim_end().to_owned();
-                eprintln!("[unikernel] {line}");
-                let _ = sender.send(line);
-            }
-        });
-        Unikernel {
-            qemu,
-            console,
-            seen: Vec::new(),
-        }
-    }
-
-    /// The first console line containing `needle`, waiting at most `timeout`.
-    fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
-        if let Some(line) = self.seen.iter().find(|line| line.contains(needle)) {
-            return line.clone();
-        }
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.console.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    assert!(!line.contains("panic"), "the unikernel panicked: {line}");
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!("no console line with {needle:?} within {timeout:?}"),
-            }
-        }
-    }
-
-    /// The CPU time qemu has taken so far, all its threads (the emulated CPU's among them).
-    fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.qemu.id())).unwrap();
-        // After the command's name in parentheses: utime and stime are the 12th and 13th fields.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
+        .stdout;
+    ticks as f64
+        / String::from_utf8_lossy(&per_second)
+            .trim()
+            .parse::<f64>()
             .unwrap()
-            .1
-            .split_whitespace()
-            .collect();
-        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-        let per_second = Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .unwrap()
-            .stdout;
-        ticks as f64
-            / String::from_utf8_lossy(&per_second)
-                .trim()
-                .parse::<f64>()
-                .unwrap()
-    }
-
-    fn wait_for_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.qemu.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "qemu still running {timeout:?} after the power button"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Unikernel {
-    fn drop(&mut self) {
-        let _ = self.qemu.kill();
-        let _ = self.qemu.wait();
-    }
-}
-
-/// QMP: the handshake, then one command (its JSON object); returns qemu's answer.
-fn qmp(socket: &Path, command: &str) -> String {
-    let stream = UnixStream::connect(socket).expect("connecting to qemu's QMP socket");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let mut replies = BufReader::new(stream.try_clone().unwrap());
-    let mut writer = stream;
-    let mut read_reply = || loop {
-        let mut line = String::new();
-        replies.read_line(&mut line).expect("reading QMP");
-        assert!(!line.is_empty(), "qemu closed the QMP socket");
-        if !line.contains("\"event\"") {
-            return line;
-        }
-    };
-    assert!(read_reply().contains("QMP"));
-    writer
-        .write_all(b"{\"execute\": \"qmp_capabilities\"}\n")
-        .unwrap();
-    assert!(read_reply().contains("return"));
-    writer.write_all(format!("{command}\n").as_bytes()).unwrap();
-    read_reply()
 }
 
 /// Waits until qemu's user network (`info usernet`) shows the connection from the forwarded port
@@ -242,13 +118,6 @@ fn curl(host: &str, port: u16) -> Vec<u8> {
     output.stdout
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 #[test]
 #[ignore = "layer 2: needs the x86_64-unknown-none target, qemu-system-x86 and curl"]
 fn the_unikernel_serves_every_host_past_stalled_clients_and_powers_off() {
@@ -261,16 +130,16 @@ fn the_unikernel_serves_every_host_past_stalled_clients_and_powers_off() {
     let _ = std::fs::remove_file(&qmp_socket);
 
     let booted = Instant::now();
-    let mut unikernel = Unikernel::boot(&image, https, http, &qmp_socket);
+    let mut unikernel = boot_unikernel(&image, https, http, &qmp_socket);
     unikernel.wait_for("RDRAND draws", BOOT_TIMEOUT);
     unikernel.wait_for("listening on ports 443 and 80", BOOT_TIMEOUT);
 
     // Idle, it sleeps on its timer's tick instead of polling: qemu's emulated CPU, busy when the
     // loop polls, then takes a few percent of a host CPU. Half is a failure bound far above that.
     let idle_for = Duration::from_secs(2);
-    let before = unikernel.cpu_seconds();
+    let before = cpu_seconds(&unikernel);
     std::thread::sleep(idle_for);
-    let idle_cpu = unikernel.cpu_seconds() - before;
+    let idle_cpu = cpu_seconds(&unikernel) - before;
     assert!(
         idle_cpu < idle_for.as_secs_f64() / 2.0,
         "idle, qemu took {idle_cpu:.2} s of CPU in {idle_for:?}: the unikernel does not sleep"

@@ -7,196 +7,53 @@
 #[path = "../../tests/client.rs"]
 mod client;
 
-use sha2::{Digest, Sha256};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+// Shared with the other qemu test, which uses parts of it this one does not.
+#[allow(dead_code)]
+#[path = "support/qemu.rs"]
+mod qemu;
+
+use qemu::{Qemu, build_image_with, free_port, inspect, qmp, sha256_hex, workspace};
+use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_tls-site");
 /// Failure bounds, not expectations (host/vm/boot-time measures): under TCG on two cores the
 /// first response came about a second after qemu started (kernel + initramfs) and 6 s (UEFI
 /// disk). The component comes precompiled; compiling it in the emulated CPU took 144 s.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 const POWER_OFF_TIMEOUT: Duration = Duration::from_secs(60);
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
-
 /// `host/vm/build-image`: the static hosts (in target/musl and target/musl-runtime, as cargo
 /// holds target/ while tests run), our kernel (built once), the initramfs with the development
 /// certificates.
 fn build_image(out: &Path) {
-    let mut build = Command::new(workspace().join("host/vm/build-image"));
-    build.arg("--out").arg(out);
-    // What cargo set for this test must not steer the nested build...
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        if name.starts_with("CARGO_") && name != "CARGO_HOME" {
-            build.env_remove(name.as_ref());
-        }
-    }
-    // ... but it builds beside this one (CI keeps that outside the checkout, warm).
-    build.env("CARGO_TARGET_DIR", env!("TLS_SITE_TARGET_DIR"));
-    let status = build.status().expect("running host/vm/build-image");
-    assert!(
-        status.success(),
-        "host/vm/build-image failed (see above); it needs musl-tools, cpio and the \
-        x86_64-unknown-linux-musl target, which .ci/run installs"
+    build_image_with(
+        "build-image",
+        out,
+        "musl-tools, cpio and the x86_64-unknown-linux-musl target",
     );
 }
 
-/// `tls-site inspect --json`: every resource's hosts and digest, from the component itself.
-fn inspect() -> Vec<serde_json::Value> {
-    let output = Command::new(BINARY)
-        .args(["inspect", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// qemu running the image, its console read line by line.
-struct Vm {
-    qemu: Child,
-    console: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Vm {
-    fn boot(image: &Path, boot: Boot, https: u16, http: u16, qmp: &Path) -> Vm {
-        let mut command = Command::new(workspace().join("host/vm/boot"));
-        match boot {
-            Boot::Kernel => {}
-            Boot::Microvm => {
-                command.args(["--machine", "microvm"]);
-            }
-            Boot::Disk => {
-                command.arg("--disk");
-            }
-        }
-        let mut qemu = command
-            // TCG: a /dev/kvm may exist and still not work (as on the machine this was written on).
-            .args(["--accel", "tcg", "--https", &https.to_string(), "--http", &http.to_string(), "--qmp"])
-            .arg(qmp)
-            .arg(image)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("running host/vm/boot (it needs qemu-system-x86_64: apt-get install qemu-system-x86)");
-        let (sender, console) = mpsc::channel();
-        let output = BufReader::new(qemu.stdout.take().unwrap());
-        std::thread::spawn(move || {
-            for line in output.split(b'\n').map_while(Result::ok) {
-                let line = String::from_utf8_lossy(&line).trim_end().to_owned();
-                eprintln!("[vm] {line}");
-                let _ = sender.send(line);
-            }
-        });
-        Vm {
-            qemu,
-            console,
-            seen: Vec::new(),
-        }
-    }
-
-    /// The first console line containing `needle`, waiting at most `timeout`.
-    fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.console.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    assert!(
-                        !line.contains("Kernel panic"),
-                        "the guest kernel panicked: {line}"
-                    );
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!("no console line with {needle:?} within {timeout:?}"),
-            }
-        }
-    }
-
-    fn wait_for_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.qemu.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "qemu still running {timeout:?} after the power button"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Vm {
-    fn drop(&mut self) {
-        let _ = self.qemu.kill();
-        let _ = self.qemu.wait();
-    }
-}
-
-/// QMP: the handshake, then one command; returns qemu's answer.
-fn qmp(socket: &Path, command: &str) -> String {
-    let stream = UnixStream::connect(socket).expect("connecting to qemu's QMP socket");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let mut replies = BufReader::new(stream.try_clone().unwrap());
-    let mut writer = stream;
-    let mut read_reply = || loop {
-        let mut line = String::new();
-        replies.read_line(&mut line).expect("reading QMP");
-        assert!(!line.is_empty(), "qemu closed the QMP socket");
-        // Events may come between a command and its answer.
-        if !line.contains("\"event\"") {
-            return line;
-        }
+/// qemu running the image the way `boot` says, TCG (a /dev/kvm may exist and still not work, as
+/// on the machine this was written on).
+fn boot_vm(image: &Path, boot: Boot, https: u16, http: u16, qmp: &Path) -> Qemu {
+    let machine: &[&str] = match boot {
+        Boot::Kernel => &[],
+        Boot::Microvm => &["--machine", "microvm"],
+        Boot::Disk => &["--disk"],
     };
-    let greeting = read_reply();
-    assert!(greeting.contains("QMP"), "{greeting}");
-    writer
-        .write_all(b"{\"execute\": \"qmp_capabilities\"}\n")
-        .unwrap();
-    let ready = read_reply();
-    assert!(ready.contains("return"), "{ready}");
-    writer
-        .write_all(format!("{{\"execute\": \"{command}\"}}\n").as_bytes())
-        .unwrap();
-    read_reply()
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    let (https, http) = (https.to_string(), http.to_string());
+    let mut args: Vec<&OsStr> = machine.iter().map(OsStr::new).collect();
+    for arg in [
+        "--accel", "tcg", "--https", &https, "--http", &http, "--qmp",
+    ] {
+        args.push(OsStr::new(arg));
+    }
+    args.extend([qmp.as_os_str(), image.as_os_str()]);
+    Qemu::boot(&args, "vm", "Kernel panic")
 }
 
 /// How qemu starts the image: q35 handed the kernel and initramfs, microvm handed the same
@@ -267,7 +124,7 @@ fn boot_serve_and_power_off(image: &Path, boot: Boot, resources: &[serde_json::V
     let _ = std::fs::remove_file(&qmp_socket);
 
     let booted = Instant::now();
-    let mut vm = Vm::boot(image, boot, https, http, &qmp_socket);
+    let mut vm = boot_vm(image, boot, https, http, &qmp_socket);
     let randomness = vm.wait_for("init: randomness", BOOT_TIMEOUT);
     assert!(
         randomness.contains("randomness ready"),
@@ -322,7 +179,7 @@ fn boot_serve_and_power_off(image: &Path, boot: Boot, resources: &[serde_json::V
         "{answer}"
     );
 
-    let reply = qmp(&qmp_socket, "system_powerdown");
+    let reply = qmp(&qmp_socket, r#"{"execute": "system_powerdown"}"#);
     assert!(reply.contains("return"), "{reply}");
     let stopped = vm.wait_for("stopped; connections:", POWER_OFF_TIMEOUT);
     assert!(
@@ -335,7 +192,7 @@ fn boot_serve_and_power_off(image: &Path, boot: Boot, resources: &[serde_json::V
     let status = vm.wait_for_exit(POWER_OFF_TIMEOUT);
     assert!(status.success(), "{boot:?}: qemu exit status {status}");
     assert!(
-        vm.seen
+        vm.seen()
             .iter()
             .any(|line| line.contains("shutting down (the ACPI power button)")),
         "the host heard the power button"

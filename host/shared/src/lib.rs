@@ -13,6 +13,8 @@ pub mod command_line;
 pub mod crypto_bounds;
 pub mod defaults;
 #[cfg(feature = "wasmtime")]
+pub mod held;
+#[cfg(feature = "wasmtime")]
 pub mod memory_cap;
 pub mod precompiled;
 pub mod redirect;

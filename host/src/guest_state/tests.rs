@@ -40,7 +40,7 @@ fn verifies(leaf: &[u8], scheme: SignatureScheme, message: &[u8], signature: &[u
 
 /// A signature on a fresh connection of `guest`.
 fn sign(guest: &mut GuestState, scheme: u16, asked: &[u8]) -> Result<Vec<u8>, wit::CryptoError> {
-    guest.bounds.new_connection();
+    guest.held.bounds.new_connection();
     guest
         .sign_certificate_verify(0, scheme, asked.to_vec())
         .unwrap()

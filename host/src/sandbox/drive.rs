@@ -29,7 +29,7 @@ pub(crate) async fn drive(
 ) -> wasmtime::Result<Result<Served, Failure>> {
     // Each TLS flight leaves as one write; without this, Nagle and delayed ACKs stall it.
     let _ = stream.set_nodelay(true);
-    store.data_mut().bounds.new_connection();
+    store.data_mut().held.bounds.new_connection();
     let handler = site.tls_site_site_handler().connection();
     let connection = match handler.call_open(&mut *store).await? {
         Ok(connection) => connection,

@@ -11,10 +11,10 @@ use alloc::string::{String, ToString as _};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use smoltcp::socket::tcp;
-use tls_site_shared::crypto_bounds::{CryptoBounds, HostObject};
-use tls_site_shared::memory_cap::MemoryCap;
+use tls_site_shared::crypto_bounds::HostObject;
+use tls_site_shared::held::Held;
 use wasmtime::component::{
-    Component, ComponentType, HasSelf, Linker, Lower, Resource, ResourceAny, ResourceTable,
+    Component, ComponentType, HasSelf, Linker, Lower, Resource, ResourceAny,
 };
 use wasmtime::{Config, CustomCodeMemory, Engine, Store};
 
@@ -79,40 +79,10 @@ impl Default for Timeouts {
 
 /// What a guest instance is granted.
 pub struct GuestState {
-    table: ResourceTable,
-    memory: MemoryCap,
+    /// Its host objects, memory cap and counts against the crypto bounds.
+    held: Held<native::HashContext, native::RecordProtection>,
     keys: Arc<Keys>,
     tickets: Arc<spinning_top::Spinlock<TicketKeys>>,
-    /// What the guest holds in this host and has asked of it, against the host's bounds.
-    bounds: CryptoBounds<native::HashContext, native::RecordProtection>,
-}
-
-impl GuestState {
-    /// Counts a crypto call; past the bound, the error that traps the guest.
-    fn call(&mut self) -> wasmtime::Result<()> {
-        Ok(self.bounds.call()?)
-    }
-
-    /// Puts `object` in the guest's table, if it may hold one more.
-    fn hold<T: Send + 'static>(
-        &mut self,
-        kind: HostObject,
-        object: T,
-    ) -> wasmtime::Result<Resource<T>> {
-        self.bounds.hold(kind, &mut self.memory)?;
-        Ok(self.table.push(object)?)
-    }
-
-    /// Takes `object` out of the guest's table.
-    fn release<T: 'static>(
-        &mut self,
-        kind: HostObject,
-        object: Resource<T>,
-    ) -> wasmtime::Result<T> {
-        let object = self.table.delete(object)?;
-        self.bounds.release(kind, &mut self.memory);
-        Ok(object)
-    }
 }
 
 /// The engine and the component, ready to serve.
@@ -232,14 +202,12 @@ impl Sandbox {
         let mut store = Store::new(
             &self.engine,
             GuestState {
-                table: ResourceTable::new(),
-                memory: MemoryCap::new(self.memory_bytes),
+                held: Held::new(self.memory_bytes),
                 keys: self.keys.clone(),
                 tickets: self.tickets.clone(),
-                bounds: CryptoBounds::default(),
             },
         );
-        store.limiter(|state| &mut state.memory);
+        store.limiter(|state| &mut state.held.memory);
         store.set_fuel(fuel).expect("fuel is on in this engine");
         store
     }
@@ -337,7 +305,7 @@ pub struct Connection {
 impl Connection {
     /// The most linear memory the instance has used.
     pub fn memory_peak(&self) -> usize {
-        self.store.data().memory.peak()
+        self.store.data().held.memory.peak()
     }
 
     /// Moves the exchange on as far as `socket` allows now: the outcome once it is over.
@@ -566,7 +534,7 @@ impl From<HashAlgorithm> for native::HashAlgorithm {
 
 impl wit::Host for GuestState {
     fn signature_schemes(&mut self, key: KeyId) -> wasmtime::Result<Vec<u16>> {
-        self.call()?;
+        self.held.call()?;
         Ok(self.keys.signature_schemes(key))
     }
 
@@ -577,7 +545,7 @@ impl wit::Host for GuestState {
         scheme: u16,
         transcript_hash: Vec<u8>,
     ) -> wasmtime::Result<Result<Vec<u8>, wit::CryptoError>> {
-        self.bounds.sign()?;
+        self.held.bounds.sign()?;
         Ok(self
             .keys
             .sign_certificate_verify(key, scheme, &transcript_hash)
@@ -585,7 +553,7 @@ impl wit::Host for GuestState {
     }
 
     fn named_groups(&mut self) -> wasmtime::Result<Vec<NamedGroup>> {
-        self.call()?;
+        self.held.call()?;
         Ok(native::GROUPS
             .iter()
             .map(|group| match group {
@@ -601,7 +569,7 @@ impl wit::Host for GuestState {
         group: NamedGroup,
         client_share: Vec<u8>,
     ) -> wasmtime::Result<Result<wit::Encapsulated, wit::CryptoError>> {
-        self.call()?;
+        self.held.call()?;
         let group = match group {
             NamedGroup::X25519Mlkem768 => Group::X25519MlKem768,
             NamedGroup::X25519 => Group::X25519,
@@ -621,7 +589,7 @@ impl wit::Host for GuestState {
     }
 
     fn hash(&mut self, algorithm: HashAlgorithm, data: Vec<u8>) -> wasmtime::Result<Vec<u8>> {
-        self.call()?;
+        self.held.call()?;
         Ok(native::hash(algorithm.into(), &data))
     }
 
@@ -631,15 +599,15 @@ impl wit::Host for GuestState {
         key: Vec<u8>,
         message: Vec<u8>,
     ) -> wasmtime::Result<Vec<u8>> {
-        self.call()?;
+        self.held.call()?;
         Ok(native::hmac(algorithm.into(), &key, &message))
     }
 }
 
 impl wit::HostHashContext for GuestState {
     fn new(&mut self, algorithm: HashAlgorithm) -> wasmtime::Result<Resource<native::HashContext>> {
-        self.call()?;
-        self.hold(
+        self.held.call()?;
+        self.held.hold(
             HostObject::HashContext,
             native::HashContext::new(algorithm.into()),
         )
@@ -650,8 +618,8 @@ impl wit::HostHashContext for GuestState {
         context: Resource<native::HashContext>,
         data: Vec<u8>,
     ) -> wasmtime::Result<Vec<u8>> {
-        self.call()?;
-        Ok(self.table.get_mut(&context)?.digest(&data))
+        self.held.call()?;
+        Ok(self.held.table.get_mut(&context)?.digest(&data))
     }
 
     fn fork(
@@ -659,9 +627,9 @@ impl wit::HostHashContext for GuestState {
         context: Resource<native::HashContext>,
         data: Vec<u8>,
     ) -> wasmtime::Result<Resource<native::HashContext>> {
-        self.call()?;
-        let fork = self.table.get_mut(&context)?.fork(&data);
-        self.hold(HostObject::HashContext, fork)
+        self.held.call()?;
+        let fork = self.held.table.get_mut(&context)?.fork(&data);
+        self.held.hold(HostObject::HashContext, fork)
     }
 
     fn finish(
@@ -669,14 +637,15 @@ impl wit::HostHashContext for GuestState {
         context: Resource<native::HashContext>,
         data: Vec<u8>,
     ) -> wasmtime::Result<Vec<u8>> {
-        self.call()?;
+        self.held.call()?;
         Ok(self
+            .held
             .release(HostObject::HashContext, context)?
             .finish(&data))
     }
 
     fn drop(&mut self, context: Resource<native::HashContext>) -> wasmtime::Result<()> {
-        self.release(HostObject::HashContext, context)?;
+        self.held.release(HostObject::HashContext, context)?;
         Ok(())
     }
 }
@@ -687,14 +656,14 @@ impl wit::HostRecordKey for GuestState {
         algorithm: Aead,
         key: Vec<u8>,
     ) -> wasmtime::Result<Result<Resource<native::RecordProtection>, wit::CryptoError>> {
-        self.call()?;
+        self.held.call()?;
         let algorithm = match algorithm {
             Aead::Aes128Gcm => AeadAlgorithm::Aes128Gcm,
             Aead::Aes256Gcm => AeadAlgorithm::Aes256Gcm,
             Aead::Chacha20Poly1305 => AeadAlgorithm::Chacha20Poly1305,
         };
         match native::RecordProtection::new(algorithm, &key) {
-            Ok(protection) => Ok(Ok(self.hold(HostObject::RecordKey, protection)?)),
+            Ok(protection) => Ok(Ok(self.held.hold(HostObject::RecordKey, protection)?)),
             Err(error) => Ok(Err(error.into())),
         }
     }
@@ -706,8 +675,9 @@ impl wit::HostRecordKey for GuestState {
         aad: Vec<u8>,
         plaintext: Vec<u8>,
     ) -> wasmtime::Result<Result<Vec<u8>, wit::CryptoError>> {
-        self.call()?;
+        self.held.call()?;
         Ok(self
+            .held
             .table
             .get(&key)?
             .seal(&nonce, &aad, plaintext)
@@ -721,8 +691,9 @@ impl wit::HostRecordKey for GuestState {
         aad: Vec<u8>,
         sealed: Vec<u8>,
     ) -> wasmtime::Result<Result<Vec<u8>, wit::CryptoError>> {
-        self.call()?;
+        self.held.call()?;
         Ok(self
+            .held
             .table
             .get(&key)?
             .open(&nonce, &aad, sealed)
@@ -730,24 +701,24 @@ impl wit::HostRecordKey for GuestState {
     }
 
     fn drop(&mut self, key: Resource<native::RecordProtection>) -> wasmtime::Result<()> {
-        self.release(HostObject::RecordKey, key)?;
+        self.held.release(HostObject::RecordKey, key)?;
         Ok(())
     }
 }
 
 impl tickets::Host for GuestState {
     fn seal(&mut self, state: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
-        self.call()?;
+        self.held.call()?;
         Ok(self.tickets.lock().seal(&state))
     }
 
     fn open(&mut self, ticket: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
-        self.call()?;
+        self.held.call()?;
         Ok(self.tickets.lock().open(&ticket))
     }
 
     fn lifetime_seconds(&mut self) -> wasmtime::Result<u32> {
-        self.call()?;
+        self.held.call()?;
         Ok(self.tickets.lock().lifetime_seconds())
     }
 }
