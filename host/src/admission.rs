@@ -1,7 +1,8 @@
 //! Admission of an HTTPS connection to a guest instance: a client costs no instance until its
-//! first TLS record (the ClientHello) is whole in the socket (`--hello-timeout` for its first
-//! bytes, `--handshake-timeout` for the rest), and no more than `--max-instances` (or what
-//! `--guest-memory` affords) are at work at once; the rest wait holding only their socket.
+//! first TLS record (the ClientHello) is whole (`--hello-timeout` for its first bytes,
+//! `--handshake-timeout` for the rest), and no more than `--max-instances` (or what
+//! `--guest-memory` affords) are at work at once; the rest wait holding only their socket and
+//! the bytes they sent.
 
 use crate::access_log::{self, Event, Stats};
 use crate::logging::Throttled;
@@ -11,7 +12,6 @@ use crate::sandbox::Sandbox;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, watch};
 
@@ -45,20 +45,23 @@ impl Admission {
             let _ = socket2::SockRef::from(&stream).set_send_buffer_size(bytes);
         }
         let first_record = first_record(&stream, self.hello_timeout, self.timeouts.handshake);
-        if let Err(refused) = first_record.await {
-            let (event, why) = match refused {
-                NotAdmitted::Silent(why) => (Event::Silent, why),
-                NotAdmitted::HandshakeTimeout(why) => (Event::HandshakeTimeout, why),
-            };
-            return access_log::not_admitted(
-                &self.stats,
-                &self.metrics,
-                peer,
-                event,
-                &why,
-                accepted,
-            );
-        }
+        let first_bytes = match first_record.await {
+            Ok(bytes) => bytes,
+            Err(refused) => {
+                let (event, why) = match refused {
+                    NotAdmitted::Silent(why) => (Event::Silent, why),
+                    NotAdmitted::HandshakeTimeout(why) => (Event::HandshakeTimeout, why),
+                };
+                return access_log::not_admitted(
+                    &self.stats,
+                    &self.metrics,
+                    peer,
+                    event,
+                    &why,
+                    accepted,
+                );
+            }
+        };
         let _instance = match self.instances.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
@@ -80,7 +83,9 @@ impl Admission {
             }
         };
         let _in_use = self.metrics.instance_taken();
-        let report = sandbox.serve_connection(stream, self.timeouts).await;
+        let report = sandbox
+            .serve_connection(stream, first_bytes, self.timeouts)
+            .await;
         access_log::https(
             &self.stats,
             &self.metrics,
@@ -107,17 +112,19 @@ const HANDSHAKE: u8 = 22;
 /// The largest record a client may send (RFC 8446, 5.1).
 const MAX_RECORD: usize = 1 << 14;
 
-/// Waits, reading nothing (the bytes are peeked, and stay for the instance), until the client's
-/// first record is whole in the socket: a connection that stays silent, or sends part of a
-/// ClientHello and waits, never costs a guest instance, only its socket and this task. Anything
-/// that is not the start of a handshake record, and a client that closes its side, is handed on
-/// at once: the instance answers it as before.
+/// Reads the client's bytes until its first record is whole, and returns them for the instance:
+/// a connection that stays silent, or sends part of a ClientHello and waits, never costs a guest
+/// instance, only its socket, this task and the bytes it sent (held at their size while it waits).
+/// Anything that is not the start of a handshake record, and a client that closes its side or
+/// breaks the connection after its first bytes, is handed on at once: the instance answers it
+/// as before, and meets the end of the stream on its own read.
 async fn first_record(
     stream: &TcpStream,
     hello_timeout: Duration,
     handshake_timeout: Duration,
-) -> Result<(), NotAdmitted> {
-    match tokio::time::timeout(hello_timeout, stream.peek(&mut [0u8; 1])).await {
+) -> Result<Vec<u8>, NotAdmitted> {
+    let mut bytes = Vec::new();
+    match tokio::time::timeout(hello_timeout, read_more(stream, &mut bytes)).await {
         Ok(Ok(0)) => return Err(NotAdmitted::Silent("closed before sending anything".into())),
         Ok(Ok(_)) => {}
         Ok(Err(error)) => return Err(NotAdmitted::Silent(format!("failed io: {error}"))),
@@ -129,23 +136,16 @@ async fn first_record(
         }
     }
     let whole = async {
-        loop {
-            let ready = stream.ready(Interest::READABLE).await?;
-            if ready.is_read_closed() {
-                return Ok(());
-            }
-            // Too little yet: WouldBlock makes tokio wait for the socket's next bytes, where the
-            // peeked bytes, still queued, would have it poll again at once.
-            match stream.try_io(Interest::READABLE, || record_whole(stream)) {
-                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
-                done => return done,
+        while !record_whole(&bytes) {
+            // What a client that waits holds here is what it sent, not a record's worth.
+            bytes.shrink_to_fit();
+            if !matches!(read_more(stream, &mut bytes).await, Ok(1..)) {
+                break;
             }
         }
     };
     match tokio::time::timeout(handshake_timeout, whole).await {
-        Ok(Ok(())) => Ok(()),
-        // The instance meets the same error on its first read, and says so.
-        Ok(Err(_)) => Ok(()),
+        Ok(()) => Ok(bytes),
         Err(_) => Err(NotAdmitted::HandshakeTimeout(format!(
             "timed out: no whole ClientHello within {} s (--handshake-timeout), with no instance",
             handshake_timeout.as_secs_f64()
@@ -153,20 +153,27 @@ async fn first_record(
     }
 }
 
-/// Whether the first record is in the socket whole, or is no handshake record at all (both: go
-/// on); WouldBlock while part of it is yet to come.
-fn record_whole(stream: &TcpStream) -> std::io::Result<()> {
-    let mut peeked = [0u8; RECORD_HEADER + MAX_RECORD];
-    let got = rustix::net::recv(stream, &mut peeked, rustix::net::RecvFlags::PEEK)?.0;
-    match peeked[..got] {
-        [content_type, ..] if content_type != HANDSHAKE => Ok(()),
+/// Appends what the client sent next to `bytes`, with room for a whole record while it reads
+/// (none while it waits).
+async fn read_more(stream: &TcpStream, bytes: &mut Vec<u8>) -> std::io::Result<usize> {
+    loop {
+        stream.readable().await?;
+        bytes.reserve((RECORD_HEADER + MAX_RECORD).saturating_sub(bytes.len()));
+        match stream.try_read_buf(bytes) {
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => bytes.shrink_to_fit(),
+            read => return read,
+        }
+    }
+}
+
+/// Whether `bytes` hold the first record whole, or are no handshake record at all (both: go on).
+fn record_whole(bytes: &[u8]) -> bool {
+    match *bytes {
+        [content_type, ..] if content_type != HANDSHAKE => true,
         [_, _, _, high, low, ..] => {
             let length = usize::from(u16::from_be_bytes([high, low]));
-            match length > MAX_RECORD || got >= RECORD_HEADER + length {
-                true => Ok(()),
-                false => Err(std::io::ErrorKind::WouldBlock.into()),
-            }
+            length > MAX_RECORD || bytes.len() >= RECORD_HEADER + length
         }
-        _ => Err(std::io::ErrorKind::WouldBlock.into()),
+        _ => false,
     }
 }

@@ -361,11 +361,21 @@ impl Sandbox {
         Ok(site.tls_site_site_site().call_resources(&mut store).await?)
     }
 
-    /// Serves one accepted connection from a fresh instance of the snapshot, within `timeouts`.
-    pub async fn serve_connection(&self, stream: TcpStream, timeouts: Timeouts) -> Report {
+    /// Serves one accepted connection from a fresh instance of the snapshot, within `timeouts`;
+    /// `first_bytes` are what was read from it already (admission.rs), the instance's first.
+    pub async fn serve_connection(
+        &self,
+        stream: TcpStream,
+        first_bytes: Vec<u8>,
+        timeouts: Timeouts,
+    ) -> Report {
         let mut store = self.store();
         let mut milestones = Milestones::default();
-        let outcome = serve_in(&self.pre, &mut store, stream, timeouts, &mut milestones).await;
+        let connection = Accepted {
+            stream,
+            first_bytes,
+        };
+        let outcome = serve_in(&self.pre, &mut store, connection, timeouts, &mut milestones).await;
         Report {
             outcome,
             memory_peak: store.data().held.memory.peak(),
@@ -374,10 +384,16 @@ impl Sandbox {
     }
 }
 
+/// An accepted connection, and what was read from it before its instance.
+pub(crate) struct Accepted {
+    pub stream: TcpStream,
+    pub first_bytes: Vec<u8>,
+}
+
 async fn serve_in(
     pre: &TlsSitePre<GuestState>,
     store: &mut Store<GuestState>,
-    stream: TcpStream,
+    connection: Accepted,
     timeouts: Timeouts,
     milestones: &mut Milestones,
 ) -> Outcome {
@@ -389,7 +405,7 @@ async fn serve_in(
         Err(error) => return Outcome::NoInstance(format!("{error:#}")),
     };
     cpu_deadline(store, timeouts.connection);
-    let driven = drive(&site, store, stream, timeouts, milestones);
+    let driven = drive(&site, store, connection, timeouts, milestones);
     match tokio::time::timeout(timeouts.connection, driven).await {
         Ok(Ok(Ok(served))) => Outcome::Served(served),
         Ok(Ok(Err(failure))) => Outcome::Failed(failure),

@@ -1,7 +1,7 @@
 //! One connection's socket I/O, stepped through its instance: what `handler.connection` says to
 //! send is written, what it waits for is read, each wait within its deadline.
 
-use super::{Milestones, Timeouts};
+use super::{Accepted, Milestones, Timeouts};
 use crate::bindings::{Event, Failure, Next, Served, TlsSite};
 use crate::guest_state::GuestState;
 use std::time::Duration;
@@ -23,10 +23,14 @@ const DRAIN_TIME: Duration = Duration::from_secs(1);
 pub(crate) async fn drive(
     site: &TlsSite,
     store: &mut Store<GuestState>,
-    mut stream: TcpStream,
+    connection: Accepted,
     timeouts: Timeouts,
     milestones: &mut Milestones,
 ) -> wasmtime::Result<Result<Served, Failure>> {
+    let Accepted {
+        mut stream,
+        first_bytes,
+    } = connection;
     // Each TLS flight leaves as one write; without this, Nagle and delayed ACKs stall it.
     let _ = stream.set_nodelay(true);
     store.data_mut().held.bounds.new_connection();
@@ -37,10 +41,11 @@ pub(crate) async fn drive(
     };
     let handshake_until = Instant::now() + timeouts.handshake;
     let (mut next, mut drain_until, mut write_closed) = (Next::Read, None, false);
-    // What went wrong while writing, told to the guest instead of the next wait's event.
-    let mut write_failed = None;
+    // An event for the guest instead of the next wait's: the bytes read before the instance,
+    // then what went wrong while writing.
+    let mut pending = (!first_bytes.is_empty()).then_some(Event::Received(first_bytes));
     loop {
-        let event = match (write_failed.take(), next) {
+        let event = match (pending.take(), next) {
             (Some(event), _) => event,
             (None, Next::Read) => read(&mut stream, handshake_until).await,
             (None, Next::Write) => Event::Sent,
@@ -65,10 +70,10 @@ pub(crate) async fn drive(
             }
         }
         next = step.next;
-        write_failed = write(&mut stream, &step.send, timeouts.stall).await;
+        pending = write(&mut stream, &step.send, timeouts.stall).await;
         // The first write after which the guest does not wait for more of the handshake: it
         // carries the response (a HelloRetryRequest is followed by a read).
-        if next != Next::Read && !step.send.is_empty() && write_failed.is_none() {
+        if next != Next::Read && !step.send.is_empty() && pending.is_none() {
             milestones
                 .response_sent
                 .get_or_insert_with(std::time::Instant::now);
