@@ -151,7 +151,10 @@ async fn memory_after_connections(component_path: &Path, connections: usize) -> 
         let served = drive(
             &site,
             &mut store,
-            stream,
+            Accepted {
+                stream,
+                first_bytes: Vec::new(),
+            },
             timeouts(60),
             &mut Milestones::default(),
         )
@@ -224,7 +227,10 @@ fn the_next_instance_in_a_slot_starts_from_the_snapshot() {
                 drive(
                     &site,
                     &mut store,
-                    stream,
+                    Accepted {
+                        stream,
+                        first_bytes: Vec::new(),
+                    },
                     timeouts(60),
                     &mut Milestones::default()
                 )
