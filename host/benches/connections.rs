@@ -24,7 +24,7 @@
 //! ```text
 //! cargo bench -p tls-site --bench connections -- [--smoke] [--seconds 5] [--threads 8]
 //!     [--sequential 100] [--rate 200] [--rounds 3] [--no-nginx] [--no-native]
-//!     [--component PATH] [--full-only] [--hybrid] [--command] [--two-cores [--pin-threads]]
+//!     [--component PATH] [--full-only] [--hybrid] [--command] [--two-cores]
 //!     [--metrics] [--baseline TLS_SITE_BINARY [--baseline-component PATH]] [--idle N]
 //!     [--big-file MB [--downloaders 1,10,50]] [--big-site MB]
 //! ```
@@ -41,8 +41,7 @@
 //!
 //! `--two-cores` pins nothing: each server may use both CPUs (nginx with two workers, tls-site with
 //! its runtime's two), and shares them with the load generator; CPU per connection is still the
-//! server's own. With `--pin-threads` as well, each server's threads are pinned one to each CPU
-//! (tls-site `--pin-threads`, nginx `worker_cpu_affinity auto`); the load generator is not.
+//! server's own.
 //!
 //! `--metrics` has tls-site serve `--metrics` on loopback and scrapes `/metrics` once a second
 //! while it is measured (Prometheus scrapes every 15 to 60 s), as an operator would run it.
@@ -115,8 +114,6 @@ struct Options {
     command: bool,
     /// Servers unpinned, on both CPUs (nginx with two workers).
     two_cores: bool,
-    /// With `two_cores`: each server's threads or workers pinned, one to each CPU.
-    pin_threads: bool,
     /// tls-site with `--metrics`, scraped every second.
     metrics: bool,
     /// Another tls-site binary, and the component it serves, for a row of its own.
@@ -247,9 +244,6 @@ fn main() {
         .arg("--https")
         .arg(addr.to_string())
         .args(&serve_flags);
-    if options.pin_threads {
-        tls_site.arg("--pin-threads");
-    }
     if let Some(count) = options.idle {
         // Room for the idle clients, inherited by the servers for their side of them: up to the
         // hard limit, which only a privileged process could raise.
@@ -284,7 +278,6 @@ fn main() {
                 &root,
                 &work,
                 pinned,
-                options.pin_threads,
                 nginx_workers,
                 options.idle.unwrap_or(0) + 1024,
                 &servers[0],
@@ -413,7 +406,6 @@ fn parse_options() -> Options {
         hybrid: false,
         command: false,
         two_cores: false,
-        pin_threads: false,
         metrics: false,
         baseline: None,
         baseline_component: None,
@@ -433,7 +425,6 @@ fn parse_options() -> Options {
             "--smoke" => options.smoke = true,
             "--seconds" => options.seconds = value("--seconds"),
             "--two-cores" => options.two_cores = true,
-            "--pin-threads" => options.pin_threads = true,
             "--threads" => options.threads = value("--threads") as usize,
             "--sequential" => options.sequential = value("--sequential") as usize,
             "--rate" => options.rate = value("--rate"),
@@ -708,7 +699,6 @@ fn start_nginx(
     root: &Path,
     work: &Path,
     pinned: bool,
-    pin_workers: bool,
     workers: usize,
     connections: usize,
     tls_site: &Server,
@@ -738,10 +728,10 @@ fn start_nginx(
     let certs = root.join("certs");
     let config = format!(
         "daemon off; master_process on; worker_processes {workers}; {affinity}\npid {p}/nginx.pid; error_log {p}/error.log warn;\nworker_rlimit_nofile {files};\nevents {{ worker_connections {connections}; }}\nhttp {{\n  access_log {p}/access.log; keepalive_timeout 0; server_tokens off;\n  client_body_temp_path {p}/tmp; proxy_temp_path {p}/tmp; fastcgi_temp_path {p}/tmp; uwsgi_temp_path {p}/tmp; scgi_temp_path {p}/tmp;\n  ssl_protocols TLSv1.3; ssl_ecdh_curve X25519:prime256v1:secp384r1;\n  ssl_prefer_server_ciphers on; ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256; ssl_conf_command Options PrioritizeChaCha;\n  ssl_session_cache off; ssl_session_tickets on;\n  ssl_certificate {chain}; ssl_certificate_key {key};\n{servers}}}\n",
-        affinity = match (pinned, pin_workers) {
-            (true, _) => "worker_cpu_affinity 01;",
-            (false, true) => "worker_cpu_affinity auto;",
-            (false, false) => "",
+        affinity = if pinned {
+            "worker_cpu_affinity 01;"
+        } else {
+            ""
         },
         files = open_files_hard_limit().min(2 * connections as u64),
         chain = certs.join("dev.chain.pem").display(),

@@ -94,29 +94,12 @@ pub fn per_cpu() -> usize {
     std::thread::available_parallelism().map_or(1, |cpus| cpus.get())
 }
 
-/// Pins the calling thread to the `index`-th CPU (counted round) of those it may run on, and
-/// says which.
-fn pin_to_cpu(index: usize) -> std::io::Result<usize> {
-    use rustix::thread::{CpuSet, sched_getaffinity, sched_setaffinity};
-    let allowed = sched_getaffinity(None)?;
-    let cpus: Vec<usize> = (0..CpuSet::MAX_CPU)
-        .filter(|&cpu| allowed.is_set(cpu))
-        .collect();
-    let cpu = cpus[index % cpus.len()];
-    let mut only = CpuSet::new();
-    only.set(cpu);
-    sched_setaffinity(None, &only)?;
-    Ok(cpu)
-}
-
 /// Binds `threads` listeners on `addr` (the first picks the port if `addr`'s is 0) and serves each
-/// on a thread of its own as `accept_loop` does, until `stopped`; with `pin`, each thread on a
-/// CPU of its own (`pin_to_cpu`). Returns the address bound and a receiver per thread that
-/// completes when the thread has finished its connections.
+/// on a thread of its own as `accept_loop` does, until `stopped`. Returns the address bound and
+/// a receiver per thread that completes when the thread has finished its connections.
 pub fn serve_on_threads<F, Fut>(
     addr: SocketAddr,
     threads: usize,
-    pin: bool,
     permits: Arc<Semaphore>,
     stopped: watch::Receiver<bool>,
     serve: F,
@@ -142,11 +125,6 @@ where
         std::thread::Builder::new()
             .name(format!("https-{index}"))
             .spawn(move || {
-                if pin && let Err(error) = pin_to_cpu(index) {
-                    log(format_args!(
-                        "https thread {index}: not pinned to a CPU (--pin-threads): {error}"
-                    ));
-                }
                 runtime.block_on(async move {
                     match TcpListener::from_std(listener) {
                         Ok(listener) => accept_loop(listener, permits, stopped, serve).await,
@@ -197,22 +175,18 @@ mod tests {
     use std::io::Read as _;
 
     /// Every thread's listener takes connections: the kernel spreads many clients over all of
-    /// them, each is served on one thread, pinned to one CPU when asked, and the threads end
-    /// when told to stop.
+    /// them, each is served on one thread, and the threads end when told to stop.
     #[test]
-    fn every_thread_serves_pinned_and_all_end_on_stop() {
+    fn every_thread_serves_and_all_end_on_stop() {
         let (stop, stopped) = watch::channel(false);
         let serve = |mut stream: TcpStream, _peer, _accepted| async move {
             use tokio::io::AsyncWriteExt as _;
             let name = std::thread::current().name().unwrap_or_default().to_owned();
-            let cpus = rustix::thread::sched_getaffinity(None).unwrap().count();
-            let _ = stream
-                .write_all(format!("{name} on {cpus}").as_bytes())
-                .await;
+            let _ = stream.write_all(name.as_bytes()).await;
         };
         let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let (bound, finished) =
-            serve_on_threads(addr, 2, true, Arc::new(Semaphore::new(64)), stopped, serve).unwrap();
+            serve_on_threads(addr, 2, Arc::new(Semaphore::new(64)), stopped, serve).unwrap();
         assert_ne!(bound.port(), 0);
         let mut threads_seen = std::collections::BTreeSet::new();
         // Clients from different ports hash to either listener; 64 all landing on one would be
@@ -227,7 +201,7 @@ mod tests {
         }
         assert_eq!(
             threads_seen.into_iter().collect::<Vec<_>>(),
-            ["https-0 on 1", "https-1 on 1"]
+            ["https-0", "https-1"]
         );
         stop.send(true).unwrap();
         for thread in finished {
@@ -246,7 +220,6 @@ mod tests {
         let Err(error) = serve_on_threads(
             taken,
             2,
-            false,
             Arc::new(Semaphore::new(1)),
             stopped.clone(),
             serve,
@@ -261,14 +234,12 @@ mod tests {
         let (ours, _threads) = serve_on_threads(
             "127.0.0.1:0".parse().unwrap(),
             2,
-            false,
             Arc::new(Semaphore::new(1)),
             stopped.clone(),
             serve,
         )
         .unwrap();
-        let Err(error) =
-            serve_on_threads(ours, 2, false, Arc::new(Semaphore::new(1)), stopped, serve)
+        let Err(error) = serve_on_threads(ours, 2, Arc::new(Semaphore::new(1)), stopped, serve)
         else {
             panic!("our own address is refused to a second server")
         };

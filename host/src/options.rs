@@ -35,10 +35,6 @@ pub struct ServeOptions {
     /// Threads serving HTTPS, each with its own listener on the address (SO_REUSEPORT) [default: one per CPU]
     #[arg(long, value_name = "N", value_parser = at_least_one)]
     pub threads: Option<usize>,
-    /// Pin each HTTPS thread to a CPU of its own, the Nth thread to the Nth CPU this process may
-    /// run on (as nginx's `worker_cpu_affinity auto`); for a host whose CPUs are the site's alone
-    #[arg(long)]
-    pub pin_threads: bool,
     /// Connections served by a guest instance at once; the rest wait holding only a socket and a small task
     #[arg(long, default_value_t = 256)]
     pub max_instances: u32,

@@ -181,7 +181,6 @@ impl Server {
         let (https_addr, https_threads) = serve_on_threads(
             options.https,
             threads,
-            options.pin_threads,
             permits.clone(),
             stopped.clone(),
             move |stream, peer, accepted| {
