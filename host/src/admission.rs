@@ -84,7 +84,7 @@ impl Admission {
         };
         let _in_use = self.metrics.instance_taken();
         let report = sandbox
-            .serve_connection(stream, first_bytes, self.timeouts)
+            .serve_connection_read(stream, first_bytes, self.timeouts)
             .await;
         access_log::https(
             &self.stats,

@@ -9,10 +9,6 @@ use tls_site::inspect::{hosts_default_first, site_resources};
 use tls_site::logging::LogFormat;
 use tls_site::{BUILT_COMPONENT, ServeOptions, Server, certs, log};
 
-/// See host/Cargo.toml: a connection's many small allocations cost less in mimalloc.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     version,

@@ -361,9 +361,15 @@ impl Sandbox {
         Ok(site.tls_site_site_site().call_resources(&mut store).await?)
     }
 
-    /// Serves one accepted connection from a fresh instance of the snapshot, within `timeouts`;
-    /// `first_bytes` are what was read from it already (admission.rs), the instance's first.
-    pub async fn serve_connection(
+    /// Serves one accepted connection from a fresh instance of the snapshot, within `timeouts`.
+    pub async fn serve_connection(&self, stream: TcpStream, timeouts: Timeouts) -> Report {
+        self.serve_connection_read(stream, Vec::new(), timeouts)
+            .await
+    }
+
+    /// As `serve_connection`, for a connection whose `first_bytes` were read already
+    /// (admission.rs): they are the instance's first event.
+    pub async fn serve_connection_read(
         &self,
         stream: TcpStream,
         first_bytes: Vec<u8>,

@@ -62,7 +62,7 @@ fn a_hostile_guest_traps_at_the_hosts_bounds_and_other_clients_are_served_meanwh
                 let (stream, _) = listener.accept().await.unwrap();
                 let sandbox = sandbox.clone();
                 attacks.spawn(async move {
-                    let report = sandbox.serve_connection(stream, Vec::new(), timeouts).await;
+                    let report = sandbox.serve_connection(stream, timeouts).await;
                     drop(client);
                     (attack, report.outcome)
                 });

@@ -77,10 +77,7 @@ fn shared_site() -> &'static Site {
                     let (stream, _) = listener.accept().await.unwrap();
                     let (sandbox, outcomes) = (server.sandbox(), outcomes.clone());
                     tokio::spawn(async move {
-                        let outcome = sandbox
-                            .serve_connection(stream, Vec::new(), timeouts)
-                            .await
-                            .outcome;
+                        let outcome = sandbox.serve_connection(stream, timeouts).await.outcome;
                         outcomes.lock().unwrap().push(outcome);
                     });
                 }

@@ -292,9 +292,7 @@ fn a_guest_yields_at_epoch_ticks_and_is_cut_off_only_by_its_deadline() {
         };
         let (stream, client) =
             client_connection(&dir, vec![rustls::crypto::ring::kx_group::X25519]).await;
-        let report = sandbox
-            .serve_connection(stream, Vec::new(), timeouts(10))
-            .await;
+        let report = sandbox.serve_connection(stream, timeouts(10)).await;
         racing.store(false, std::sync::atomic::Ordering::Relaxed);
         epoch.join().unwrap();
         assert!(
