@@ -19,11 +19,13 @@
 //! nginx (TLS 1.3, the same certificate, the same bytes, one worker, tickets on, and its access
 //! log on, to a file, as its default configuration has it and as tls-site logs every connection)
 //! is skipped if not installed; the native server is `guest/tls/examples/native.rs` (the pure-Rust provider, no
-//! tickets, so full handshakes only), built here into `target/native`.
+//! tickets, so full handshakes only), built here into `target/native`. `--native-ring` adds it
+//! again with rustls's ring provider (`native-ring`): the component's TLS code with native crypto
+//! and no sandbox, a floor for what tls-site could cost.
 //!
 //! ```text
 //! cargo bench -p tls-site --bench connections -- [--smoke] [--seconds 5] [--threads 8]
-//!     [--sequential 100] [--rate 200] [--rounds 3] [--no-nginx] [--no-native]
+//!     [--sequential 100] [--rate 200] [--rounds 3] [--no-nginx] [--no-native] [--native-ring]
 //!     [--component PATH] [--full-only] [--hybrid] [--command] [--two-cores]
 //!     [--metrics] [--baseline TLS_SITE_BINARY [--baseline-component PATH]] [--idle N]
 //!     [--big-file MB [--downloaders 1,10,50]] [--big-site MB]
@@ -108,6 +110,7 @@ struct Options {
     rounds: usize,
     nginx: bool,
     native: bool,
+    native_ring: bool,
     component: Option<PathBuf>,
     full_only: bool,
     hybrid: bool,
@@ -231,7 +234,7 @@ fn main() {
         let at_once = options.downloaders.iter().max().unwrap_or(&1) + options.threads;
         serve_flags = variant::serve_flags(bytes, at_once);
         // It serves the shipped site only.
-        options.native = false;
+        (options.native, options.native_ring) = (false, false);
     }
     let expected = expected_resources(&tls_site, options.component.as_deref());
 
@@ -299,6 +302,24 @@ fn main() {
             .arg(addr.to_string());
         servers.push(start("native", pinned, &native, addr, &work, &expected));
     }
+    if options.native_ring {
+        let (mut native, addr) = (Command::new(build_native(&root)), free_addr());
+        native
+            .args([
+                root.join("certs/dev.chain.pem"),
+                root.join("certs/dev.key.pem"),
+            ])
+            .arg(addr.to_string())
+            .arg("ring");
+        servers.push(start(
+            "native-ring",
+            pinned,
+            &native,
+            addr,
+            &work,
+            &expected,
+        ));
+    }
     if let Some(baseline) = &options.baseline {
         // Checked against what its own component serves: the site's bytes may have changed since.
         let baseline_expected = expected_resources(baseline, options.baseline_component.as_deref());
@@ -356,11 +377,12 @@ fn main() {
         let probe = fetch_with(server.addr, &server.expected[0].host, &client)
             .map(|(tls, ..)| describe(&tls));
         eprintln!("{}: {}", server.name, probe.unwrap_or_else(|e| e));
-        let kinds: &[bool] = if ["native", "command"].contains(&server.name) || options.full_only {
-            &[false]
-        } else {
-            &[false, true]
-        };
+        let kinds: &[bool] =
+            if ["native", "native-ring", "command"].contains(&server.name) || options.full_only {
+                &[false]
+            } else {
+                &[false, true]
+            };
         for &resumed in kinds {
             for (expected_index, expect) in server.expected.iter().enumerate() {
                 let host = format!(
@@ -401,6 +423,7 @@ fn parse_options() -> Options {
         rounds: 3,
         nginx: true,
         native: true,
+        native_ring: false,
         component: None,
         full_only: false,
         hybrid: false,
@@ -431,6 +454,7 @@ fn parse_options() -> Options {
             "--rounds" => options.rounds = (value("--rounds") as usize).max(1),
             "--no-nginx" => options.nginx = false,
             "--no-native" => options.native = false,
+            "--native-ring" => options.native_ring = true,
             "--full-only" => options.full_only = true,
             "--hybrid" => options.hybrid = true,
             "--command" => options.command = true,

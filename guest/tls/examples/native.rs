@@ -6,8 +6,13 @@
 //! instance per connection and no access log: the difference between this and `tls-site serve`
 //! is what those cost. Used by `host/benches/connections.rs`; not a server to deploy.
 //!
-//!     cargo build --release -p tls-site-guest --example native
-//!     target/release/examples/native certs/dev.chain.pem certs/dev.key.pem 127.0.0.1:8443
+//! With `ring` after the address it takes rustls's ring provider instead of the pure-Rust one:
+//! the crypto the host does for the component (ring's ECDSA, SHA-2 and AES-GCM; ring's X25519
+//! where the host's is aws-lc's), so that it is a floor for the sandbox: the same TLS code
+//! natively, with native crypto and nothing around it.
+//!
+//!     cargo build --release -p tls-site-guest --features portable --example native
+//!     target/release/examples/native certs/dev.chain.pem certs/dev.key.pem 127.0.0.1:8443 [ring]
 
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -26,18 +31,26 @@ const DEADLINE: Duration = Duration::from_secs(10);
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [chain, key, addr] = &args[..] else {
-        eprintln!(
-            "usage: native CHAIN.pem KEY.pem ADDR   (e.g. certs/dev.chain.pem certs/dev.key.pem 127.0.0.1:8443)"
-        );
-        std::process::exit(2);
+    let (chain, key, addr, provider) = match &args[..] {
+        [chain, key, addr] => (chain, key, addr, portable::provider()),
+        [chain, key, addr, ring] if ring == "ring" => {
+            (chain, key, addr, rustls::crypto::ring::default_provider())
+        }
+        _ => {
+            eprintln!(
+                "usage: native CHAIN.pem KEY.pem ADDR [ring]   (e.g. certs/dev.chain.pem certs/dev.key.pem 127.0.0.1:8443)"
+            );
+            std::process::exit(2);
+        }
     };
     let chain = CertificateDer::pem_file_iter(chain)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .unwrap_or_else(|error| fail(format_args!("{chain}: {error}")));
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|error| error.to_string())
-        .and_then(|der| portable::load_private_key(der).map_err(|error| error.to_string()))
+        .and_then(|der| {
+            (provider.key_provider.load_private_key(der)).map_err(|error| error.to_string())
+        })
         .unwrap_or_else(|error| fail(format_args!("{key}: {error}")));
     // The development certificate covers every name of the site (`tls-site dev-certs`); the host
     // reads the names from the certificate, which this yardstick does not need to.
@@ -49,7 +62,7 @@ fn main() {
     let table = SniTable::new(
         &SITE,
         vec![Identity { chain, names, key }],
-        Arc::new(portable::provider()),
+        Arc::new(provider),
         None,
     )
     .unwrap_or_else(|error| fail(format_args!("the certificate: {error}")));
