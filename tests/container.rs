@@ -4,6 +4,7 @@
 //! serves every host name with the development CA and stops on `podman stop`.
 
 mod client;
+mod nested_cargo;
 
 use sha2::{Digest, Sha256};
 use std::io::{BufRead, BufReader};
@@ -330,12 +331,7 @@ fn static_host() -> PathBuf {
             "--target-dir",
         ])
         .arg(&target_dir);
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        if name.starts_with("CARGO_") && name != "CARGO_HOME" {
-            cargo.env_remove(name.as_ref());
-        }
-    }
+    nested_cargo::scrub(&mut cargo);
     let status = cargo.status().expect("running cargo");
     assert!(
         status.success(),

@@ -82,6 +82,8 @@ mod big_site;
 mod client;
 #[path = "connections/idle.rs"]
 mod idle;
+#[path = "../../tests/nested_cargo.rs"]
+mod nested_cargo;
 #[path = "connections/variant.rs"]
 mod variant;
 
@@ -780,11 +782,7 @@ fn cargo_build(root: &Path, target_dir: &Path) -> Command {
         .current_dir(root)
         .args(["build", "--release", "--target-dir"])
         .arg(target_dir);
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("CARGO_") && name != "CARGO_HOME" {
-            cargo.env_remove(name);
-        }
-    }
+    nested_cargo::scrub(&mut cargo);
     cargo
 }
 

@@ -6,6 +6,8 @@
 //! that the unikernel answered the request in flight at the button, counted it all and powered the
 //! machine off. Before the clients come, it must sleep while idle, not poll.
 
+#[path = "../../tests/nested_cargo.rs"]
+mod nested_cargo;
 // Shared with the other qemu test, which uses parts of it this one does not.
 #[allow(dead_code)]
 #[path = "support/qemu.rs"]

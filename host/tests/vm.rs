@@ -7,6 +7,8 @@
 #[path = "../../tests/client.rs"]
 mod client;
 
+#[path = "../../tests/nested_cargo.rs"]
+mod nested_cargo;
 // Shared with the other qemu test, which uses parts of it this one does not.
 #[allow(dead_code)]
 #[path = "support/qemu.rs"]

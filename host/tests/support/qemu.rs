@@ -26,12 +26,7 @@ pub fn build_image_with(script: &str, out: &Path, needs: &str) {
     let mut build = Command::new(workspace().join("host/vm").join(script));
     build.arg("--out").arg(out);
     // What cargo set for this test must not steer the nested builds...
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        if name.starts_with("CARGO_") && name != "CARGO_HOME" {
-            build.env_remove(name.as_ref());
-        }
-    }
+    crate::nested_cargo::scrub(&mut build);
     // ... but they build beside this one (CI keeps that outside the checkout, warm).
     build.env("CARGO_TARGET_DIR", env!("TLS_SITE_TARGET_DIR"));
     let status = build
