@@ -591,6 +591,44 @@ fn a_client_with_half_a_client_hello_holds_no_instance() {
     );
 }
 
+/// A ClientHello that comes in two parts, the second after a pause, is put together by admission
+/// (which holds the first part while it waits for the rest) and handed whole to an instance: the
+/// handshake completes and the page comes back.
+#[test]
+fn a_client_hello_sent_in_two_parts_with_a_pause_is_served() {
+    let shared = shared();
+    let server_name = rustls::pki_types::ServerName::try_from("tls-site.localhost").unwrap();
+    let config = std::sync::Arc::new(config(Trust::Ca(&shared.ca), &[]));
+    let mut tls = rustls::ClientConnection::new(config, server_name).unwrap();
+    let mut hello = Vec::new();
+    while tls.wants_write() {
+        tls.write_tls(&mut hello).unwrap();
+    }
+    let mut socket = TcpStream::connect(shared.https).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let (first, rest) = hello.split_at(hello.len() / 2);
+    socket.write_all(first).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    socket.write_all(rest).unwrap();
+    let mut stream = rustls::Stream::new(&mut tls, &mut socket);
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: tls-site.localhost\r\n\r\n")
+        .unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    assert!(
+        response.starts_with(b"HTTP/1.1 200 "),
+        "{}",
+        String::from_utf8_lossy(&response[..response.len().min(200)])
+    );
+    let page = default_resource(shared);
+    assert!(page.hosts.iter().any(|host| host == "tls-site.localhost"));
+    let body = &response[response.len() - page.bytes as usize..];
+    assert_eq!(sha256_hex(body), page.sha256);
+}
+
 #[test]
 fn a_client_that_never_sends_a_hello_is_closed() {
     let (runtime, server, _) = start_with("hello-timeout", |options| {
