@@ -294,17 +294,12 @@ fn main() {
             }
         }
     }
-    if options.native {
-        let (mut native, addr) = (Command::new(build_native(&root)), free_addr());
-        native
-            .args([
-                root.join("certs/dev.chain.pem"),
-                root.join("certs/dev.key.pem"),
-            ])
-            .arg(addr.to_string());
-        servers.push(start("native", pinned, &native, addr, &work, &expected));
-    }
-    if options.native_ring {
+    // The native yardstick, with its pure-Rust provider and, after `ring`, with ring's.
+    let natives = [
+        (options.native, "native", None),
+        (options.native_ring, "native-ring", Some("ring")),
+    ];
+    for (_, name, provider) in natives.into_iter().filter(|(wanted, ..)| *wanted) {
         let (mut native, addr) = (Command::new(build_native(&root)), free_addr());
         native
             .args([
@@ -312,15 +307,8 @@ fn main() {
                 root.join("certs/dev.key.pem"),
             ])
             .arg(addr.to_string())
-            .arg("ring");
-        servers.push(start(
-            "native-ring",
-            pinned,
-            &native,
-            addr,
-            &work,
-            &expected,
-        ));
+            .args(provider);
+        servers.push(start(name, pinned, &native, addr, &work, &expected));
     }
     if let Some(baseline) = &options.baseline {
         // Checked against what its own component serves: the site's bytes may have changed since.
